@@ -1,0 +1,83 @@
+"""Command-line entry point: every subcommand is a `mhtest.cli` plugin."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from mhtest import __version__, exitcodes
+
+LOG = logging.getLogger(__name__)
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line, exit code 2, no traceback."""
+
+
+class CLICommand:
+    """Base of a `mhtest.cli` plugin: one subcommand.
+
+    A plugin sets `name` and `help`, adds its options in `configure()` and does its
+    work in `run()`, returning the process exit code (see mhtest.exitcodes).
+    """
+
+    name: str = ""
+    help: str = ""
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        """Add this subcommand's options to its parser."""
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+
+def _load_commands() -> list[CLICommand]:
+    from mhtest.plugins import load_plugins
+
+    return [cls() for _, cls in load_plugins("mhtest.cli")]
+
+
+def build_parser(commands: Sequence[CLICommand]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mhtest", description="Run tests on this machine and on many hosts."
+    )
+    parser.add_argument("--version", action="version", version=f"mhtest {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages to the console"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in commands:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.configure(p)
+        p.set_defaults(_command=cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, run the subcommand, map errors to exit codes."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        commands = _load_commands()
+    except Exception as exc:  # noqa: BLE001 - the CLI must say what broke
+        print(f"mhtest: cannot load commands: {exc}", file=sys.stderr)
+        return exitcodes.CRASH
+    parser = build_parser(commands)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    cmd = getattr(args, "_command", None)
+    if cmd is None:
+        parser.print_help()
+        return exitcodes.JOB_FAIL
+    try:
+        return cmd.run(args)
+    except UsageError as exc:
+        print(f"mhtest {cmd.name}: error: {exc}", file=sys.stderr)
+        return exitcodes.JOB_FAIL
+    except KeyboardInterrupt:
+        print("mhtest: interrupted", file=sys.stderr)
+        return exitcodes.INTERRUPTED

@@ -1,0 +1,56 @@
+"""mhtest: an Avocado-style test framework whose tests span several hosts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"', (HERE / "mhtest" / "__init__.py").read_text(), re.M
+).group(1)
+
+setup(
+    name="mhtest",
+    version=VERSION,
+    description="Avocado-style tests, Autotest host control and multi-host tests",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["mhtest", "mhtest.*"]),
+    install_requires=[
+        "paramiko>=3.0",
+        "pyzmq>=24",
+        "stevedore>=5.0",
+        "aexpect>=1.6",
+        "PyYAML>=5.4",
+        "rich>=12",
+        "qemu.qmp>=0.0.3",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6", "lxml>=4.9", "ruff"],
+    },
+    entry_points={
+        "console_scripts": ["mhtest = mhtest.cli:main"],
+        "mhtest.cli": [
+            "run = mhtest.plugins.cli_run:RunCommand",
+            "list = mhtest.plugins.cli_list:ListCommand",
+            "sync-server = mhtest.plugins.cli_sync:SyncServerCommand",
+        ],
+        "mhtest.result": [
+            "json = mhtest.plugins.result_json:JSONResult",
+            "xunit = mhtest.plugins.result_xunit:XUnitResult",
+            "tap = mhtest.plugins.result_tap:TAPResult",
+        ],
+        "mhtest.spawner": [
+            "local = mhtest.plugins.spawner_local:LocalSpawner",
+            "ssh = mhtest.plugins.spawner_ssh:SSHSpawner",
+        ],
+        "mhtest.resolver": [
+            "python = mhtest.plugins.resolver_python:PythonResolver",
+            "exec = mhtest.plugins.resolver_exec:ExecResolver",
+        ],
+    },
+)
