@@ -30,7 +30,7 @@ setup(
         "qemu.qmp>=0.0.3",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "lxml>=4.9", "ruff"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "lxml>=4.9", "ruff"],
     },
     entry_points={
         "console_scripts": ["mhtest = mhtest.cli:main"],
