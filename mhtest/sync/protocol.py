@@ -1,0 +1,177 @@
+"""The sync wire protocol: versioned JSON objects, one per ZeroMQ frame. Never pickle.
+
+A client (DEALER) sends one frame holding a request:
+
+    {"v": 1, "id": 7, "op": "barrier", "name": "started", "count": 2, "timeout": 30}
+
+and the server (ROUTER) answers with the same id:
+
+    {"v": 1, "id": 7, "ok": true, "result": ...}
+    {"v": 1, "id": 7, "ok": false, "error": {"type": "timeout", "message": ..., ...}}
+
+Operations and their fields:
+
+- hello: participant, heartbeat (seconds between the client's pings), count (optional default)
+- barrier: name, count, timeout;  exchange: name, data, count, timeout
+- post: name, data;  wait: name, count, timeout
+- lock: name, timeout;  unlock: name
+- abort: reason;  ping (answered by a "pong" without id);  bye
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # larger requests are refused with a log line
+SOCKET_MAX_BYTES = 2 * MAX_MESSAGE_BYTES  # ZeroMQ drops the connection beyond this
+MAX_NAME_CHARS = 256
+MAX_COUNT = 100_000
+MAX_TIMEOUT = 7 * 24 * 3600.0
+
+OPS_WITH_NAME = frozenset({"barrier", "exchange", "post", "wait", "lock", "unlock"})
+OPS_WITH_TIMEOUT = frozenset({"barrier", "exchange", "wait", "lock"})
+OPS = OPS_WITH_NAME | {"hello", "abort", "ping", "bye"}
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; `request_id` is set when known."""
+
+    def __init__(self, message: str, request_id: int | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+@dataclass
+class Request:
+    """One validated client request."""
+
+    op: str
+    id: int
+    name: str = ""
+    count: int | None = None
+    timeout: float | None = None
+    data: Any = None
+    participant: str = ""
+    heartbeat: float = 1.0
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """Serialise one message (adds the protocol version)."""
+    message = {"v": VERSION, **message}
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode(frame: bytes) -> dict[str, Any]:
+    """Parse one frame into a JSON object, or raise ProtocolError."""
+    if len(frame) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(frame)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        message = json.loads(frame)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("message is not a JSON object")
+    return message
+
+
+def _check_name(value: Any, what: str, request_id: int | None) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS:
+        raise ProtocolError(
+            f"{what} must be a non-empty string of at most {MAX_NAME_CHARS} characters",
+            request_id,
+        )
+    return value
+
+
+def _check_count(value: Any, request_id: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+        raise ProtocolError(f"count must be an integer from 1 to {MAX_COUNT}", request_id)
+    return value
+
+
+def _check_seconds(value: Any, what: str, request_id: int | None) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 < value <= MAX_TIMEOUT
+    ):
+        raise ProtocolError(f"{what} must be a number of seconds above 0", request_id)
+    return float(value)
+
+
+def parse_request(frame: bytes) -> Request:
+    """Decode and validate one client request, or raise ProtocolError."""
+    message = decode(frame)
+    request_id = message.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, int):
+        raise ProtocolError("missing integer id")
+    if message.get("v") != VERSION:
+        raise ProtocolError(
+            f"protocol version {message.get('v')!r} not supported (this server speaks {VERSION})",
+            request_id,
+        )
+    op = message.get("op")
+    if op not in OPS:
+        raise ProtocolError(f"unknown operation {op!r}", request_id)
+    req = Request(op=op, id=request_id, data=message.get("data"))
+    if op in OPS_WITH_NAME:
+        req.name = _check_name(message.get("name"), "name", request_id)
+    if op in OPS_WITH_TIMEOUT:
+        req.timeout = _check_seconds(message.get("timeout"), "timeout", request_id)
+    if op in ("barrier", "exchange", "wait", "hello"):
+        req.count = _check_count(message.get("count"), request_id)
+    if op == "hello":
+        req.participant = _check_name(message.get("participant"), "participant", request_id)
+        req.heartbeat = _check_seconds(message.get("heartbeat", 1.0), "heartbeat", request_id)
+    if op == "abort":
+        reason = message.get("reason", "")
+        req.reason = reason if isinstance(reason, str) else str(reason)
+    return req
+
+
+def reply_ok(request_id: int, result: Any = None) -> bytes:
+    """A success reply."""
+    return encode({"id": request_id, "ok": True, "result": result})
+
+
+def reply_error(request_id: int, error_type: str, message: str, **details: Any) -> bytes:
+    """An error reply; `error_type` is timeout, aborted, refused or invalid."""
+    return encode(
+        {
+            "id": request_id,
+            "ok": False,
+            "error": {"type": error_type, "message": message, **details},
+        }
+    )
+
+
+def parse_endpoint(
+    text: str, *, default_host: str = "127.0.0.1", default_port: int = 0
+) -> tuple[str, int]:
+    """Split "[tcp://]HOST[:PORT]" (or ":PORT", "PORT") into (host, port); ValueError if bad."""
+    rest = text.strip()
+    if rest.startswith("tcp://"):
+        rest = rest[len("tcp://") :]
+    elif "://" in rest:
+        raise ValueError(f"{text!r}: only tcp:// addresses are supported")
+    if rest.isdigit():
+        host, port_text = default_host, rest
+    elif rest.startswith("[") and "]" in rest:
+        raise ValueError(f"{text!r}: IPv6 addresses are not supported")
+    elif ":" in rest:
+        host, port_text = rest.rsplit(":", 1)
+        host = host or default_host
+    else:
+        host, port_text = rest or default_host, str(default_port)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
+    return host, int(port_text)

@@ -1,0 +1,218 @@
+"""The sync server: one ZeroMQ ROUTER socket, owned by one thread, fed to a Coordinator.
+
+    with SyncServer("127.0.0.1:0", expected=["h1", "h2"]) as server:
+        ...  # hand server.address to the participants
+
+It binds loopback unless told otherwise; with `keys_dir` it speaks CurveZMQ and accepts
+only the client public keys listed in the keys directory (see mhtest.sync.keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from mhtest.sync import protocol
+from mhtest.sync.coordinator import Coordinator, Expected
+from mhtest.sync.errors import SyncError
+
+LOG = logging.getLogger(__name__)
+
+MAX_POLL_MS = 250  # the loop wakes at least this often to check deadlines
+START_TIMEOUT = 10.0
+
+
+class SyncServer:
+    """A sync server running in a background thread; `.address` is where clients connect."""
+
+    def __init__(
+        self,
+        bind: str = "127.0.0.1:0",
+        keys_dir: str | os.PathLike | None = None,
+        expected: Expected = None,
+    ) -> None:
+        try:
+            host, port = protocol.parse_endpoint(bind)
+        except ValueError as exc:
+            raise SyncError(f"sync server: bad bind address {exc}") from None
+        try:
+            self._host = socket.gethostbyname(host)
+        except OSError as exc:
+            raise SyncError(f"sync server: cannot resolve {host!r}: {exc}") from None
+        self._port = port
+        self._keys_dir = keys_dir
+        self._expected = expected
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
+        self._wake_r, self._wake_w = -1, -1
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        """The address clients connect to, "tcp://HOST:PORT" (loopback when bound to any)."""
+        host = "127.0.0.1" if self._host == "0.0.0.0" else self._host
+        return f"tcp://{host}:{self.port}"
+
+    @property
+    def bound(self) -> str:
+        """The address the socket is bound to."""
+        return f"tcp://{self._host}:{self.port}"
+
+    def start(self) -> SyncServer:
+        """Bind and serve in a background thread; returns once bound (or raises SyncError)."""
+        if self._thread is not None:
+            raise SyncError("sync server already started")
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="mhtest-sync-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT):
+            self.stop()
+            raise SyncError(f"sync server did not start within {START_TIMEOUT:g} s")
+        if self._error is not None:
+            self.stop()
+            raise SyncError(f"sync server on {self._host}:{self._port}: {self._error}")
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving and close the socket; safe to call twice."""
+        self._stopping.set()
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                LOG.warning("sync server thread did not stop within %g s", timeout)
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    def __enter__(self) -> SyncServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- the server thread ---------------------------------------------------------------
+
+    def _open(self, ctx: Any) -> tuple[Any, Any]:
+        import zmq
+
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its identity
+        sock.setsockopt(zmq.MAXMSGSIZE, protocol.SOCKET_MAX_BYTES)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        auth = None
+        if self._keys_dir is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            from mhtest.sync.keys import load_server_keys
+
+            keys = load_server_keys(self._keys_dir)
+            auth = ThreadAuthenticator(ctx, log=logging.getLogger(__name__ + ".auth"))
+            auth.start()
+            auth.configure_curve(domain="*", location=str(keys.clients_dir))
+            sock.curve_server = True
+            sock.curve_publickey = keys.public
+            sock.curve_secretkey = keys.secret
+        if self._port:
+            sock.bind(f"tcp://{self._host}:{self._port}")
+            self.port = self._port
+        else:
+            sock.bind(f"tcp://{self._host}:*")
+            self.port = int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+        return sock, auth
+
+    def _run(self) -> None:
+        import zmq
+
+        ctx = zmq.Context()
+        sock = auth = None
+        try:
+            sock, auth = self._open(ctx)
+        except Exception as exc:  # noqa: BLE001 - reported by start()
+            self._error = exc
+            if sock is not None:
+                sock.close(0)
+            if auth is not None:
+                auth.stop()
+            ctx.term()
+            self._ready.set()
+            return
+        LOG.info("sync server listening on %s", self.bound)
+        self._ready.set()
+        try:
+            self._serve(sock)
+        except Exception:
+            LOG.exception("sync server loop crashed")
+        finally:
+            sock.close(0)
+            if auth is not None:
+                auth.stop()
+            ctx.term()
+            LOG.info("sync server on %s stopped", self.bound)
+
+    def _serve(self, sock: Any) -> None:
+        import zmq
+
+        coord = Coordinator(self._expected)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        while not self._stopping.is_set():
+            deadline = coord.next_deadline()
+            wait_ms = MAX_POLL_MS
+            if deadline is not None:
+                wait_ms = max(0, min(MAX_POLL_MS, int((deadline - time.monotonic()) * 1000) + 1))
+            events = dict(poller.poll(wait_ms))
+            if sock in events:
+                self._drain(sock, coord)
+            coord.tick(time.monotonic())
+            self._flush(sock, coord)
+
+    def _drain(self, sock: Any, coord: Coordinator) -> None:
+        """Handle every frame waiting on the socket (bounded, so timers still run)."""
+        import zmq
+
+        for _ in range(10_000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                LOG.warning("dropped a message of %d frames (expected identity + 1)", len(frames))
+                continue
+            try:
+                coord.handle(frames[0], frames[1], time.monotonic())
+            except Exception:  # noqa: BLE001 - one bad message must never stop the server
+                LOG.exception("error handling a message; dropped it")
+            self._flush(sock, coord)
+
+    @staticmethod
+    def _flush(sock: Any, coord: Coordinator) -> None:
+        import zmq
+
+        for identity, payload in coord.outbox:
+            try:
+                sock.send_multipart([identity, payload], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                LOG.warning("could not send a reply: %s", exc)
+        coord.outbox.clear()
+
+
+def serve_forever(server: SyncServer, stop: threading.Event) -> None:
+    """Run `server` until `stop` is set (the CLI's foreground mode)."""
+    with server:
+        while not stop.wait(0.5):
+            pass
