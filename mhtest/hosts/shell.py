@@ -1,0 +1,47 @@
+"""Interactive shells on hosts: an aexpect ShellSession over the OpenSSH `ssh` client."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from mhtest.hosts.errors import HostError
+
+if TYPE_CHECKING:
+    from mhtest.hosts.ssh import SSHHost
+
+log = logging.getLogger(__name__)
+
+PROMPT_TEXT = "MHTEST-PROMPT$ "
+# A shell without rc files and with a prompt we can recognise (bash if present, else sh).
+REMOTE_SHELL = (
+    "if command -v bash >/dev/null 2>&1; then "
+    f"exec env PS1={shlex.quote(PROMPT_TEXT)} PROMPT_COMMAND= bash --norc --noprofile -i; "
+    f"else exec env PS1={shlex.quote(PROMPT_TEXT)} sh -i; fi"
+)
+
+
+def open_shell(host: SSHHost, timeout: float = 30, prompt: str = r"^MHTEST-PROMPT\$ ?$") -> Any:
+    """Start `ssh -tt` to `host` in an aexpect ShellSession and wait for the first prompt.
+
+    The session uses the host's port, key files and known_hosts; close() it when done.
+    """
+    import aexpect
+
+    if shutil.which("ssh") is None:
+        raise HostError(f"{host.name}: shell() needs the OpenSSH client `ssh` (openssh-client)")
+    command = shlex.join(host.ssh_command(["-tt", "-o", "LogLevel=ERROR"]) + [REMOTE_SHELL])
+    session = aexpect.ShellSession(command, auto_close=True, prompt=prompt)
+    try:
+        session.read_up_to_prompt(timeout=timeout)
+    except aexpect.ExpectError as exc:
+        output = session.get_output()
+        session.close()
+        raise HostError(
+            f"{host.name}: interactive shell did not start within {timeout:g} s: "
+            f"{exc}; output: {output[-300:]!r}",
+            host.name,
+        ) from None
+    return session

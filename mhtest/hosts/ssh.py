@@ -1,0 +1,398 @@
+"""SSHHost: a host reached over SSH with paramiko.
+
+One paramiko transport per host, opened on first use and reused by every command; each
+command gets its own channel, so one SSHHost can be shared by several threads. Host keys are
+checked against known_hosts (OpenSSH's file format); accepting an unknown key is an explicit
+option and a changed key is always refused.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from mhtest.hosts.base import Host
+from mhtest.hosts.errors import (
+    AuthenticationError,
+    HostError,
+    HostKeyError,
+    HostUnreachable,
+)
+from mhtest.hosts.process import RemoteProcess
+from mhtest.hosts.result import CmdResult
+
+log = logging.getLogger(__name__)
+
+# Fastest ciphers first: AES-GCM/CTR use AES-NI through OpenSSL; chacha20 is slow in paramiko.
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes128-ctr", "aes256-gcm@openssh.com", "aes256-ctr")
+WINDOW_SIZE = 16 * 1024 * 1024
+MAX_PACKET_SIZE = 32768
+DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+def _transport_class():
+    """A paramiko Transport that also records the remote `exit-signal` of a channel."""
+    import paramiko
+    from paramiko.common import MSG_CHANNEL_REQUEST
+
+    class _Transport(paramiko.Transport):
+        _channel_handler_table = dict(paramiko.Transport._channel_handler_table)
+
+        def _on_request(chan, m):  # noqa: N805 - called as a plain function (chan, message)
+            start = m.packet.tell()
+            if m.get_text() == "exit-signal":
+                m.get_boolean()
+                chan.exit_signal = m.get_text()
+                chan.status_event.set()
+                return
+            m.packet.seek(start)
+            paramiko.Channel._handle_request(chan, m)
+
+        _channel_handler_table[MSG_CHANNEL_REQUEST] = _on_request
+
+    return _Transport
+
+
+class SSHHost(Host):
+    """A machine controlled over SSH (public key authentication).
+
+    `key_file` is a path or a list of paths (default: ~/.ssh/id_* and the ssh-agent);
+    `known_hosts` defaults to ~/.ssh/known_hosts. With `accept_new_host_keys`, a host not
+    yet in known_hosts is accepted and recorded there; a changed key is always refused.
+    """
+
+    def __init__(
+        self,
+        hostname: str,
+        user: str | None = None,
+        port: int = 22,
+        key_file: str | Sequence[str] | None = None,
+        known_hosts: str | None = None,
+        accept_new_host_keys: bool = False,
+        connect_timeout: float = 15.0,
+        name: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(params)
+        self.hostname = hostname
+        self.user = user or getpass.getuser()
+        self.port = int(port)
+        if isinstance(key_file, str):
+            key_file = [key_file]
+        self.key_files = [os.path.expanduser(k) for k in (key_file or [])]
+        self.known_hosts = os.path.expanduser(known_hosts or "~/.ssh/known_hosts")
+        self.accept_new_host_keys = accept_new_host_keys
+        self.connect_timeout = connect_timeout
+        self.name = name or (hostname if self.port == 22 else f"{hostname}:{self.port}")
+        self._lock = threading.Lock()
+        self._transport: Any = None
+
+    def __repr__(self) -> str:
+        return f"SSHHost({self.user}@{self.hostname}:{self.port})"
+
+    # -- connection --------------------------------------------------------------------------
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How this host is written in known_hosts."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    def transport(self) -> Any:
+        """The connected, authenticated paramiko transport (connecting if needed)."""
+        with self._lock:
+            if self._transport is None or not self._transport.is_active():
+                self._transport = self._connect()
+            return self._transport
+
+    def _connect(self) -> Any:
+        import paramiko
+
+        where = f"{self.user}@{self.hostname}:{self.port}"
+        try:
+            sock = socket.create_connection(
+                (self.hostname, self.port), timeout=self.connect_timeout
+            )
+        except socket.gaierror as exc:
+            raise HostUnreachable(
+                f"{self.name}: unknown host name {self.hostname!r} ({exc.strerror}); "
+                "check the spelling, /etc/hosts or the inventory",
+                self.name,
+            ) from None
+        except ConnectionRefusedError:
+            raise HostUnreachable(
+                f"{self.name}: connection refused on port {self.port}; is sshd running there?",
+                self.name,
+            ) from None
+        except OSError as exc:
+            reason = "timed out" if isinstance(exc, socket.timeout) else str(exc)
+            raise HostUnreachable(
+                f"{self.name}: cannot connect to {self.hostname}:{self.port}: {reason}", self.name
+            ) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = _transport_class()(
+            sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
+        )
+        try:
+            options = transport.get_security_options()
+            supported = options.ciphers
+            options.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in supported) + tuple(
+                c for c in supported if c not in PREFERRED_CIPHERS
+            )
+            known = self._load_known_hosts().lookup(self.known_hosts_name)
+            if known:
+                # Ask for a key type we can verify, as OpenSSH does.
+                wanted = tuple(k for k in options.key_types if k in known)
+                if wanted:
+                    options.key_types = wanted
+            try:
+                transport.start_client(timeout=self.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise HostUnreachable(
+                    f"{self.name}: SSH handshake with {where} failed: {exc}", self.name
+                ) from None
+            self._check_host_key(transport.get_remote_server_key(), known)
+            self._authenticate(transport)
+        except BaseException:
+            transport.close()
+            raise
+        transport.set_keepalive(30)
+        log.debug("%s: connected (%s)", self.name, transport.remote_cipher)
+        return transport
+
+    def _load_known_hosts(self) -> Any:
+        import paramiko
+
+        keys = paramiko.HostKeys()
+        if os.path.exists(self.known_hosts):
+            try:
+                keys.load(self.known_hosts)
+            except (OSError, paramiko.SSHException) as exc:
+                raise HostKeyError(
+                    f"{self.name}: cannot read known_hosts file {self.known_hosts}: {exc}",
+                    self.name,
+                    self.known_hosts,
+                ) from None
+        return keys
+
+    def _check_host_key(self, key: Any, known: Any) -> None:
+        fingerprint = key.fingerprint
+        if known and key.get_name() in known:
+            if known[key.get_name()] == key:
+                return
+            raise HostKeyError(
+                f"{self.name}: host key CHANGED ({key.get_name()} {fingerprint}) and does not "
+                f"match {self.known_hosts_name} in {self.known_hosts}; if the host was really "
+                f"reinstalled, remove the old key: ssh-keygen -f {self.known_hosts} "
+                f"-R '{self.known_hosts_name}'",
+                self.name,
+                self.known_hosts,
+            )
+        if not self.accept_new_host_keys:
+            raise HostKeyError(
+                f"{self.name}: unknown host key ({key.get_name()} {fingerprint}); "
+                f"{self.known_hosts_name} is not in {self.known_hosts}; add it (ssh-keyscan -p "
+                f"{self.port} {self.hostname} >> {self.known_hosts}) or accept new host keys "
+                "(--ssh-accept-new-host-keys)",
+                self.name,
+                self.known_hosts,
+            )
+        directory = os.path.dirname(self.known_hosts)
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        with open(self.known_hosts, "a", encoding="ascii") as out:
+            out.write(f"{self.known_hosts_name} {key.get_name()} {key.get_base64()}\n")
+        log.warning(
+            "%s: accepted new host key %s %s into %s",
+            self.name,
+            key.get_name(),
+            fingerprint,
+            self.known_hosts,
+        )
+
+    def _candidate_keys(self) -> tuple[list[tuple[str, Any]], list[str]]:
+        """(label, key) pairs to offer, and the problems met while loading them."""
+        import paramiko
+
+        files = self.key_files or [
+            p
+            for p in (os.path.expanduser(f"~/.ssh/{n}") for n in DEFAULT_KEYS)
+            if os.path.exists(p)
+        ]
+        keys: list[tuple[str, Any]] = []
+        problems: list[str] = []
+        for path in files:
+            try:
+                keys.append((path, paramiko.PKey.from_path(path)))
+            except paramiko.PasswordRequiredException:
+                problems.append(f"{path} is passphrase-protected (load it into ssh-agent)")
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                problems.append(f"{path} could not be read: {exc}")
+        if not self.key_files and os.environ.get("SSH_AUTH_SOCK"):
+            try:
+                for i, key in enumerate(paramiko.Agent().get_keys()):
+                    keys.append((f"ssh-agent key {i + 1} ({key.get_name()})", key))
+            except paramiko.SSHException as exc:
+                problems.append(f"ssh-agent: {exc}")
+        return keys, problems
+
+    def _authenticate(self, transport: Any) -> None:
+        import paramiko
+
+        keys, problems = self._candidate_keys()
+        for label, key in keys:
+            try:
+                transport.auth_publickey(self.user, key)
+            except paramiko.AuthenticationException:
+                log.debug("%s: key %s refused", self.name, label)
+                continue
+            except paramiko.SSHException as exc:
+                problems.append(f"{label}: {exc}")
+                continue
+            if transport.is_authenticated():
+                return
+        tried = ", ".join(label for label, _ in keys) or "no key found"
+        extra = f" ({'; '.join(problems)})" if problems else ""
+        raise AuthenticationError(
+            f"{self.name}: authentication as {self.user} failed; keys tried: {tried}{extra}; "
+            f"add the public key to ~{self.user}/.ssh/authorized_keys on the host "
+            f"(ssh-copy-id -i KEY.pub -p {self.port} {self.user}@{self.hostname}) or name the "
+            "right key (IdentityFile in ~/.ssh/config, ansible_ssh_private_key_file)",
+            self.name,
+            tuple(label for label, _ in keys),
+        )
+
+    def close(self) -> None:
+        """Remove temporary directories, then close the connection."""
+        try:
+            if self._transport is not None and self._transport.is_active():
+                super().close()
+        finally:
+            self._forget_connection()
+
+    def _forget_connection(self) -> None:
+        with self._lock:
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def open_channel(self, timeout: float | None = None) -> Any:
+        """A new session channel on the shared transport."""
+        import paramiko
+
+        transport = self.transport()
+        try:
+            return transport.open_session(timeout=timeout or self.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self._forget_connection()
+            raise HostUnreachable(f"{self.name}: cannot open a channel: {exc}", self.name) from None
+
+    def start(
+        self,
+        command: str,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> RemoteProcess:
+        """Start `command` and return at once; read its output from the RemoteProcess."""
+        return RemoteProcess.start(self, command, env=env, args=args)
+
+    def run(
+        self,
+        command: str,
+        timeout: float | None = None,
+        ignore_status: bool = False,
+        stdin: str | bytes | None = None,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> CmdResult:
+        """Run `command` through the login shell; raise CmdError on failure unless ignored.
+
+        `args` are shell-quoted and appended; on `timeout` the command's whole process group is
+        killed and CmdTimeout raised.
+        """
+        proc = self.start(command, env=env, args=args)
+        result = proc.communicate(stdin=stdin, timeout=timeout)
+        log.debug("%s: %r -> %s (%.3f s)", self.name, command, result.exit_status, result.duration)
+        return self.check_result(result, ignore_status)
+
+    def is_up(self) -> bool:
+        """True if the host accepts a connection and runs `true`."""
+        try:
+            return self.run("true", timeout=self.connect_timeout).ok
+        except HostError as exc:
+            log.debug("%s: not up: %s", self.name, exc)
+            self._forget_connection()
+            return False
+
+    def wait_up(self, timeout: float = 60) -> bool:
+        saved = self.connect_timeout
+        self.connect_timeout = max(1.0, min(saved, timeout))
+        try:
+            return super().wait_up(timeout)
+        finally:
+            self.connect_timeout = saved
+
+    # -- files -------------------------------------------------------------------------------
+
+    def send_file(
+        self, source: str | Sequence[str], dest: str, timeout: float | None = None
+    ) -> None:
+        """Copy local file(s) or directories to `dest` on the host (see mhtest.hosts.transfer)."""
+        from mhtest.hosts import transfer
+
+        transfer.send(self, source, dest, timeout=timeout)
+
+    def get_file(
+        self, source: str | Sequence[str], dest: str, timeout: float | None = None
+    ) -> None:
+        """Copy file(s) or directories from the host to local `dest`."""
+        from mhtest.hosts import transfer
+
+        transfer.get(self, source, dest, timeout=timeout)
+
+    # -- interactive -------------------------------------------------------------------------
+
+    def ssh_command(self, extra: Sequence[str] = ()) -> list[str]:
+        """An OpenSSH `ssh` command line reaching this host with the same key and known_hosts."""
+        cmd = [
+            "ssh",
+            "-p",
+            str(self.port),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=" + ("accept-new" if self.accept_new_host_keys else "yes"),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={int(self.connect_timeout)}",
+        ]
+        for key in self.key_files:
+            cmd += ["-i", key]
+        if self.key_files:
+            cmd += ["-o", "IdentitiesOnly=yes"]
+        return [*cmd, *extra, f"{self.user}@{self.hostname}"]
+
+    def shell(self, timeout: float = 30, prompt: str = r"^MHTEST-PROMPT\$ ?$") -> Any:
+        """An aexpect ShellSession: sendline, read_until_any_line_matches, cmd_output."""
+        from mhtest.hosts.shell import open_shell
+
+        return open_shell(self, timeout=timeout, prompt=prompt)
+
+    def wait_for_port(self, timeout: float = 60) -> bool:
+        """True once the host's SSH port accepts TCP connections."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.hostname, self.port), timeout=1):
+                    return True
+            except OSError:
+                time.sleep(0.2)
+        return False

@@ -1,0 +1,103 @@
+"""Shared fixtures: real OpenSSH sshd hosts on loopback addresses.
+
+Every test that needs "a machine" gets a real sshd process (mhtest.hosts.testing.SshdPool):
+each bound to its own loopback address (127.0.0.2, 127.0.0.3, ...) on a free port, with its
+own generated ed25519 host key, a shared generated client key, a known_hosts file and an
+ssh_config file, all in one session temporary directory. They are started on first request
+(several in parallel), reused by every later test of the session, and stopped by PID at the
+end. Works as root and as an ordinary user (sshd then runs with StrictModes no / UsePAM no and
+logs in as that user).
+
+Fixtures
+--------
+``sshd_hosts`` (session)
+    A factory: ``sshd_hosts(n) -> list[HostInfo]``, the first `n` hosts (starting the missing
+    ones). Hosts are shared by the whole session: do not break them; use ``broken_host`` for
+    fault tests.
+``sshd_host`` (session)
+    ``sshd_hosts(1)[0]``.
+``ssh_host`` (function)
+    A connected ``SSHHost`` for ``sshd_host``, closed after the test.
+``broken_host`` (function)
+    A factory ``broken_host(kind) -> HostInfo`` describing a host that fails in a controlled
+    way: ``"refused"`` (nothing listens on the port), ``"bad-key"`` (a client key the host does
+    not accept), ``"changed-host-key"`` (known_hosts holds a different key for the host),
+    ``"unknown-host-key"`` (an empty known_hosts file).
+
+``HostInfo`` (mhtest.hosts.testing) has ``address``, ``port``, ``user``, ``key_file``,
+``known_hosts``, ``ssh_config``, ``alias`` (``mhtest-host-1``... in ssh_config), ``spec``
+(``"root@127.0.0.2:40123"``), ``make_host(**opts) -> SSHHost`` and ``ssh_args()`` (``-F
+ssh_config -o BatchMode=yes`` for the OpenSSH ``ssh``/``scp`` clients).
+
+If sshd is not installed the sshd fixtures skip with the reason (CI installs openssh-server).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mhtest.hosts.testing import HostInfo, SshdPool, find_sshd, free_port, keygen
+
+
+@pytest.fixture(scope="session")
+def _sshd_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdPool]:
+    with SshdPool(tmp_path_factory.mktemp("sshd")) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="session")
+def sshd_hosts(_sshd_pool: SshdPool) -> Callable[[int], list[HostInfo]]:
+    """Factory: sshd_hosts(n) -> n running real sshd hosts (reused across the session)."""
+    if find_sshd() is None:
+        pytest.skip("sshd not found: install openssh-server to run tests against real hosts")
+
+    def get(count: int = 1) -> list[HostInfo]:
+        return _sshd_pool.hosts(count)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def sshd_host(sshd_hosts: Callable[[int], list[HostInfo]]) -> HostInfo:
+    """One running real sshd host."""
+    return sshd_hosts(1)[0]
+
+
+@pytest.fixture
+def ssh_host(sshd_host: HostInfo):
+    """A connected SSHHost for `sshd_host`, closed after the test."""
+    with sshd_host.make_host() as host:
+        yield host
+
+
+@pytest.fixture
+def broken_host(sshd_host: HostInfo, tmp_path: Path) -> Callable[[str], HostInfo]:
+    """Factory: broken_host(kind) -> a HostInfo that fails in the way `kind` names."""
+
+    def make(kind: str) -> HostInfo:
+        if kind == "refused":
+            return dataclasses.replace(sshd_host, port=free_port(sshd_host.address))
+        if kind == "bad-key":
+            key = tmp_path / "stranger_key"
+            if not key.exists():
+                keygen(str(key))
+            return dataclasses.replace(sshd_host, key_file=str(key))
+        if kind == "changed-host-key":
+            other = tmp_path / "other_host_key"
+            if not other.exists():
+                keygen(str(other))
+            kind_, b64 = Path(str(other) + ".pub").read_text().split()[:2]
+            known = tmp_path / "known_hosts_changed"
+            known.write_text(f"[{sshd_host.address}]:{sshd_host.port} {kind_} {b64}\n")
+            return dataclasses.replace(sshd_host, known_hosts=str(known))
+        if kind == "unknown-host-key":
+            known = tmp_path / "known_hosts_empty"
+            known.write_text("")
+            return dataclasses.replace(sshd_host, known_hosts=str(known))
+        raise ValueError(f"unknown broken_host kind {kind!r}")
+
+    return make

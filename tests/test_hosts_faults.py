@@ -1,0 +1,77 @@
+"""SSHHost faults against real sshd hosts: host keys, authentication, unreachable hosts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from mhtest.hosts import AuthenticationError, HostKeyError, HostUnreachable
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_changed_host_key_is_refused_naming_host_and_file(broken_host) -> None:
+    info = broken_host("changed-host-key")
+    with pytest.raises(HostKeyError) as err, info.make_host() as host:
+        host.run("true")
+    message = str(err.value)
+    assert "CHANGED" in message
+    assert f"[{info.address}]:{info.port}" in message
+    assert info.known_hosts in message
+    # even accept_new_host_keys never accepts a changed key
+    with pytest.raises(HostKeyError), info.make_host(accept_new_host_keys=True) as host:
+        host.run("true")
+
+
+def test_unknown_host_key_refused_unless_accepted_then_recorded(broken_host) -> None:
+    info = broken_host("unknown-host-key")
+    with pytest.raises(HostKeyError, match="unknown host key") as err, info.make_host() as host:
+        host.run("true")
+    assert info.known_hosts in str(err.value)
+    with info.make_host(accept_new_host_keys=True) as host:
+        assert host.run("echo ok").stdout == "ok\n"
+    recorded = Path(info.known_hosts).read_text()
+    assert recorded.startswith(f"[{info.address}]:{info.port} ssh-ed25519 ")
+    # now known: a strict connection works
+    with info.make_host() as host:
+        assert host.run("true").ok
+
+
+def test_authentication_failure_names_key_and_fix(broken_host) -> None:
+    info = broken_host("bad-key")
+    with pytest.raises(AuthenticationError) as err, info.make_host() as host:
+        host.run("true")
+    message = str(err.value)
+    assert info.key_file in message
+    assert "authorized_keys" in message and "ssh-copy-id" in message
+    assert err.value.keys == (info.key_file,)
+
+
+def test_missing_key_file_is_reported(sshd_host, tmp_path) -> None:
+    missing = str(tmp_path / "no-such-key")
+    host = sshd_host.make_host(key_file=missing)
+    with pytest.raises(AuthenticationError, match="could not be read"), host:
+        host.run("true")
+
+
+def test_refused_connection_is_unreachable_quickly(broken_host) -> None:
+    info = broken_host("refused")
+    started = time.monotonic()
+    host = info.make_host()
+    with pytest.raises(HostUnreachable, match="connection refused") as err, host:
+        host.run("true")
+    assert str(info.port) in str(err.value)
+    assert time.monotonic() - started < 5
+    with info.make_host() as host:
+        assert host.is_up() is False
+        assert host.wait_up(timeout=1) is False
+
+
+def test_unknown_host_name_is_unreachable(sshd_host) -> None:
+    from mhtest.hosts import SSHHost
+
+    host = SSHHost("no-such-host.invalid", key_file=sshd_host.key_file)
+    with pytest.raises(HostUnreachable, match="unknown host name"), host:
+        host.run("true")

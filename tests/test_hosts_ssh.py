@@ -1,0 +1,142 @@
+"""SSHHost against real sshd hosts: commands, timeouts, helpers, shell, threads."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from mhtest.hosts import CmdError, CmdResult, CmdTimeout, SSHHost
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_run_returns_everything_about_the_command(ssh_host: SSHHost) -> None:
+    result = ssh_host.run("echo out; echo err >&2; exit 3", ignore_status=True)
+    assert isinstance(result, CmdResult)
+    assert result.command == "echo out; echo err >&2; exit 3"
+    assert (result.exit_status, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    assert result.aborted == 0 and not result.ok
+    assert 0 < result.duration < 30
+    printed = str(result)
+    for piece in ("echo out; echo err", "Exit status: 3", "Duration:", "Aborted: 0", "out", "err"):
+        assert piece in printed
+
+
+def test_nonzero_exit_raises_cmd_error_with_the_result(ssh_host: SSHHost) -> None:
+    with pytest.raises(CmdError) as info:
+        ssh_host.run("echo broken >&2; exit 7")
+    assert info.value.result.exit_status == 7
+    assert "broken" in str(info.value) and "7" in str(info.value)
+    assert ssh_host.name in str(info.value)
+
+
+def test_args_are_quoted_and_env_is_exported(ssh_host: SSHHost) -> None:
+    tricky = ["a b", "$HOME", "'; touch /tmp/mhtest-pwned; '", "*"]
+    out = ssh_host.run("printf '%s\\n'", args=tricky).stdout
+    assert out.splitlines() == tricky
+    assert ssh_host.run("test -e /tmp/mhtest-pwned", ignore_status=True).exit_status == 1
+    env = {"GREETING": "hello world", "QUOTE": "it's"}
+    assert ssh_host.run('echo "$GREETING|$QUOTE"', env=env).stdout == "hello world|it's\n"
+
+
+def test_stdin_large_and_binary(ssh_host: SSHHost) -> None:
+    data = bytes(range(256)) * 8192  # 2 MiB: more than a channel window at once
+    result = ssh_host.run("sha256sum", stdin=data)
+    import hashlib
+
+    assert result.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+    assert ssh_host.run("cat", stdin="text in\n").stdout == "text in\n"
+
+
+def test_timeout_kills_the_whole_process_group(ssh_host: SSHHost) -> None:
+    marker = f"mhtest-timeout-{time.time_ns()}"
+    started = time.monotonic()
+    with pytest.raises(CmdTimeout) as info:
+        ssh_host.run(f"sleep 300 & sh -c 'sleep 301; echo {marker}'; wait", timeout=1)
+    elapsed = time.monotonic() - started
+    assert elapsed < 8
+    assert info.value.result.aborted in (15, 9)
+    assert "timed out after 1 s" in str(info.value)
+    left = ssh_host.run(
+        "ps -eo stat=,args= | grep -v '^Z' | grep 'sleep 30[01]'", ignore_status=True
+    )
+    assert left.stdout == "", f"left running after timeout: {left.stdout}"
+
+
+def test_timeout_escalates_to_sigkill_when_term_is_ignored(ssh_host: SSHHost) -> None:
+    with pytest.raises(CmdTimeout) as info:
+        ssh_host.run("trap '' TERM; sleep 302 & sleep 302", timeout=0.5)
+    assert info.value.result.aborted == 9
+    left = ssh_host.run(
+        "ps -eo stat=,args= | grep -v '^Z' | grep 'sleep 30[2]'", ignore_status=True
+    )
+    assert left.stdout == ""
+
+
+def test_signal_death_is_reported_as_aborted(ssh_host: SSHHost) -> None:
+    result = ssh_host.run("kill -KILL $$", ignore_status=True)
+    assert result.aborted == 9 and not result.ok
+    with pytest.raises(CmdError, match="signal 9"):
+        ssh_host.run("kill -KILL $$")
+
+
+def test_one_connection_is_shared_by_threads(ssh_host: SSHHost) -> None:
+    transport = ssh_host.transport()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outs = list(pool.map(lambda i: ssh_host.run(f"echo {i}").stdout, range(12)))
+    assert outs == [f"{i}\n" for i in range(12)]
+    assert ssh_host.transport() is transport
+
+
+def test_helpers_tmp_dir_cpus_boot_id(sshd_host) -> None:
+    host = sshd_host.make_host()
+    with host:
+        tmp = host.get_tmp_dir()
+        assert host.run("test -d", args=[tmp]).ok
+        assert host.get_num_cpu() >= 1
+        assert len(host.get_boot_id()) == 36
+        assert host.is_up()
+        assert host.wait_up(timeout=5)
+    # close() removed the temporary directory (checked over a fresh connection)
+    with sshd_host.make_host() as again:
+        assert again.run("test -e", args=[tmp], ignore_status=True).exit_status == 1
+
+
+def test_reconnects_after_close(ssh_host: SSHHost) -> None:
+    ssh_host.run("true")
+    ssh_host.close()
+    assert ssh_host.run("echo back").stdout == "back\n"
+
+
+def test_start_streams_stdout_live(ssh_host: SSHHost) -> None:
+    proc = ssh_host.start("for i in 1 2 3; do echo line$i; sleep 0.2; done")
+    stream = proc.stdout
+    first_at = None
+    lines = []
+    started = time.monotonic()
+    for raw in stream:
+        lines.append(raw.decode().strip())
+        first_at = first_at or time.monotonic() - started
+    assert lines == ["line1", "line2", "line3"]
+    assert first_at is not None and first_at < 0.5  # arrived before the command ended
+    assert proc.wait(timeout=10) == 0
+
+
+def test_shell_session(ssh_host: SSHHost) -> None:
+    session = ssh_host.shell()
+    try:
+        assert session.cmd_output("echo hello; echo $((6*7))") == "hello\n42\n"
+        session.sendline("echo ready-$((1+1))")
+        _, text = session.read_until_any_line_matches([r"ready-2"], timeout=10)
+        assert "ready-2" in text
+        assert session.cmd_status("false") == 1
+    finally:
+        session.close()
+
+
+def test_wait_down_on_a_live_host_times_out(ssh_host: SSHHost) -> None:
+    started = time.monotonic()
+    assert ssh_host.wait_down(timeout=1) is False
+    assert time.monotonic() - started < 5
