@@ -1,0 +1,293 @@
+"""Host strings, ~/.ssh/config aliases and Ansible-style YAML inventories -> HostConfig.
+
+A host is written ``[user@]name[:port]`` (IPv6 in brackets: ``[::1]:2222``), or is an alias
+from the ssh_config file (HostName, User, Port, IdentityFile, UserKnownHostsFile), or a host or
+group name from an inventory in Ansible's YAML shape::
+
+    all:
+      hosts:
+        web1: {ansible_host: 127.0.0.2, ansible_port: 2222, ansible_user: root,
+               ansible_ssh_private_key_file: ~/.ssh/id_ed25519, role: server}
+      children:
+        clients:
+          hosts:
+            web2: {ansible_host: 127.0.0.3}
+          vars: {role: client}
+
+Keys that are not ``ansible_*`` become the host's params (host values win over group vars).
+``local`` (or ``ansible_connection: local``) is this machine, run without SSH.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mhtest.hosts.errors import HostSpecError
+
+log = logging.getLogger(__name__)
+
+LOCAL = "local"
+HOST_RE = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9_.][A-Za-z0-9_.\-]*)@)?"
+    r"(?P<name>[A-Za-z0-9_][A-Za-z0-9_.\-]*|\[[0-9A-Fa-f:.%A-Za-z]+\])"
+    r"(?::(?P<port>[0-9]+))?$"
+)
+ANSIBLE_KEYS = {
+    "ansible_host": "address",
+    "ansible_ssh_host": "address",
+    "ansible_port": "port",
+    "ansible_ssh_port": "port",
+    "ansible_user": "user",
+    "ansible_ssh_user": "user",
+    "ansible_ssh_private_key_file": "key_file",
+    "ansible_private_key_file": "key_file",
+}
+
+
+@dataclass
+class HostConfig:
+    """Where a host is and how to log in; `params` are its per-host test parameters."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str | None = None
+    key_file: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    known_hosts: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """True for the host named `local` (no SSH)."""
+        return self.address == LOCAL
+
+
+def parse_host_string(text: str) -> tuple[str | None, str, int | None]:
+    """Split ``[user@]name[:port]`` into (user, name, port); HostSpecError if malformed."""
+    match = HOST_RE.match(text.strip())
+    if not match:
+        raise HostSpecError(
+            f"malformed host {text!r}: write [user@]name[:port], e.g. root@10.0.0.5:2222"
+        )
+    port = match.group("port")
+    if port is not None and not 0 < int(port) < 65536:
+        raise HostSpecError(f"malformed host {text!r}: port {port} is not in 1..65535")
+    name = match.group("name")
+    if name.startswith("["):
+        name = name[1:-1]
+    return match.group("user"), name, int(port) if port else None
+
+
+def _split_specs(spec: str | Sequence[str]) -> list[str]:
+    items = spec.split(",") if isinstance(spec, str) else [str(s) for s in spec]
+    items = [item.strip() for item in items]
+    if not items or any(not item for item in items):
+        raise HostSpecError(f"empty host name in {spec!r}: separate hosts with single commas")
+    return items
+
+
+def resolve_hosts(
+    spec: str | Sequence[str],
+    inventory_path: str | None = None,
+    ssh_config_path: str | None = None,
+) -> list[HostConfig]:
+    """Turn host strings (a comma-separated string or a list) into HostConfigs.
+
+    Names are looked up in the inventory (hosts and groups) first, then in the ssh_config file
+    (default ~/.ssh/config when it exists); anything else is taken as a host name or address.
+    """
+    inventory = load_inventory(inventory_path) if inventory_path else None
+    ssh_config = _load_ssh_config(ssh_config_path)
+    configs: list[HostConfig] = []
+    for item in _split_specs(spec):
+        if inventory is not None and item in inventory.groups:
+            configs.extend(inventory.hosts[name] for name in inventory.groups[item])
+            continue
+        if inventory is not None and item in inventory.hosts:
+            configs.append(inventory.hosts[item])
+            continue
+        if item == LOCAL:
+            configs.append(HostConfig(name=LOCAL, address=LOCAL, port=0))
+            continue
+        user, name, port = parse_host_string(item)
+        configs.append(_from_ssh_config(item, user, name, port, ssh_config))
+    return configs
+
+
+def _load_ssh_config(path: str | None) -> Any:
+    import paramiko
+
+    explicit = path is not None
+    path = os.path.expanduser(path or "~/.ssh/config")
+    if not os.path.exists(path):
+        if explicit:
+            raise HostSpecError(f"ssh_config file {path} does not exist")
+        return None
+    try:
+        return paramiko.SSHConfig.from_path(path)
+    except (OSError, paramiko.ConfigParseError, ValueError) as exc:
+        raise HostSpecError(f"ssh_config file {path}: cannot parse: {exc}") from None
+
+
+def _from_ssh_config(
+    item: str, user: str | None, name: str, port: int | None, ssh_config: Any
+) -> HostConfig:
+    address, key_file, known_hosts = name, None, None
+    if ssh_config is not None:
+        entry = ssh_config.lookup(name)
+        address = entry.get("hostname", name)
+        user = user or entry.get("user")
+        if port is None and "port" in entry:
+            try:
+                port = int(entry["port"])
+            except ValueError:
+                raise HostSpecError(
+                    f"ssh_config entry for {name}: Port {entry['port']!r} is not a number"
+                ) from None
+        if entry.get("identityfile"):
+            key_file = os.path.expanduser(entry["identityfile"][0])
+        if entry.get("userknownhostsfile"):
+            known_hosts = os.path.expanduser(entry["userknownhostsfile"].split()[0])
+    return HostConfig(
+        name=item,
+        address=address,
+        port=port or 22,
+        user=user,
+        key_file=key_file,
+        known_hosts=known_hosts,
+    )
+
+
+@dataclass
+class Inventory:
+    """Hosts by name, and the host names of each group (`all` included)."""
+
+    hosts: dict[str, HostConfig]
+    groups: dict[str, list[str]]
+
+
+def load_inventory(path: str) -> Inventory:
+    """Read an Ansible-style YAML inventory; HostSpecError naming the file on any problem."""
+    import yaml
+
+    path = os.path.expanduser(path)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            data = yaml.safe_load(stream)
+    except OSError as exc:
+        raise HostSpecError(f"inventory {path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise HostSpecError(f"inventory {path}:{line}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict) or not data:
+        raise HostSpecError(f"inventory {path}: expected a mapping with an 'all:' group at the top")
+    host_vars: dict[str, dict[str, Any]] = {}
+    groups: dict[str, list[str]] = {}
+    for group, body in data.items():
+        _walk_group(path, str(group), body, {}, host_vars, groups)
+    hosts = {name: _host_config(path, name, merged) for name, merged in host_vars.items()}
+    groups.setdefault("all", list(hosts))
+    return Inventory(hosts=hosts, groups=groups)
+
+
+def _mapping(path: str, where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HostSpecError(
+            f"inventory {path}: {where} must be a mapping, not {type(value).__name__}"
+        )
+    return value
+
+
+def _walk_group(
+    path: str,
+    group: str,
+    body: Any,
+    inherited: dict[str, Any],
+    host_vars: dict[str, dict[str, Any]],
+    groups: dict[str, list[str]],
+) -> list[str]:
+    body = _mapping(path, f"group {group!r}", body)
+    unknown = set(body) - {"hosts", "children", "vars"}
+    if unknown:
+        raise HostSpecError(
+            f"inventory {path}: group {group!r} has unknown key(s) {sorted(unknown)}; "
+            "expected hosts, children, vars"
+        )
+    group_vars = {**inherited, **_mapping(path, f"{group}.vars", body.get("vars"))}
+    members: list[str] = []
+    for name, values in _mapping(path, f"{group}.hosts", body.get("hosts")).items():
+        name = str(name)
+        values = _mapping(path, f"host {name!r}", values)
+        merged = host_vars.setdefault(name, {})
+        for key, value in group_vars.items():
+            merged.setdefault(key, value)
+        merged.update(values)
+        members.append(name)
+    for child, child_body in _mapping(path, f"{group}.children", body.get("children")).items():
+        members += _walk_group(path, str(child), child_body, group_vars, host_vars, groups)
+    groups[group] = list(dict.fromkeys(groups.get(group, []) + members))
+    return members
+
+
+def _host_config(path: str, name: str, values: dict[str, Any]) -> HostConfig:
+    fields: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ANSIBLE_KEYS:
+            fields[ANSIBLE_KEYS[key]] = value
+        elif key == "ansible_connection":
+            fields["connection"] = value
+        elif not str(key).startswith("ansible_"):
+            params[str(key)] = value
+    port = fields.get("port", 22)
+    try:
+        port = int(port)
+        if not 0 < port < 65536:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise HostSpecError(
+            f"inventory {path}: host {name!r}: ansible_port {port!r} is not a port number"
+        ) from None
+    address = str(fields.get("address", name))
+    if fields.get("connection") == "local":
+        address = LOCAL
+    key_file = fields.get("key_file")
+    return HostConfig(
+        name=name,
+        address=address,
+        port=port,
+        user=str(fields["user"]) if fields.get("user") is not None else None,
+        key_file=os.path.expanduser(str(key_file)) if key_file else None,
+        params=params,
+    )
+
+
+def make_host(config: HostConfig, **opts: Any):
+    """An SSHHost (or LocalHost for `local`) for `config`; `opts` go to SSHHost."""
+    if config.is_local:
+        from mhtest.hosts.local import LocalHost
+
+        return LocalHost(name=config.name, params=config.params)
+    from mhtest.hosts.ssh import SSHHost
+
+    if config.known_hosts and "known_hosts" not in opts:
+        opts["known_hosts"] = config.known_hosts
+    if config.key_file and "key_file" not in opts:
+        opts["key_file"] = config.key_file
+    return SSHHost(
+        config.address,
+        user=config.user,
+        port=config.port,
+        name=opts.pop("name", config.name),
+        params=config.params,
+        **opts,
+    )
