@@ -75,6 +75,10 @@ class LocalHost(Host):
                     killed,
                 )
                 raise CmdTimeout(result, self.name, timeout or 0.0) from None
+            except BaseException:
+                # Interrupted (Ctrl-C, a parallel() task stopped): take the command with us.
+                _kill_group(proc)
+                raise
         code = proc.returncode
         result = CmdResult(
             command=full,

@@ -148,27 +148,12 @@ class RemoteProcess:
         out: list[bytes] = []
         err: list[bytes] = []
         deadline = None if timeout is None else self.started + timeout
-        timed_out = False
-        while True:
-            got = False
-            if chan.recv_ready():
-                out.append(chan.recv(CHUNK))
-                got = True
-            if chan.recv_stderr_ready():
-                self._stderr_pending += chan.recv_stderr(CHUNK)
-                self._take_pgid()
-                got = True
-            if got:
-                continue
-            if chan.eof_received and chan.exit_status_ready():
-                break
-            if chan.closed:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                timed_out = True
-                break
-            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-            select.select([chan], [], [], wait)
+        try:
+            timed_out = self._pump(out, deadline)
+        except BaseException:
+            # Interrupted (Ctrl-C, a parallel() task stopped): do not leave the command behind.
+            self.kill()
+            raise
         if timed_out:
             self.kill()
         else:
@@ -197,6 +182,29 @@ class RemoteProcess:
         if timed_out:
             raise CmdTimeout(result, self.host.name, timeout or 0.0)
         return result
+
+    def _pump(self, out: list[bytes], deadline: float | None) -> bool:
+        """Read stdout/stderr until the command ends; True if `deadline` passed first."""
+        chan = self.channel
+        while True:
+            got = False
+            if chan.recv_ready():
+                out.append(chan.recv(CHUNK))
+                got = True
+            if chan.recv_stderr_ready():
+                self._stderr_pending += chan.recv_stderr(CHUNK)
+                self._take_pgid()
+                got = True
+            if got:
+                continue
+            if chan.eof_received and chan.exit_status_ready():
+                return False
+            if chan.closed:
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return True
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            select.select([chan], [], [], wait)
 
     def _feed(self, data: bytes) -> None:
         try:

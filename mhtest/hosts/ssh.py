@@ -92,6 +92,7 @@ class SSHHost(Host):
         self.name = name or (hostname if self.port == 22 else f"{hostname}:{self.port}")
         self._lock = threading.Lock()
         self._transport: Any = None
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"SSHHost({self.user}@{self.hostname}:{self.port})"
@@ -105,6 +106,12 @@ class SSHHost(Host):
 
     def transport(self) -> Any:
         """The connected, authenticated paramiko transport (connecting if needed)."""
+        if self._pid != os.getpid():
+            # Forked (mhtest.parallel): the parent's transport thread does not exist here and
+            # its socket is shared; leave both to the parent and connect anew.
+            self._lock = threading.Lock()
+            self._transport = None
+            self._pid = os.getpid()
         with self._lock:
             if self._transport is None or not self._transport.is_active():
                 self._transport = self._connect()
@@ -276,6 +283,9 @@ class SSHHost(Host):
             self._forget_connection()
 
     def _forget_connection(self) -> None:
+        if self._pid != os.getpid():
+            self._transport = None
+            return
         with self._lock:
             transport, self._transport = self._transport, None
         if transport is not None:
