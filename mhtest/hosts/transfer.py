@@ -42,8 +42,10 @@ def _finish(host: SSHHost, chan: Any, what: str, stderr: bytes = b"") -> None:
         stderr += chan.recv_stderr(65536)
     chan.close()
     if status != 0:
-        message = stderr.decode("utf-8", "replace").strip().splitlines()
-        reason = message[-1] if message else f"exit status {status}"
+        lines = stderr.decode("utf-8", "replace").strip().splitlines()
+        # tar's last line is a generic "Exiting with failure status"; the cause comes first.
+        lines = [line for line in lines if "Exiting with failure status" not in line]
+        reason = " | ".join(lines[:2]) if lines else f"exit status {status}"
         raise TransferError(f"{host.name}: {what} failed: {reason}", host.name)
 
 

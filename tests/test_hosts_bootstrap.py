@@ -1,0 +1,107 @@
+"""ensure_mhtest: a cached environment on a real sshd host, cold then warm, and its faults."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from mhtest.hosts import HostError, LocalHost, bootstrap
+from mhtest.hosts.bootstrap import RemoteEnv, ensure_mhtest
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def host_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A host-side cache directory shared by this module's tests (fresh each session)."""
+    return str(tmp_path_factory.mktemp("host-cache") / "cache")
+
+
+def run_mhtest(host, env: RemoteEnv, code: str) -> str:
+    return host.run(f"{env.python} -c", args=[code], env=env.env, timeout=60).stdout
+
+
+def test_cold_then_warm_on_a_fresh_host_cache(ssh_host, host_cache: str) -> None:
+    cache = host_cache
+    started = time.monotonic()
+    cold = ensure_mhtest(ssh_host, remote_cache=cache)
+    cold_time = time.monotonic() - started
+    assert cold.cold and cold.python.startswith(cache)
+    # the host runs mhtest from the shipped sources, with its dependencies and plugins
+    out = run_mhtest(
+        ssh_host,
+        cold,
+        "import mhtest, paramiko, zmq, yaml; from importlib.metadata import entry_points; "
+        "print(mhtest.__file__); print(sorted(e.name for e in entry_points(group='mhtest.cli')))",
+    )
+    assert out.splitlines()[0].startswith(cold.env["PYTHONPATH"] + "/mhtest/")
+    assert "'run'" in out.splitlines()[1]
+    assert ssh_host.run(f"{cold.python} -m mhtest --help", env=cold.env).ok
+
+    ssh_host.close()  # warm path with a fresh connection, as a second job would
+    started = time.monotonic()
+    warm = ensure_mhtest(ssh_host, remote_cache=cache)
+    warm_time = time.monotonic() - started
+    assert not warm.cold and (warm.python, warm.env) == (cold.python, cold.env)
+    assert warm_time < 2.0 and warm_time < cold_time
+
+
+def test_changed_sources_do_not_rebuild_the_dependency_env(
+    ssh_host, host_cache: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = host_cache
+    first = ensure_mhtest(ssh_host, remote_cache=cache)
+    marker = Path(first.python).parent.parent / bootstrap.READY
+    stamp = marker.stat().st_mtime_ns
+    edited = tmp_path / "edited" / "mhtest"
+    shutil.copytree(bootstrap.PACKAGE_DIR, edited, ignore=shutil.ignore_patterns("__pycache__"))
+    (edited / "hosts" / "edited_marker.py").write_text("EDITED = True\n")
+    monkeypatch.setattr(bootstrap, "PACKAGE_DIR", edited)
+    second = ensure_mhtest(ssh_host, remote_cache=cache)
+    assert second.cold  # new sources were sent...
+    assert second.python == first.python  # ...into the same dependency environment
+    assert marker.stat().st_mtime_ns == stamp
+    assert second.env["PYTHONPATH"] != first.env["PYTHONPATH"]
+    out = run_mhtest(
+        ssh_host, second, "from mhtest.hosts.edited_marker import EDITED; print(EDITED)"
+    )
+    assert out == "True\n"
+
+
+def test_host_without_that_python_is_a_one_line_error(ssh_host, tmp_path: Path) -> None:
+    with pytest.raises(HostError) as err:
+        ensure_mhtest(ssh_host, python="/nonexistent/python3", remote_cache=str(tmp_path))
+    message = str(err.value)
+    assert "/nonexistent/python3 not found" in message and ssh_host.name in message
+    assert "\n" not in message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a small tmpfs for the full-disk case needs root")
+def test_full_disk_is_reported(ssh_host, tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        with pytest.raises(HostError) as err:
+            ensure_mhtest(ssh_host, remote_cache=str(small / "cache"))
+        message = str(err.value)
+        assert "disk full" in message and ssh_host.name in message and "\n" not in message
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def test_local_host_needs_nothing_installed() -> None:
+    env = ensure_mhtest(LocalHost())
+    host = LocalHost()
+    assert env.python and not env.cold
+    out = host.run(f"{env.python} -m mhtest --help", env=env.env)
+    assert "usage" in out.stdout
