@@ -11,6 +11,7 @@ it from the VM's long-lived monitor thread, see ``_spawn``).
 from __future__ import annotations
 
 import atexit
+import base64
 import logging
 import os
 import shlex
@@ -375,7 +376,10 @@ class VM:
 
         if self._console is None or not self._console.is_alive():
             path = self._socket_path("console.sock")
-            command = shlex.join([sys.executable, "-c", _CONSOLE_BRIDGE, path])
+            # aexpect's server reads the command as one line: ship the bridge base64-encoded.
+            code = base64.b64encode(_CONSOLE_BRIDGE.encode()).decode()
+            bridge = f"import base64; exec(base64.b64decode('{code}'))"
+            command = shlex.join([sys.executable, "-c", bridge, path])
             self._console = aexpect.ShellSession(
                 command, auto_close=True, prompt=self.config.prompt, linesep="\n"
             )
@@ -386,7 +390,7 @@ class VM:
                 self._console.read_up_to_prompt(timeout=min(5.0, max(0.1, timeout)))
                 return self._console
             except aexpect.ExpectError as exc:
-                if time.monotonic() > deadline:
+                if not self._console.is_alive() or time.monotonic() > deadline:
                     raise VMError(
                         f"VM {self.name}: no shell prompt on the serial console "
                         f"within {timeout:.0f}s ({exc}); see {self.console_log_path}"
