@@ -25,7 +25,8 @@ Fixtures
     ``"unknown-host-key"`` (an empty known_hosts file).
 
 ``HostInfo`` (mhtest.hosts.testing) has ``address``, ``port``, ``user``, ``key_file``,
-``known_hosts``, ``ssh_config``, ``alias`` (``mhtest-host-1``... in ssh_config), ``spec``
+``known_hosts``, ``ssh_config``, ``alias`` (``mhtest-host-1``... in ssh_config), ``pid``,
+``pty_ok`` (False when not root: such an sshd cannot hand out terminals), ``spec``
 (``"root@127.0.0.2:40123"``), ``make_host(**opts) -> SSHHost`` and ``ssh_args()`` (``-F
 ssh_config -o BatchMode=yes`` for the OpenSSH ``ssh``/``scp`` clients).
 

@@ -124,8 +124,11 @@ def test_start_streams_stdout_live(ssh_host: SSHHost) -> None:
     assert proc.wait(timeout=10) == 0
 
 
-def test_shell_session(ssh_host: SSHHost) -> None:
-    session = ssh_host.shell()
+@pytest.mark.parametrize("pty", [True, False])
+def test_shell_session(sshd_host, ssh_host: SSHHost, pty: bool) -> None:
+    if pty and not sshd_host.pty_ok:
+        pytest.skip("the test sshd runs as an ordinary user: it cannot give out terminals")
+    session = ssh_host.shell(pty=pty)
     try:
         assert session.cmd_output("echo hello; echo $((6*7))") == "hello\n42\n"
         session.sendline("echo ready-$((1+1))")

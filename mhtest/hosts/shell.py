@@ -23,16 +23,21 @@ REMOTE_SHELL = (
 )
 
 
-def open_shell(host: SSHHost, timeout: float = 30, prompt: str = r"^MHTEST-PROMPT\$ ?$") -> Any:
-    """Start `ssh -tt` to `host` in an aexpect ShellSession and wait for the first prompt.
+def open_shell(
+    host: SSHHost, timeout: float = 30, prompt: str = r"^MHTEST-PROMPT\$ ?$", pty: bool = True
+) -> Any:
+    """Start `ssh` to `host` in an aexpect ShellSession and wait for the first prompt.
 
-    The session uses the host's port, key files and known_hosts; close() it when done.
+    The session uses the host's port, key files and known_hosts; close() it when done. With
+    `pty=False` the remote shell gets no terminal (`ssh -T`): needed when sshd cannot hand out
+    one, e.g. an sshd that does not run as root.
     """
     import aexpect
 
     if shutil.which("ssh") is None:
         raise HostError(f"{host.name}: shell() needs the OpenSSH client `ssh` (openssh-client)")
-    command = shlex.join(host.ssh_command(["-tt", "-o", "LogLevel=ERROR"]) + [REMOTE_SHELL])
+    flags = ["-tt" if pty else "-T", "-o", "LogLevel=ERROR"]
+    command = shlex.join(host.ssh_command(flags) + [REMOTE_SHELL + ("" if pty else " 2>&1")])
     session = aexpect.ShellSession(command, auto_close=True, prompt=prompt)
     try:
         session.read_up_to_prompt(timeout=timeout)

@@ -390,11 +390,13 @@ class SSHHost(Host):
             cmd += ["-o", "IdentitiesOnly=yes"]
         return [*cmd, *extra, f"{self.user}@{self.hostname}"]
 
-    def shell(self, timeout: float = 30, prompt: str = r"^MHTEST-PROMPT\$ ?$") -> Any:
+    def shell(
+        self, timeout: float = 30, prompt: str = r"^MHTEST-PROMPT\$ ?$", pty: bool = True
+    ) -> Any:
         """An aexpect ShellSession: sendline, read_until_any_line_matches, cmd_output."""
         from mhtest.hosts.shell import open_shell
 
-        return open_shell(self, timeout=timeout, prompt=prompt)
+        return open_shell(self, timeout=timeout, prompt=prompt, pty=pty)
 
     def wait_for_port(self, timeout: float = 60) -> bool:
         """True once the host's SSH port accepts TCP connections."""

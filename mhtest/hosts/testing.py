@@ -73,6 +73,11 @@ class HostInfo:
     pid: int = 0
 
     @property
+    def pty_ok(self) -> bool:
+        """Whether this sshd can give sessions a terminal (it must run as root for that)."""
+        return os.geteuid() == 0
+
+    @property
     def spec(self) -> str:
         """The host string a user would type: ``user@address:port``."""
         return f"{self.user}@{self.address}:{self.port}"
