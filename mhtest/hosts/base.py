@@ -104,9 +104,13 @@ class Host:
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     def wait_down(self, timeout: float = 60, old_boot_id: str | None = None) -> bool:
-        """Wait until the host stops answering (or answers with a new boot id)."""
+        """Wait until the host stops answering (or answers with a new boot id).
+
+        Judged by new connections: a connection opened before may outlive the server.
+        """
         deadline = time.monotonic() + timeout
         while True:
+            self._forget_connection()
             if not self.is_up():
                 return True
             if old_boot_id is not None:
@@ -142,17 +146,26 @@ class Host:
         down = self.wait_down(min(down_timeout or timeout, timeout), old_boot_id=old_boot_id)
         if not down:
             raise RebootError(f"{self}: did not go down within {timeout:g} s after {reboot_cmd!r}")
+        seen_old_id = False
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.wait_up(remaining):
+                if seen_old_id:
+                    raise RebootError(
+                        f"{self}: answers again but its boot id is still {old_boot_id}: "
+                        f"{reboot_cmd!r} did not reboot it (waited {timeout:g} s)"
+                    )
                 raise RebootError(f"{self}: did not come back within {timeout:g} s of rebooting")
             try:
                 new_boot_id = self.get_boot_id(timeout=10)
-            except HostError:
+            except HostError as exc:
+                log.debug("%s: boot id not readable yet: %s", self, exc)
+                time.sleep(0.5)
                 continue
             if new_boot_id != old_boot_id:
                 log.info("%s: back up (boot id %s)", self, new_boot_id)
                 return
+            seen_old_id = True
             time.sleep(0.5)
 
     def _forget_connection(self) -> None:

@@ -146,12 +146,30 @@ class SshdPool:
             stop_process(running.proc)
         self._running.clear()
 
+    def stop_host(self, info: HostInfo) -> None:
+        """Stop one host's sshd (by PID): the host is "down" until start_host()."""
+        stop_process(self._find(info).proc)
+
+    def start_host(self, info: HostInfo) -> None:
+        """Start a stopped host again on the same address, port and host key."""
+        running = self._find(info)
+        if running.proc.poll() is None:
+            return
+        number = int(info.address.rsplit(".", 1)[1])
+        fresh = self._spawn(number, info.host_key_file, port=info.port)
+        self._wait_listening(fresh, time.monotonic() + STARTUP_TIMEOUT)
+        running.proc, running.log_path = fresh.proc, fresh.log_path
+        info.pid = fresh.proc.pid
+
+    def _find(self, info: HostInfo) -> _Running:
+        for running in self._running:
+            if running.info.address == info.address and running.info.port == info.port:
+                return running
+        raise SshdError(f"{info.spec} is not a host of this pool")
+
     def log_text(self, info: HostInfo) -> str:
         """sshd's own log (stderr) for `info`, for debugging a failed login."""
-        for running in self._running:
-            if running.info is info:
-                return running.log_path.read_text(errors="replace")
-        return ""
+        return self._find(info).log_path.read_text(errors="replace")
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -194,9 +212,9 @@ class SshdPool:
             keygen(key, f"mhtest-test-host-{number}")
         return key
 
-    def _spawn(self, number: int, host_key: str) -> _Running:
+    def _spawn(self, number: int, host_key: str, port: int | None = None) -> _Running:
         address = f"127.0.0.{number}"
-        port = free_port(address)
+        port = port or free_port(address)
         host_dir = self.base_dir / f"host-{number}"
         config = host_dir / "sshd_config"
         config.write_text(
