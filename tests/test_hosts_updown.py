@@ -55,10 +55,10 @@ def test_reboot_judged_by_boot_id_not_by_reconnecting(own_pool: SshdPool) -> Non
     """sshd restarts, but the kernel did not: same boot id, so this was no reboot."""
     info = own_pool.hosts(1)[0]
     with info.make_host(connect_timeout=2) as host:
-        restarter = threading.Timer(1.5, own_pool.start_host, args=[info])
+        restarter = threading.Timer(2.5, own_pool.start_host, args=[info])
         restarter.start()
         try:
             with pytest.raises(RebootError, match="boot id is still"):
-                host.reboot(timeout=4, reboot_cmd=f"kill {info.pid}")
+                host.reboot(timeout=5, reboot_cmd=f"kill {info.pid}")
         finally:
             restarter.join()
