@@ -65,10 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exitcodes.CRASH
     parser = build_parser(commands)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    console_log = logging.StreamHandler(sys.stderr)
+    console_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    console_log.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(console_log)
     cmd = getattr(args, "_command", None)
     if cmd is None:
         parser.print_help()

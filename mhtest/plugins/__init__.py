@@ -24,7 +24,5 @@ def load_plugins(namespace: str) -> list[tuple[str, Any]]:
             file=sys.stderr,
         )
 
-    mgr = ExtensionManager(
-        namespace, invoke_on_load=False, on_load_failure_callback=on_failure
-    )
+    mgr = ExtensionManager(namespace, invoke_on_load=False, on_load_failure_callback=on_failure)
     return sorted(((ext.name, ext.plugin) for ext in mgr), key=lambda item: item[0])

@@ -1,1 +1,1 @@
-"""runners."""
+"""Where tests execute: the child program, the fork server, local/remote runners."""

@@ -1,0 +1,65 @@
+"""The JSON-line event protocol every place a test runs speaks.
+
+One event per line, a JSON object with `v` (protocol version), `type` and the fields
+of that type. Children write them; the collector reads them from a local pipe or an
+SSH channel alike.
+
+Types:
+  test.start   uid, name, time, pid, timeout
+  test.end     uid, status, fail_reason, fail_class, time, whiteboard, [children]
+  log          uid, level, message            (optional, for live consoles)
+  runner.error message                         (the runner itself failed)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+VERSION = 1
+MAX_LINE = 16 * 1024 * 1024
+
+
+class EventError(ValueError):
+    """A line on an event stream is not a valid event."""
+
+
+def encode(type_: str, **fields: Any) -> bytes:
+    """One event as a JSON line (bytes, newline-terminated)."""
+    fields.setdefault("time", time.time())
+    event = {"v": VERSION, "type": type_, **fields}
+    return (json.dumps(event, default=str, separators=(",", ":")) + "\n").encode()
+
+
+def decode(line: bytes | str) -> dict[str, Any]:
+    """Parse one event line; raises EventError on anything that is not an event."""
+    if len(line) > MAX_LINE:
+        raise EventError(f"event line of {len(line)} bytes is over the {MAX_LINE} limit")
+    try:
+        event = json.loads(line)
+    except ValueError as exc:
+        raise EventError(f"not JSON: {exc}") from None
+    if not isinstance(event, dict) or "type" not in event:
+        raise EventError("an event is a JSON object with a 'type'")
+    if event.get("v") != VERSION:
+        raise EventError(f"event protocol version {event.get('v')!r}, expected {VERSION}")
+    return event
+
+
+class LineBuffer:
+    """Splits a byte stream into complete lines as chunks arrive."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buf += chunk
+        if b"\n" not in chunk:
+            return []
+        *lines, self._buf = self._buf.split(b"\n")
+        return [ln for ln in lines if ln.strip()]
+
+    def rest(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest

@@ -1,0 +1,236 @@
+"""CLI plugin: `mhtest run`, run tests here or on hosts and write the results tree."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+from typing import Any
+
+from mhtest.cli import CLICommand, UsageError
+from mhtest.plugins import load_plugins
+from mhtest.spec import TestSpec
+
+
+def add_selection_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `list`: what to run."""
+    parser.add_argument(
+        "references",
+        nargs="+",
+        metavar="REF",
+        help="test files, directories, or FILE.py:Class.method filters",
+    )
+    parser.add_argument(
+        "--filter-by-tags",
+        action="append",
+        default=[],
+        metavar="TAGS",
+        help="keep tests with all these comma-separated tags ('-tag': without); "
+        "repeat for alternatives",
+    )
+    parser.add_argument(
+        "--filter-by-tags-include-empty",
+        action="store_true",
+        help="with --filter-by-tags, also keep tests without tags",
+    )
+
+
+def resolve_selection(args: argparse.Namespace) -> list[TestSpec]:
+    """References and tag filters → TestSpecs, or UsageError."""
+    from mhtest.resolver import ResolutionError, filter_by_tags, resolve_references
+
+    resolvers = [cls() for _, cls in load_plugins("mhtest.resolver")]
+    resolvers.sort(key=lambda r: getattr(r, "priority", 30))
+    try:
+        specs = resolve_references(args.references, resolvers)
+    except ResolutionError as exc:
+        raise UsageError(str(exc)) from None
+    specs = filter_by_tags(specs, args.filter_by_tags, args.filter_by_tags_include_empty)
+    if not specs:
+        raise UsageError(
+            "nothing to run: no tests found in "
+            + ", ".join(args.references)
+            + (" with the given tags" if args.filter_by_tags else "")
+        )
+    return specs
+
+
+def _sync_module() -> Any:
+    try:
+        from mhtest.sync import job as sync_job
+    except ImportError:
+        return None
+    return sync_job
+
+
+class RunCommand(CLICommand):
+    """Run tests and record their results."""
+
+    name = "run"
+    help = "run tests (here, or on --hosts) and record their results"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        add_selection_options(parser)
+        parser.add_argument(
+            "-p",
+            "--param",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a test parameter (repeatable); values are strings",
+        )
+        parser.add_argument(
+            "--params",
+            action="append",
+            default=[],
+            metavar="FILE.yaml",
+            help="a YAML file of parameters (repeatable; types kept)",
+        )
+        parser.add_argument(
+            "--max-parallel",
+            type=int,
+            default=os.cpu_count() or 1,
+            metavar="N",
+            help="tests run at once per place (default: CPU count)",
+        )
+        parser.add_argument(
+            "--job-results-dir",
+            default=None,
+            metavar="DIR",
+            help="where job results go (default: ~/mhtest/job-results)",
+        )
+        hosts = parser.add_argument_group("hosts")
+        hosts.add_argument(
+            "--hosts",
+            default=None,
+            metavar="H1,H2",
+            help="run on these hosts: [user@]name[:port], ssh_config aliases, "
+            "inventory names, or 'local'",
+        )
+        hosts.add_argument(
+            "--inventory",
+            default=None,
+            metavar="FILE.yaml",
+            help="an Ansible-style YAML inventory naming the hosts",
+        )
+        hosts.add_argument(
+            "--ssh-accept-new-host-keys",
+            action="store_true",
+            help="accept (and record) host keys not in known_hosts",
+        )
+        hosts.add_argument(
+            "--remote-python",
+            default="python3",
+            metavar="PATH",
+            help="the interpreter to use on the hosts (default: python3)",
+        )
+        hosts.add_argument(
+            "--sync-direct",
+            action="store_true",
+            help="multi-host workers reach the sync server directly instead "
+            "of through their SSH connection",
+        )
+        sync_job = _sync_module()
+        if sync_job is not None:
+            sync_job.add_run_options(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from mhtest import params as params_mod
+        from mhtest.console import Console
+        from mhtest.job import DEFAULT_RESULTS_DIR, Job, JobConfig, JobError
+
+        if args.max_parallel < 1:
+            raise UsageError("--max-parallel must be 1 or more")
+        try:
+            layers = [params_mod.load_yaml(f) for f in args.params]
+            cli_params = dict(params_mod.parse_assignment(p) for p in args.param)
+        except params_mod.ParamsError as exc:
+            raise UsageError(str(exc)) from None
+        base_params = params_mod.merge(*layers, cli_params)
+        specs = resolve_selection(args)
+        hosts = self._hosts(args)
+        config = JobConfig(
+            max_parallel=args.max_parallel,
+            results_dir=args.job_results_dir or DEFAULT_RESULTS_DIR,
+            hosts=hosts,
+            options={
+                "accept_new_host_keys": args.ssh_accept_new_host_keys,
+                "remote_python": args.remote_python,
+                "sync_direct": args.sync_direct,
+                "inventory": args.inventory,
+            },
+        )
+        specs = self._place(specs, base_params, hosts, config)
+        console = Console()
+        writers = [cls() for _, cls in load_plugins("mhtest.result")]
+        sync_job = _sync_module()
+        sync_ctx = sync_job.job_sync(args) if sync_job is not None else contextlib.nullcontext({})
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            with sync_ctx as sync_env:
+                config.env.update(sync_env or {})
+                try:
+                    job = Job(config, writers, console)
+                except JobError as exc:
+                    raise UsageError(str(exc)) from None
+                job.add_specs(specs)
+                return job.run(self._spawners(config))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    @staticmethod
+    def _hosts(args: argparse.Namespace) -> list[Any]:
+        if not args.hosts and not args.inventory:
+            return []
+        from mhtest.hosts.inventory import HostSpecError, resolve_hosts
+
+        try:
+            return resolve_hosts(args.hosts or "", inventory_path=args.inventory)
+        except HostSpecError as exc:
+            raise UsageError(str(exc)) from None
+
+    @staticmethod
+    def _place(
+        specs: list[TestSpec], params: dict, hosts: list[Any], config: Any
+    ) -> list[TestSpec]:
+        """Give each spec its params; fan plain tests out to every host.
+
+        A multi-host test runs here and gets the hosts itself (see MultiHostTest).
+        """
+        import copy
+        import json
+
+        placed = []
+        for spec in specs:
+            spec.params = {**params, **spec.params}
+            if spec.multihost or not hosts:
+                if spec.multihost and hosts:
+                    spec.env["MHTEST_HOSTS"] = json.dumps([h.to_dict() for h in hosts])
+                    spec.env["MHTEST_HOST_OPTIONS"] = json.dumps(config.options)
+                placed.append(spec)
+                continue
+            for host in hosts:
+                copy_ = copy.deepcopy(spec)
+                copy_.host = host.name
+                copy_.params = {**spec.params, **(host.params or {})}
+                placed.append(copy_)
+        return placed
+
+    @staticmethod
+    def _spawners(config: Any) -> dict[str, Any]:
+        spawners = {}
+        for name, cls in load_plugins("mhtest.spawner"):
+            spawners[name] = cls(config)
+        if "local" not in spawners:
+            raise UsageError("the 'local' spawner plugin is missing: reinstall mhtest")
+        return spawners
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stderr(text: str) -> None:
+    print(text, file=sys.stderr)

@@ -1,0 +1,56 @@
+"""Results of tests and jobs: plain data that result writers render."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mhtest.test import FAILED_STATUSES, STATUSES
+
+
+@dataclass
+class TestResult:
+    """The outcome of one test (or of one worker of a multi-host test)."""
+
+    uid: int
+    name: str
+    ref: str
+    status: str
+    host: str = "local"
+    fail_reason: str | None = None
+    fail_class: str | None = None
+    start: float = 0.0
+    end: float = 0.0
+    logdir: str = ""
+    whiteboard: str = ""
+    tags: list[str] = field(default_factory=list)
+    children: list[TestResult] = field(default_factory=list)
+
+    @property
+    def time(self) -> float:
+        return max(0.0, self.end - self.start)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["time"] = round(self.time, 6)
+        data["children"] = [c.to_dict() for c in self.children]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TestResult:
+        known = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in data.items() if k in known and k != "children"}
+        kwargs["children"] = [cls.from_dict(c) for c in data.get("children") or []]
+        return cls(**kwargs)
+
+
+def count_statuses(results: list[TestResult]) -> dict[str, int]:
+    """{status: count} over every status, zeros included, in the console's order."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return counts

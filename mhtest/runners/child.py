@@ -1,0 +1,235 @@
+"""The child program: runs one TestSpec in this process and reports JSON-line events.
+
+Runs in a process of its own (forked by the fork server, or started as
+`python -m mhtest.runners.child SPEC.json`); its stdout and stderr go to files in the
+test's results directory, its events to the file descriptor it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import logging
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from mhtest import events
+from mhtest.params import Params
+from mhtest.spec import BROKEN, SIMPLE, TestSpec
+from mhtest.test import Test, TestBaseException, skip_reason
+
+LOG_FORMAT = "%(asctime)s %(levelname)-5s| %(message)s"
+
+
+class EventWriter:
+    """Writes events to a file descriptor, whole lines at a time."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __call__(self, type_: str, **fields: Any) -> None:
+        data = events.encode(type_, **fields)
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+
+def run_spec(spec: TestSpec, event_fd: int) -> int:
+    """Run `spec` here: set up its directory and logging, run it, report its end."""
+    emit = EventWriter(event_fd)
+    logdir = Path(spec.logdir)
+    (logdir / "data").mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logdir / "debug.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG)
+    for name in spec.env:
+        os.environ[name] = spec.env[name]
+    start = time.time()
+    logging.getLogger("mhtest.test").info("START %s", spec.name)
+    if spec.kind == BROKEN:
+        outcome = {"status": "ERROR", "fail_reason": spec.error, "fail_class": "ResolutionError"}
+        emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=None)
+    elif spec.kind == SIMPLE:
+        emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=spec.timeout)
+        outcome = _run_simple(spec, logdir)
+    else:
+        outcome = _run_instrumented(spec, logdir, emit)
+    whiteboard = outcome.pop("whiteboard", "")
+    logging.getLogger("mhtest.test").info(
+        "%s %s%s",
+        outcome["status"],
+        spec.name,
+        f": {outcome['fail_reason']}" if outcome.get("fail_reason") else "",
+    )
+    handler.flush()
+    emit(
+        "test.end",
+        uid=spec.uid,
+        start=start,
+        end=time.time(),
+        whiteboard=whiteboard,
+        **outcome,
+    )
+    return 0
+
+
+def _run_simple(spec: TestSpec, logdir: Path) -> dict[str, Any]:
+    log = logging.getLogger("mhtest.test")
+    # fds 1 and 2 already point at the test's stdout and stderr files: inherit them.
+    try:
+        proc = subprocess.run(
+            [spec.path], stdin=subprocess.DEVNULL, cwd=os.path.dirname(spec.path) or None
+        )
+    except OSError as exc:
+        return {"status": "ERROR", "fail_reason": f"cannot execute {spec.ref}: {exc}"}
+    log.info("exit status %s", proc.returncode)
+    if proc.returncode == 0:
+        return {"status": "PASS"}
+    if proc.returncode < 0:
+        return {"status": "FAIL", "fail_reason": f"killed by signal {-proc.returncode}"}
+    return {"status": "FAIL", "fail_reason": f"exit status {proc.returncode}"}
+
+
+def load_test_class(spec: TestSpec) -> type:
+    """Import the test file as a module of its own and return the spec's class."""
+    path = spec.path
+    directory = os.path.dirname(path)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    mod_name = "mhtest_test_" + Path(path).stem.replace("-", "_").replace(".", "_")
+    module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module
+    module_spec.loader.exec_module(module)
+    cls = getattr(module, spec.class_name or "", None)
+    if not (isinstance(cls, type) and issubclass(cls, Test)):
+        raise ImportError(f"{spec.path} has no mhtest.Test class {spec.class_name!r}")
+    return cls
+
+
+def _call(func: Callable[[], Any]) -> None:
+    result = func()
+    if inspect.isawaitable(result):
+        asyncio.run(_await(result))
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _status_of(exc: BaseException) -> tuple[str, str, str]:
+    if isinstance(exc, TestBaseException):
+        status = exc.status
+    elif isinstance(exc, AssertionError):
+        status = "FAIL"
+    else:
+        status = "ERROR"
+    reason = str(exc) or type(exc).__name__
+    return status, reason, type(exc).__name__
+
+
+def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[str, Any]:
+    log = logging.getLogger("mhtest.test")
+    try:
+        cls = load_test_class(spec)
+        test = cls(
+            methodName=spec.method or "test",
+            name=spec.name,
+            params=Params(spec.params),
+            logdir=str(logdir),
+            basedir=os.path.dirname(spec.path),
+            filename=spec.path,
+        )
+        os.makedirs(test.workdir, exist_ok=True)
+        method = getattr(test, spec.method or "test")
+    except BaseException as exc:  # noqa: BLE001 - any import failure is the test's ERROR
+        log.error("cannot load %s:\n%s", spec.ref, traceback.format_exc())
+        emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=spec.timeout)
+        return {
+            "status": "ERROR",
+            "fail_reason": f"cannot load test: {type(exc).__name__}: {exc}",
+            "fail_class": type(exc).__name__,
+        }
+    emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=test.timeout)
+    outcome = run_lifecycle(test, method)
+    test._close_sync()
+    (logdir / "whiteboard").write_text(test.whiteboard or "", encoding="utf-8")
+    outcome["whiteboard"] = test.whiteboard or ""
+    return outcome
+
+
+def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
+    """setUp, the test method, tearDown; the status follows Avocado's rules."""
+    log = test.log
+    reason = skip_reason(method, test)
+    if reason is not None:
+        log.info("SKIP: %s", reason)
+        return {"status": "SKIP", "fail_reason": reason, "fail_class": "TestSkip"}
+    status, fail_reason, fail_class = "PASS", None, None
+    try:
+        try:
+            _call(test.setUp)
+        except BaseException as exc:
+            st, fail_reason, fail_class = _status_of(exc)
+            status = st if st in ("CANCEL", "SKIP") else "ERROR"
+            log.error("setUp failed:\n%s", traceback.format_exc())
+        else:
+            try:
+                _call(method)
+            except BaseException as exc:
+                status, fail_reason, fail_class = _status_of(exc)
+                log.error("%s:\n%s", status, traceback.format_exc())
+    finally:
+        try:
+            _call(test.tearDown)
+        except BaseException as exc:
+            log.error("tearDown failed:\n%s", traceback.format_exc())
+            if status == "PASS":
+                status = "ERROR"
+                fail_reason = f"tearDown: {_status_of(exc)[1]}"
+                fail_class = type(exc).__name__
+    if status == "PASS" and test.warnings_logged:
+        status = "WARN"
+        fail_reason = f"the test logged {test.warnings_logged} warning(s)"
+    return {"status": status, "fail_reason": fail_reason, "fail_class": fail_class}
+
+
+def child_main(spec_path: str, event_fd: int = 1) -> int:
+    """Entry point for a child started as a program: read the spec, run it."""
+    import json
+
+    spec = TestSpec.from_dict(json.loads(Path(spec_path).read_text(encoding="utf-8")))
+    if event_fd == 1:
+        # Keep the event stream clean: the test's own stdout goes to its file.
+        event_fd = os.dup(1)
+    redirect_output(Path(spec.logdir))
+    return run_spec(spec, event_fd)
+
+
+def redirect_output(logdir: Path) -> None:
+    """Point fds 0, 1, 2 at /dev/null and the test's stdout/stderr files."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        target = os.open(logdir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1]))

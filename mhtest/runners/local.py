@@ -1,0 +1,294 @@
+"""The local runner: each test in its own child process, forked by the fork server.
+
+It feeds specs to the fork server up to `max_parallel` at a time, reads each child's
+events from its own pipe, kills a child's whole process group when its timeout passes
+or the job is interrupted, and reports every test's events to one callback. The same
+runner serves `mhtest run` here and the executor that a remote host runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mhtest import events
+from mhtest.spec import TestSpec
+
+LOG = logging.getLogger(__name__)
+EventSink = Callable[[dict], None]
+#: How long a child may take to go after its test ended before the runner stops waiting.
+EXIT_GRACE = 5.0
+
+
+@dataclass
+class _Running:
+    spec: TestSpec
+    rfd: int
+    pid: int = 0
+    started: float = field(default_factory=time.time)
+    deadline: float | None = None
+    buffer: events.LineBuffer = field(default_factory=events.LineBuffer)
+    ended: bool = False  # test.end seen (or synthesised)
+    eof: bool = False
+    exit_status: int | None = None
+    end_time: float | None = None
+
+
+class ForkServer:
+    """A handle on the fork server process (see mhtest.runners.forkserver)."""
+
+    def __init__(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = parent
+        env = dict(os.environ)
+        # The fork server must import this very mhtest, wherever it was imported from.
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mhtest.runners.forkserver", str(child.fileno())],
+            pass_fds=[child.fileno()],
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches the job, which decides
+        )
+        child.close()
+
+    def spawn(self, key: str, spec_path: str, event_fd: int) -> None:
+        message = json.dumps({"op": "spawn", "key": key, "spec": spec_path}).encode()
+        socket.send_fds(self.sock, [message], [event_fd])
+
+    def receive(self) -> dict | None:
+        try:
+            data = self.sock.recv(65536)
+        except OSError:
+            return None
+        return json.loads(data) if data else None
+
+    def close(self, timeout: float = 10.0) -> None:
+        try:
+            self.sock.close()
+        finally:
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                LOG.warning("fork server %d did not exit; killing it", self.proc.pid)
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+
+
+class LocalRunner:
+    """Runs TestSpecs in child processes on this machine."""
+
+    def __init__(self, max_parallel: int, sink: EventSink, stop: threading.Event) -> None:
+        self.max_parallel = max(1, max_parallel)
+        self.sink = sink
+        self.stop = stop
+
+    def run(self, specs: list[TestSpec]) -> None:
+        """Run every spec; returns when all have ended (or were interrupted)."""
+        if not specs:
+            return
+        pending = list(reversed(specs))
+        running: dict[str, _Running] = {}
+        server = ForkServer()
+        sel = selectors.DefaultSelector()
+        sel.register(server.sock, selectors.EVENT_READ, None)
+        try:
+            while pending or running:
+                if self.stop.is_set():
+                    self._interrupt(running, pending, "interrupted by the user")
+                    break
+                while pending and len(running) < self.max_parallel:
+                    self._start(server, sel, running, pending.pop())
+                timeout = self._next_timeout(running)
+                for key, _ in sel.select(timeout):
+                    if key.data is None:
+                        self._server_message(server, sel, running)
+                    else:
+                        self._read(sel, running, key.data)
+                self._check_deadlines(running)
+                self._retire(sel, running)
+        finally:
+            for run in running.values():
+                self._kill(run)
+                self._close_pipe(sel, run)
+            sel.close()
+            server.close()
+
+    # starting and reading ------------------------------------------------
+    def _start(
+        self, server: ForkServer, sel: selectors.BaseSelector, running: dict, spec: TestSpec
+    ) -> None:
+        logdir = Path(spec.logdir)
+        logdir.mkdir(parents=True, exist_ok=True)
+        spec_path = logdir / "spec.json"
+        spec_path.write_text(json.dumps(spec.to_dict()), encoding="utf-8")
+        rfd, wfd = os.pipe()
+        key = str(spec.uid)
+        run = _Running(spec=spec, rfd=rfd)
+        if spec.timeout:
+            run.deadline = run.started + spec.timeout
+        running[key] = run
+        os.set_blocking(rfd, False)
+        sel.register(rfd, selectors.EVENT_READ, key)
+        try:
+            server.spawn(key, str(spec_path), wfd)
+        except OSError as exc:
+            self._end(run, "ERROR", f"cannot start the test process: {exc}")
+        finally:
+            os.close(wfd)
+
+    def _server_message(
+        self, server: ForkServer, sel: selectors.BaseSelector, running: dict
+    ) -> None:
+        msg = server.receive()
+        if msg is None:
+            sel.unregister(server.sock)
+            for run in running.values():
+                if not run.ended:
+                    self._end(run, "ERROR", "the fork server died; the test did not finish")
+                run.eof = True
+                run.exit_status = run.exit_status if run.exit_status is not None else -1
+            return
+        run = running.get(msg.get("key"))
+        if run is None:
+            return
+        if msg["op"] == "started":
+            run.pid = msg["pid"]
+        elif msg["op"] == "exited":
+            run.exit_status = msg["status"]
+
+    def _read(self, sel: selectors.BaseSelector, running: dict, key: str) -> None:
+        run = running[key]
+        try:
+            chunk = os.read(run.rfd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:
+            run.eof = True
+            self._close_pipe(sel, run)
+            return
+        for line in run.buffer.feed(chunk):
+            try:
+                event = events.decode(line)
+            except events.EventError as exc:
+                LOG.warning("test %s sent a bad event line (%s): %.200r", run.spec.name, exc, line)
+                continue
+            self._child_event(run, event)
+
+    def _child_event(self, run: _Running, event: dict) -> None:
+        if run.ended:
+            return
+        event["uid"] = run.spec.uid
+        if event["type"] == "test.start":
+            if event.get("timeout"):
+                run.deadline = run.started + float(event["timeout"])
+            run.pid = event.get("pid") or run.pid
+        elif event["type"] == "test.end":
+            run.ended = True
+            run.end_time = time.time()
+        self.sink(event)
+
+    # ending ----------------------------------------------------------------
+    def _end(self, run: _Running, status: str, reason: str) -> None:
+        if run.ended:
+            return
+        run.ended = True
+        run.end_time = time.time()
+        self.sink(
+            {
+                "type": "test.end",
+                "uid": run.spec.uid,
+                "status": status,
+                "fail_reason": reason,
+                "fail_class": None,
+                "start": run.started,
+                "end": time.time(),
+                "whiteboard": _read_text(Path(run.spec.logdir) / "whiteboard"),
+            }
+        )
+
+    def _kill(self, run: _Running) -> None:
+        if run.pid and run.exit_status is None:
+            try:
+                os.killpg(run.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            except PermissionError as exc:
+                LOG.warning("cannot kill test process group %d: %s", run.pid, exc)
+
+    def _check_deadlines(self, running: dict) -> None:
+        now = time.time()
+        for run in running.values():
+            if not run.ended and run.deadline is not None and now >= run.deadline:
+                self._kill(run)
+                limit = run.deadline - run.started
+                self._end(run, "INTERRUPT", f"timeout of {limit:g} s reached; test killed")
+            elif (
+                run.ended
+                and run.exit_status is None
+                and run.end_time is not None
+                and now - run.end_time > EXIT_GRACE
+            ):
+                self._kill(run)
+                run.exit_status = -signal.SIGKILL
+            if (
+                run.ended
+                and not run.eof
+                and run.exit_status is not None
+                and run.end_time is not None
+                and now - run.end_time > EXIT_GRACE
+            ):
+                # A process the test left behind still holds the event pipe: stop listening.
+                run.eof = True
+
+    def _retire(self, sel: selectors.BaseSelector, running: dict) -> None:
+        for key in [k for k, r in running.items() if r.exit_status is not None and r.eof]:
+            run = running.pop(key)
+            if not run.ended:
+                status = run.exit_status
+                how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+                self._end(run, "ERROR", f"the test process died ({how}) before the test ended")
+            self._close_pipe(sel, run)
+
+    @staticmethod
+    def _close_pipe(sel: selectors.BaseSelector, run: _Running) -> None:
+        # Once closed, the number may belong to the next test's pipe: forget it at once.
+        if run.rfd < 0:
+            return
+        sel.unregister(run.rfd)
+        os.close(run.rfd)
+        run.rfd = -1
+
+    def _interrupt(self, running: dict, pending: list, reason: str) -> None:
+        for run in running.values():
+            self._kill(run)
+            self._end(run, "INTERRUPT", reason)
+        while pending:
+            spec = pending.pop()
+            self.sink({"type": "test.skipped", "uid": spec.uid, "reason": reason})
+
+    @staticmethod
+    def _next_timeout(running: dict) -> float:
+        now = time.time()
+        deadlines = [r.deadline for r in running.values() if r.deadline and not r.ended]
+        soonest = min(deadlines, default=now + 0.2)
+        return max(0.0, min(0.2, soonest - now))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""

@@ -1,0 +1,53 @@
+"""TestSpec: what to run, where and with which params. Plain data, JSON-able."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Kinds of test a resolver produces.
+INSTRUMENTED = "instrumented"
+SIMPLE = "simple"
+#: A reference that could not be turned into a test (syntax error…): reported as ERROR.
+BROKEN = "broken"
+
+
+@dataclass
+class TestSpec:
+    """One test to run: a reference, its kind, its params and the place it runs."""
+
+    ref: str  # what the user sees: "examples/tests/passtest.py:PassTest.test"
+    kind: str  # INSTRUMENTED, SIMPLE or BROKEN
+    path: str  # the test file
+    class_name: str | None = None
+    method: str | None = None
+    tags: list[str] = field(default_factory=list)
+    timeout: float | None = None  # from the class attribute, when the resolver can see it
+    params: dict[str, Any] = field(default_factory=dict)
+    host: str = "local"
+    error: str | None = None  # BROKEN: why
+    multihost: bool = False  # the class is a MultiHostTest
+    # Filled in by the job: the test's number, its results directory, env for the child.
+    uid: int = 0
+    logdir: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The test's name in results: its number and reference (and host, when remote)."""
+        suffix = f"@{self.host}" if self.host != "local" else ""
+        return f"{self.uid}-{self.ref}{suffix}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TestSpec:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def dir_name(name: str) -> str:
+    """A test name made safe as one directory name (Avocado's shape: '/' becomes '_')."""
+    safe = name.replace("/", "_").replace("\0", "_")
+    return safe[:200]
