@@ -81,3 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mhtest: interrupted", file=sys.stderr)
         return exitcodes.INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a crash still gets one line and its exit code
+        LOG.debug("crash", exc_info=True)
+        import traceback
+
+        traceback.print_exc()
+        print(f"mhtest {cmd.name}: crashed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return exitcodes.CRASH
