@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -115,18 +116,22 @@ class SyncClient:
             raise
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> SyncClient | None:
-        """A client configured by MHTEST_SYNC_* variables, or None when no address is set."""
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, *, default_participant: str | None = None
+    ) -> SyncClient | None:
+        """A client configured by MHTEST_SYNC_* variables, or None when no address is set.
+
+        The participant is MHTEST_SYNC_PARTICIPANT, else `default_participant`, else
+        "HOSTNAME-PID" (unique, but not stable from run to run).
+        """
         env = os.environ if environ is None else environ
         address = env.get(ENV_ADDRESS, "").strip()
         if not address:
             return None
-        participant = env.get(ENV_PARTICIPANT, "").strip()
+        participant = env.get(ENV_PARTICIPANT, "").strip() or default_participant
         if not participant:
-            raise SyncError(
-                f"{ENV_ADDRESS} is set but {ENV_PARTICIPANT} is not: "
-                "name this participant (mhtest run --sync-participant NAME)"
-            )
+            participant = f"{socket.gethostname()}-{os.getpid()}"
+            LOG.info("%s not set: this participant is %s", ENV_PARTICIPANT, participant)
         count_text = env.get(ENV_COUNT, "").strip()
         if count_text and not count_text.isdigit():
             raise SyncError(f"{ENV_COUNT}={count_text!r} is not a number")

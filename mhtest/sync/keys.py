@@ -90,3 +90,11 @@ def load_client_keys(keys_dir: str | os.PathLike, participant: str) -> ClientKey
         mine = root / "clients" / "client.key_secret"
     public, secret = _load(mine, secret=True)
     return ClientKeys(public, secret or b"", server_public)
+
+
+def check_client_dir(keys_dir: str | os.PathLike) -> None:
+    """Raise SyncError unless `keys_dir` has the server's public key and a client secret."""
+    root = Path(keys_dir)
+    _load(root / "server.key", secret=False)
+    if not any((root / "clients").glob("*.key_secret")):
+        raise SyncError(f"sync keys: no client keypair (NAME.key_secret) in {root / 'clients'}")

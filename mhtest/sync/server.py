@@ -76,7 +76,7 @@ class SyncServer:
             raise SyncError(f"sync server did not start within {START_TIMEOUT:g} s")
         if self._error is not None:
             self.stop()
-            raise SyncError(f"sync server on {self._host}:{self._port}: {self._error}")
+            raise SyncError(f"sync server: {self._error}")
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -108,6 +108,15 @@ class SyncServer:
         import zmq
 
         sock = ctx.socket(zmq.ROUTER)
+        try:
+            return self._setup(sock, ctx)
+        except BaseException:
+            sock.close(0)
+            raise
+
+    def _setup(self, sock: Any, ctx: Any) -> tuple[Any, Any]:
+        import zmq
+
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its identity
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.SOCKET_MAX_BYTES)
@@ -126,12 +135,17 @@ class SyncServer:
             sock.curve_server = True
             sock.curve_publickey = keys.public
             sock.curve_secretkey = keys.secret
-        if self._port:
-            sock.bind(f"tcp://{self._host}:{self._port}")
-            self.port = self._port
-        else:
-            sock.bind(f"tcp://{self._host}:*")
-            self.port = int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+        try:
+            if self._port:
+                sock.bind(f"tcp://{self._host}:{self._port}")
+                self.port = self._port
+            else:
+                sock.bind(f"tcp://{self._host}:*")
+                self.port = int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+        except zmq.ZMQError as exc:
+            if auth is not None:
+                auth.stop()
+            raise SyncError(f"cannot listen on {self._host}:{self._port}: {exc}") from None
         return sock, auth
 
     def _run(self) -> None:
@@ -143,10 +157,6 @@ class SyncServer:
             sock, auth = self._open(ctx)
         except Exception as exc:  # noqa: BLE001 - reported by start()
             self._error = exc
-            if sock is not None:
-                sock.close(0)
-            if auth is not None:
-                auth.stop()
             ctx.term()
             self._ready.set()
             return
@@ -209,10 +219,3 @@ class SyncServer:
             except zmq.ZMQError as exc:
                 LOG.warning("could not send a reply: %s", exc)
         coord.outbox.clear()
-
-
-def serve_forever(server: SyncServer, stop: threading.Event) -> None:
-    """Run `server` until `stop` is set (the CLI's foreground mode)."""
-    with server:
-        while not stop.wait(0.5):
-            pass
