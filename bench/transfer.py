@@ -67,7 +67,11 @@ def main() -> int:
                     results["gcm_down"].append(
                         timed(lambda: subprocess.run([*scp_gcm, *down], check=True))
                     )
-                if (work / "back.bin").read_bytes() != src.read_bytes():
+                original = src.read_bytes()
+                if Path(remote).read_bytes() != original:
+                    print("ERROR: send_file wrote different bytes", file=sys.stderr)
+                    return 1
+                if (work / "back.bin").read_bytes() != original:
                     print("ERROR: get_file returned different bytes", file=sys.stderr)
                     return 1
                 cipher = host.transport().remote_cipher
