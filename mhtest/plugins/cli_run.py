@@ -116,6 +116,12 @@ class RunCommand(CLICommand):
             help="an Ansible-style YAML inventory naming the hosts",
         )
         hosts.add_argument(
+            "--ssh-config",
+            default=None,
+            metavar="FILE",
+            help="an OpenSSH client config for host aliases (default: ~/.ssh/config)",
+        )
+        hosts.add_argument(
             "--ssh-accept-new-host-keys",
             action="store_true",
             help="accept (and record) host keys not in known_hosts",
@@ -160,6 +166,8 @@ class RunCommand(CLICommand):
                 "remote_python": args.remote_python,
                 "sync_direct": args.sync_direct,
                 "inventory": args.inventory,
+                "ssh_config": args.ssh_config,
+                "max_parallel": args.max_parallel,
             },
         )
         specs = self._place(specs, base_params, hosts, config)
@@ -187,9 +195,14 @@ class RunCommand(CLICommand):
         from mhtest.hosts.inventory import HostSpecError, resolve_hosts
 
         try:
-            return resolve_hosts(args.hosts or "", inventory_path=args.inventory)
+            hosts = resolve_hosts(
+                args.hosts or "all", inventory_path=args.inventory, ssh_config_path=args.ssh_config
+            )
         except HostSpecError as exc:
             raise UsageError(str(exc)) from None
+        if not hosts:
+            raise UsageError("--hosts/--inventory named no hosts")
+        return hosts
 
     @staticmethod
     def _place(
@@ -200,6 +213,7 @@ class RunCommand(CLICommand):
         A multi-host test runs here and gets the hosts itself (see MultiHostTest).
         """
         import copy
+        import dataclasses
         import json
 
         placed = []
@@ -207,7 +221,7 @@ class RunCommand(CLICommand):
             spec.params = {**params, **spec.params}
             if spec.multihost or not hosts:
                 if spec.multihost and hosts:
-                    spec.env["MHTEST_HOSTS"] = json.dumps([h.to_dict() for h in hosts])
+                    spec.env["MHTEST_HOSTS"] = json.dumps([dataclasses.asdict(h) for h in hosts])
                     spec.env["MHTEST_HOST_OPTIONS"] = json.dumps(config.options)
                 placed.append(spec)
                 continue
