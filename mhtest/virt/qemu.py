@@ -345,10 +345,17 @@ class VM:
         Raises MigrationError with QEMU's error-desc when it failed, or on timeout.
         """
         deadline = time.monotonic() + timeout
+        figures_by = 0.0
         mark = self.event_mark()
         while True:
             info = self.query_migrate()
             status = info.get("status")
+            if status == "completed" and not info.get("total-time"):
+                # QEMU (7.2) announces "completed" a moment before it fills in its figures
+                figures_by = figures_by or time.monotonic() + 1.0
+                if time.monotonic() < figures_by:
+                    time.sleep(0.01)
+                    continue
             if status in MIGRATION_DONE:
                 if status == "failed":
                     raise MigrationError(

@@ -1,0 +1,487 @@
+"""MultihostMigration: live-migrate QEMU VMs between the hosts of a multi-host test.
+
+Every worker (one per host) runs the same ``migration_scenario()``; each ``migrate()`` call
+gives this host a role from ``srchost``/``dsthost``: source, destination, or bystander. The two
+ends meet on mhtest's sync, under names unique to the migration (``mig<N>``: every worker
+numbers its migrate() calls in the same order):
+
+    source                                   destination
+    prepare the VMs (start if not running)   start them with -incoming defer, set caps/params,
+                                             migrate-incoming tcp:<host_address>:0
+            ── exchange mig<N>:ready ──  (the real ports read back from query-migrate, or an error)
+    start_work, set caps/params, migrate,
+    follow query-migrate/MIGRATION events
+            ── exchange mig<N>:done ──   (QEMU's figures, or which VM failed and QEMU's words)
+    quit the source VMs                      check the VMs run, check_work
+
+A failure on either side is carried in the exchange, so the other side raises at once with
+the same reason; a worker that dies is noticed by the sync server, which aborts the peer's
+wait. No QEMU is left behind: every VM this worker started is cleaned up by ``test()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import mhtest
+from mhtest.virt.guest import MemoryPattern, incoming_config, linux_guest
+from mhtest.virt.qemu import VM, VMConfig, VMError
+
+log = logging.getLogger(__name__)
+
+Work = Callable[["MigrationData"], None]
+
+
+class MigrationFailed(mhtest.TestFail):
+    """A migration did not complete; the message names the hosts, the VM and QEMU's reason."""
+
+
+@dataclass
+class MigrationData:
+    """What one migration's hooks (start_work, check_work, the two halves) get to see."""
+
+    mig_id: str
+    vms: list[str]
+    src: str
+    dst: str
+    host: str
+    params: dict[str, Any]
+    dst_address: str = ""
+    ports: dict[str, int] = field(default_factory=dict)
+    results: dict[str, dict] = field(default_factory=dict)  # vm -> QEMU's figures
+    vm_objects: dict[str, VM] = field(default_factory=dict, repr=False)
+
+    @property
+    def role(self) -> str:
+        return "src" if self.host == self.src else "dst" if self.host == self.dst else "none"
+
+    def is_src(self) -> bool:
+        return self.role == "src"
+
+    def is_dst(self) -> bool:
+        return self.role == "dst"
+
+    def vm(self, name: str) -> VM:
+        return self.vm_objects[name]
+
+
+class MigrationHandle:
+    """A migration running in the background; ``join()`` waits and re-raises its error."""
+
+    def __init__(self, data: MigrationData, target: Callable[[], None] | None) -> None:
+        self.data = data
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if target is not None:
+            self._thread = threading.Thread(
+                target=self._run, args=(target,), name=f"migrate-{data.mig_id}", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, target: Callable[[], None]) -> None:
+        try:
+            target()
+        except BaseException as exc:  # handed to join() in the scenario's thread
+            self.error = exc
+
+    def join(self, timeout: float | None = None) -> MigrationData:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise MigrationFailed(
+                    f"{self.data.mig_id} on {self.data.host}: still running after {timeout}s"
+                )
+        if self.error is not None:
+            raise self.error
+        return self.data
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [x.strip() for x in value.replace(" ", ",").split(",") if x.strip()]
+    return [str(x) for x in value]
+
+
+def _scalar(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("on", "true", "yes"):
+        return True
+    if low in ("off", "false", "no"):
+        return False
+    try:
+        return int(text)
+    except ValueError:
+        return text.strip()
+
+
+def parse_settings(value: Any, flag_default: Any = True) -> dict[str, Any]:
+    """``{"a": 1}``, ``"a=1,b=on"`` or ``"xbzrle auto-converge"`` -> dict (flags become True)."""
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    out: dict[str, Any] = {}
+    for item in _as_list(value):
+        key, sep, val = item.partition("=")
+        out[key.strip()] = _scalar(val) if sep else flag_default
+    return out
+
+
+class MultihostMigration(mhtest.Test):
+    """Base class of multi-host migration tests: write ``migration_scenario()``.
+
+    Params: ``vms`` (names), ``guest`` ("pattern": idle VM with a memory pattern, or "linux":
+    the busybox guest), ``mem`` (MB), ``mig_timeout``, ``migrate_capabilities``,
+    ``migrate_parameters``, ``login_timeout``, ``sync_timeout``; from the multi-host runner:
+    ``host``, ``hosts``, ``host_address``.
+    """
+
+    # -- what the scenario reads ----------------------------------------------------------
+
+    @property
+    def hosts(self) -> list[str]:
+        return _as_list(self.params.get("hosts"))
+
+    @property
+    def host(self) -> str:
+        host = self.params.get("host")
+        if not host:
+            raise mhtest.TestError("MultihostMigration needs the 'host' param (run it multi-host)")
+        return str(host)
+
+    @property
+    def host_address(self) -> str:
+        return str(self.params.get("host_address", default="127.0.0.1"))
+
+    @property
+    def login_timeout(self) -> float:
+        return float(self.params.get("login_timeout", default=240))
+
+    @property
+    def mig_timeout(self) -> float:
+        return float(self.params.get("mig_timeout", default=300))
+
+    def _state(self) -> dict[str, Any]:
+        if "_mig_state" not in self.__dict__:
+            self._mig_state = {"vms": {}, "count": 0, "records": [], "handles": []}
+            self._mig_lock = threading.Lock()
+        return self._mig_state
+
+    # -- VMs ----------------------------------------------------------------------------------
+
+    def vm_config(self, name: str) -> VMConfig:
+        """The config of VM ``name`` (identical on every host); override for other guests."""
+        mem = int(self.params.get("mem", default=128))
+        accel = str(self.params.get("accel", default="auto"))
+        guest = str(self.params.get("guest", default="pattern"))
+        if guest == "linux":
+            return linux_guest().config(name, memory_mb=max(mem, 256))
+        if guest != "pattern":
+            raise mhtest.TestError(f"param guest={guest!r}: use 'pattern' or 'linux'")
+        return self.memory_pattern(name).config(VMConfig(name, memory_mb=mem, accel=accel))
+
+    def memory_pattern(self, name: str) -> MemoryPattern:
+        """The pattern VM ``name`` carries in RAM (the same bytes on every host)."""
+        path = Path(self.workdir) / f"pattern-{name}.bin"
+        Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        return MemoryPattern.create(path, seed=zlib.crc32(name.encode()))
+
+    def get_vm(self, name: str) -> VM:
+        vms = self._state()["vms"]
+        if name not in vms:
+            raise mhtest.TestError(f"{self.host}: VM {name} does not run on this host")
+        return vms[name]
+
+    def _start_vm(self, name: str, mig_id: str, incoming: bool) -> VM:
+        config = self.vm_config(name)
+        if incoming:
+            config = incoming_config(config)
+        workdir = Path(self.workdir) / "vms" / f"{name}-{mig_id}-{self.host}"
+        vm = VM(config, workdir)
+        with self._mig_lock:
+            self._state()["vms"][name] = vm
+        vm.start(incoming=incoming)
+        return vm
+
+    def _drop_vm(self, name: str) -> None:
+        with self._mig_lock:
+            vm = self._state()["vms"].pop(name, None)
+        if vm is not None:
+            vm.cleanup()
+
+    # -- the public migration API ------------------------------------------------------------
+
+    def migrate(
+        self,
+        vms: list[str] | str,
+        srchost: str,
+        dsthost: str,
+        start_work: Work | None = None,
+        check_work: Work | None = None,
+        params_append: dict[str, Any] | None = None,
+    ) -> MigrationHandle:
+        """Start migrating ``vms`` from ``srchost`` to ``dsthost``; join() the handle."""
+        state = self._state()
+        state["count"] += 1  # every worker counts the same calls: names agree across hosts
+        params = dict(self.params)
+        params.update(params_append or {})
+        mig_id = f"mig{state['count']}"
+        data = MigrationData(mig_id, _as_list(vms), srchost, dsthost, self.host, params)
+        if srchost == dsthost:
+            raise mhtest.TestError(f"{data.mig_id}: source and destination are both {srchost}")
+        if data.role == "none":
+            return MigrationHandle(data, None)
+        handle = MigrationHandle(data, lambda: self._run_migration(data, start_work, check_work))
+        state["handles"].append(handle)
+        return handle
+
+    def migrate_wait(
+        self,
+        vms: list[str] | str,
+        srchost: str,
+        dsthost: str,
+        start_work: Work | None = None,
+        check_work: Work | None = None,
+        params_append: dict[str, Any] | None = None,
+    ) -> MigrationData:
+        """Migrate and wait for the end (both sides, check_work included)."""
+        handle = self.migrate(vms, srchost, dsthost, start_work, check_work, params_append)
+        return handle.join()
+
+    def migration_scenario(self) -> None:
+        """The scenario every worker runs: call migrate()/migrate_wait() here."""
+        raise NotImplementedError("write migration_scenario() in your MultihostMigration test")
+
+    # -- the two halves (overridable) ---------------------------------------------------------
+
+    def migrate_vms_src(self, mig_data: MigrationData) -> None:
+        """Migrate every VM of ``mig_data`` to its destination port and wait for the end."""
+        for name in mig_data.vms:
+            mig_data.vm(name).migrate(f"tcp:{mig_data.dst_address}:{mig_data.ports[name]}")
+        timeout = float(mig_data.params.get("mig_timeout", self.mig_timeout))
+        for name in mig_data.vms:
+            vm = mig_data.vm(name)
+            started = time.monotonic()
+            info = vm.wait_migration(timeout)
+            if info.get("status") != "completed":
+                raise MigrationFailed(f"VM {name}: migration {info.get('status')}")
+            mig_data.results[name] = migration_figures(info, time.monotonic() - started)
+
+    def migrate_vms_dest(self, mig_data: MigrationData) -> None:
+        """Hook run on the destination while the source migrates (default: nothing)."""
+
+    # -- the flow -----------------------------------------------------------------------------
+
+    def _sync_timeout(self) -> float:
+        return float(self.params.get("sync_timeout", default=120))
+
+    def _fail(self, data: MigrationData, where: str, reason: str) -> MigrationFailed:
+        return MigrationFailed(
+            f"{data.mig_id} {','.join(data.vms)} {data.src}->{data.dst}: "
+            f"failed on {where}: {reason}"
+        )
+
+    def _exchange(self, data: MigrationData, step: str, payload: dict, timeout: float) -> dict:
+        from mhtest.sync import SyncError
+
+        try:
+            answers = self.sync.exchange(f"{data.mig_id}:{step}", payload, count=2, timeout=timeout)
+        except SyncError as exc:
+            peer = data.dst if data.is_src() else data.src
+            raise self._fail(data, data.host, f"lost {peer} at {step!r}: {exc}") from None
+        peer = data.dst if data.is_src() else data.src
+        if peer not in answers:
+            raise self._fail(data, data.host, f"{step!r}: {peer} did not take part ({answers})")
+        return answers[peer]
+
+    def _run_migration(self, data: MigrationData, start_work: Work | None, check_work) -> None:
+        log.info("%s: %s of %s, %s -> %s", self.host, data.mig_id, data.vms, data.src, data.dst)
+        if data.is_src():
+            self._run_source(data, start_work)
+        else:
+            self._run_destination(data, check_work)
+
+    def _set_migration_settings(self, vm: VM, params: dict[str, Any], source: bool) -> None:
+        caps = parse_settings(params.get("migrate_capabilities"))
+        if source:
+            caps.setdefault("events", True)
+        vm.set_migrate_capabilities(caps)
+        vm.set_migrate_parameters(parse_settings(params.get("migrate_parameters")))
+
+    def _run_source(self, data: MigrationData, start_work: Work | None) -> None:
+        error = None
+        try:
+            vms = self._state()["vms"]
+            for name in data.vms:
+                vm = vms.get(name) or self._start_vm(name, data.mig_id, incoming=False)
+                data.vm_objects[name] = vm
+        except (VMError, mhtest.TestError) as exc:
+            error = str(exc)
+        peer = self._exchange(data, "ready", {"error": error}, self._sync_timeout())
+        if error:
+            raise self._fail(data, data.src, error)
+        if peer.get("error"):
+            raise self._fail(data, data.dst, peer["error"])
+        data.dst_address, data.ports = peer["address"], peer["ports"]
+        outcome: dict[str, Any] = {"error": None}
+        try:
+            if start_work is not None:
+                start_work(data)
+            for name in data.vms:
+                self._set_migration_settings(data.vm(name), data.params, source=True)
+            self.migrate_vms_src(data)
+            outcome["results"] = data.results
+        except Exception as exc:
+            outcome["error"] = str(exc)
+            try:  # tell the destination first, so that it stops now rather than time out
+                self._exchange(data, "done", outcome, self._sync_timeout())
+            except MigrationFailed as sync_exc:
+                log.warning("%s", sync_exc)
+            raise self._fail(data, data.src, str(exc)) from exc
+        self._exchange(data, "done", outcome, self._sync_timeout())
+        self._record(data)
+        for name in data.vms:
+            if data.results.get(name, {}).get("status") == "completed":
+                self._drop_vm(name)  # the VM lives on the destination now
+
+    def _run_destination(self, data: MigrationData, check_work: Work | None) -> None:
+        payload: dict[str, Any] = {"error": None, "address": self.host_address, "ports": {}}
+        try:
+            for name in data.vms:
+                if name in self._state()["vms"]:
+                    raise VMError(f"VM {name} already runs on {self.host}")
+                vm = self._start_vm(name, data.mig_id, incoming=True)
+                data.vm_objects[name] = vm
+                self._set_migration_settings(vm, data.params, source=False)
+                _, port = vm.migrate_incoming(f"tcp:{self.host_address}:0")
+                payload["ports"][name] = port
+        except (VMError, mhtest.TestError) as exc:
+            payload["error"] = str(exc)
+            self._drop_vms(data)
+        peer = self._exchange(data, "ready", payload, self._sync_timeout())
+        if payload["error"]:
+            raise self._fail(data, data.dst, payload["error"])
+        if peer.get("error"):
+            self._drop_vms(data)
+            raise self._fail(data, data.src, peer["error"])
+        data.dst_address, data.ports = self.host_address, payload["ports"]
+        try:
+            self.migrate_vms_dest(data)
+        finally:
+            wait = self.mig_timeout + self.login_timeout + self._sync_timeout()
+            outcome = self._exchange(data, "done", {"error": None}, wait)
+        if outcome.get("error"):
+            self._drop_vms(data)
+            raise self._fail(data, data.src, outcome["error"])
+        data.results = outcome.get("results", {})
+        for name in data.vms:
+            if data.results.get(name, {}).get("status") == "completed":
+                self._wait_resumed(data, data.vm(name))
+            else:  # cancelled on purpose by the scenario: the VM stays on the source
+                self._drop_vm(name)
+        self._record(data)
+        if check_work is not None:
+            check_work(data)
+
+    def _wait_resumed(self, data: MigrationData, vm: VM, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = vm.status()
+            except VMError as exc:
+                raise self._fail(data, data.dst, str(exc)) from None
+            if status == "running":
+                return
+            if status not in ("inmigrate", "paused") or time.monotonic() > deadline:
+                info = vm.query_migrate()
+                raise self._fail(
+                    data,
+                    data.dst,
+                    f"VM {vm.name} is {status} after the migration "
+                    f"({info.get('error-desc') or info.get('status')}; {vm.log_tail()})",
+                )
+            time.sleep(0.05)
+
+    def _drop_vms(self, data: MigrationData) -> None:
+        for name in data.vm_objects:
+            self._drop_vm(name)
+
+    def _record(self, data: MigrationData) -> None:
+        with self._mig_lock:
+            records = self._state()["records"]
+            for name in data.vms:
+                fig = data.results.get(name, {})
+                records.append(
+                    {"id": data.mig_id, "vm": name, "src": data.src, "dst": data.dst, **fig}
+                )
+            self.whiteboard = json.dumps({"migrations": records})
+
+    # -- the test -----------------------------------------------------------------------------
+
+    def test(self) -> None:
+        """Run the scenario, wait for every migration, and leave no QEMU behind."""
+        state = self._state()
+        try:
+            self.migration_scenario()
+            for handle in list(state["handles"]):
+                handle.join(self.mig_timeout + self.login_timeout + 2 * self._sync_timeout())
+        except BaseException as exc:
+            self._abort_peers(exc)
+            raise
+        finally:
+            self.cleanup_vms()
+
+    def _abort_peers(self, exc: BaseException) -> None:
+        try:
+            self.sync.abort(f"{self.host}: {exc}")
+        except Exception as err:  # no sync, or the server is gone: nothing more to tell
+            log.debug("%s: could not abort the peers: %s", self.host, err)
+
+    def cleanup_vms(self) -> None:
+        """Stop every VM this worker started (runs at the end of test(), even on failure)."""
+        with self._mig_lock:
+            vms = list(self._state()["vms"].values())
+            self._state()["vms"].clear()
+        for vm in vms:
+            try:
+                vm.cleanup()
+            except Exception as exc:  # keep cleaning the others
+                log.error("%s: cleaning up VM %s: %s", self.host, vm.name, exc)
+
+    # -- ready-made work checks ---------------------------------------------------------------
+
+    def check_memory_pattern(self, mig_data: MigrationData) -> None:
+        """check_work for the pattern guest: the destination's RAM holds the pattern."""
+        for name in mig_data.vms:
+            pattern = self.memory_pattern(name)
+            dump = Path(self.workdir) / f"dump-{name}-{mig_data.mig_id}.bin"
+            got = pattern.dump_sha256(mig_data.vm(name), dump)
+            dump.unlink()
+            if got != pattern.sha256:
+                raise MigrationFailed(
+                    f"{mig_data.mig_id}: VM {name} on {self.host}: memory pattern differs "
+                    f"after migration from {mig_data.src} (sha256 {got[:12]}, "
+                    f"expected {pattern.sha256[:12]})"
+                )
+
+
+def migration_figures(info: dict, wall: float) -> dict[str, Any]:
+    """QEMU's own figures of a finished migration, plus our wall time (seconds)."""
+    ram = info.get("ram", {})
+    return {
+        "status": info.get("status"),
+        "total-time": info.get("total-time"),
+        "downtime": info.get("downtime"),
+        "setup-time": info.get("setup-time"),
+        "transferred": ram.get("transferred"),
+        "wall": round(wall, 3),
+    }

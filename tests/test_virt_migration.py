@@ -1,0 +1,279 @@
+"""MultihostMigration workers, one process per "host", meeting on a real sync server.
+
+Each worker is started the way the multi-host runner starts one: its own process, the params
+``host``/``hosts``/``host_address`` plus the user's, and a SyncClient named after the host.
+The destination listens on its own loopback address (127.0.0.3), as a second host would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mhtest.virt.migration import MigrationData, MultihostMigration, parse_settings
+from mhtest.virt.qemu import VMConfig
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("qemu-system-x86_64") is None,
+    reason="qemu-system-x86_64 not installed (apt-get install qemu-system-x86)",
+)
+
+HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3"}
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tests" / "migration.py"
+
+# The child imports a file by path and runs one worker; its result is one JSON line.
+_CHILD = r"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("scenarios", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+sys.path.insert(0, sys.argv[2])
+import test_virt_migration as harness
+result = harness.worker_main(getattr(mod, sys.argv[3]), json.loads(sys.argv[4]))
+print("RESULT " + json.dumps(result))
+"""
+
+
+def worker_main(cls: type, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one worker of ``cls`` (in the child process) and report how it ended."""
+    from mhtest.sync import SyncClient
+
+    test = cls(params=cfg["params"], logdir=cfg["workdir"], workdir=cfg["workdir"])
+    test._sync = SyncClient(cfg["sync"], cfg["params"]["host"], count=2)
+    started = time.monotonic()
+    result = {"status": "PASS", "error": ""}
+    try:
+        test.test()
+    except Exception as exc:
+        result = {"status": "FAIL", "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        test._sync.close()
+    result.update(whiteboard=test.whiteboard, elapsed=time.monotonic() - started)
+    return result
+
+
+def run_workers(
+    tmp_path: Path,
+    cls_name: str,
+    params: dict[str, Any],
+    source_file: Path = Path(__file__),
+    timeout: float = 120,
+    kill_after: dict[str, float] | None = None,
+) -> dict[str, dict]:
+    """Start one worker process per host against a fresh sync server; wait for both."""
+    from mhtest.sync import SyncServer
+
+    procs = {}
+    with SyncServer() as server:
+        for host, address in HOSTS.items():
+            cfg = {
+                "sync": server.address,
+                "workdir": str(tmp_path / host),
+                "params": {"host": host, "hosts": list(HOSTS), "host_address": address, **params},
+            }
+            args = [sys.executable, "-c", _CHILD, str(source_file), str(Path(__file__).parent)]
+            procs[host] = subprocess.Popen(
+                [*args, cls_name, json.dumps(cfg)], stdout=subprocess.PIPE, text=True
+            )
+        results = {}
+        try:
+            for host, proc in procs.items():
+                out, _ = proc.communicate(timeout=timeout)
+                lines = [x for x in out.splitlines() if x.startswith("RESULT ")]
+                results[host] = json.loads(lines[-1][7:]) if lines else {"status": "KILLED"}
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    return results
+
+
+def our_qemus(tmp_path: Path) -> list[int]:
+    """PIDs of live QEMU processes started by this test (their command line names tmp_path)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if "qemu-system" in cmdline and str(tmp_path) in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def assert_no_qemu_left(tmp_path: Path) -> None:
+    deadline = time.monotonic() + 5
+    while our_qemus(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert our_qemus(tmp_path) == []
+
+
+# -- scenarios (run in the worker processes) -------------------------------------------------
+
+
+class ThreeRoundTrips(MultihostMigration):
+    def migration_scenario(self) -> None:
+        h1, h2 = self.hosts
+        for _ in range(3):
+            self.migrate_wait(["vm1"], h1, h2, check_work=self.check_memory_pattern)
+            self.migrate_wait(["vm1"], h2, h1, check_work=self.check_memory_pattern)
+        if self.host == h1:
+            assert self.get_vm("vm1").status() == "running"
+
+
+class TwoAtOnce(MultihostMigration):
+    def migration_scenario(self) -> None:
+        h1, h2 = self.hosts
+        first = self.migrate(["vm1"], h1, h2, check_work=self.check_memory_pattern)
+        second = self.migrate(["vm2"], h1, h2, check_work=self.check_memory_pattern)
+        second.join(60)
+        first.join(60)
+
+
+class CancelMidway(MultihostMigration):
+    def migrate_vms_src(self, mig_data: MigrationData) -> None:
+        vm = mig_data.vm("vm1")
+        vm.migrate(f"tcp:{mig_data.dst_address}:{mig_data.ports['vm1']}")
+        deadline = time.monotonic() + 10
+        while vm.query_migrate().get("ram", {}).get("transferred", 0) < 100_000:
+            assert time.monotonic() < deadline, "migration did not start"
+            time.sleep(0.05)
+        vm.migrate_cancel()
+        mig_data.results["vm1"] = {"status": vm.wait_migration(10)["status"]}
+
+    def migration_scenario(self) -> None:
+        h1, h2 = self.hosts
+        data = self.migrate_wait(
+            ["vm1"], h1, h2, params_append={"migrate_parameters": "max-bandwidth=1048576"}
+        )
+        assert data.results["vm1"]["status"] == "cancelled"
+        if self.host == h1:  # the VM kept running where it was, RAM intact
+            vm = self.get_vm("vm1")
+            assert vm.status() == "running"
+            data.vm_objects = {"vm1": vm}
+            self.check_memory_pattern(data)
+        else:
+            assert "vm1" not in self._state()["vms"]
+
+
+class DestinationCannotStart(MultihostMigration):
+    def vm_config(self, name: str) -> VMConfig:
+        config = super().vm_config(name)
+        if self.host == self.hosts[1]:
+            config.extra_args.append("-no-such-option")
+        return config
+
+    def migration_scenario(self) -> None:
+        self.migrate_wait(["vm1"], self.hosts[0], self.hosts[1])
+
+
+class DestinationDies(MultihostMigration):
+    def migrate_vms_dest(self, mig_data: MigrationData) -> None:
+        time.sleep(0.5)  # the source is sending by now (at 1 MiB/s it cannot finish)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def migration_scenario(self) -> None:
+        self.migrate_wait(
+            ["vm1"],
+            self.hosts[0],
+            self.hosts[1],
+            params_append={"migrate_parameters": {"max-bandwidth": 1 << 20}},
+        )
+
+
+# -- the tests -------------------------------------------------------------------------------
+
+
+def test_parse_settings_forms() -> None:
+    assert parse_settings("xbzrle auto-converge") == {"xbzrle": True, "auto-converge": True}
+    assert parse_settings("max-bandwidth=1048576,x=off") == {"max-bandwidth": 1048576, "x": False}
+    assert parse_settings({"downtime-limit": 300}) == {"downtime-limit": 300}
+    assert parse_settings(None) == {}
+
+
+@pytest.mark.timeout(120)
+def test_ping_pong_three_round_trips_memory_survives(tmp_path: Path) -> None:
+    results = run_workers(tmp_path, "ThreeRoundTrips", {"vms": "vm1", "mem": 128})
+    assert results["h1"]["status"] == "PASS", results["h1"]
+    assert results["h2"]["status"] == "PASS", results["h2"]
+    records = json.loads(results["h1"]["whiteboard"])["migrations"]
+    assert [(r["src"], r["dst"]) for r in records] == [("h1", "h2"), ("h2", "h1")] * 3
+    for r in records:
+        assert r["status"] == "completed" and r["vm"] == "vm1"
+        assert r["total-time"] > 0 and r["downtime"] >= 0 and r["transferred"] > 4 << 20
+    assert_no_qemu_left(tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_two_migrations_at_once(tmp_path: Path) -> None:
+    results = run_workers(tmp_path, "TwoAtOnce", {"vms": "vm1,vm2", "mem": 64})
+    assert [r["status"] for r in results.values()] == ["PASS", "PASS"], results
+    records = json.loads(results["h2"]["whiteboard"])["migrations"]
+    assert sorted(r["vm"] for r in records) == ["vm1", "vm2"]
+    assert_no_qemu_left(tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_cancel_midway_keeps_vm_on_source(tmp_path: Path) -> None:
+    results = run_workers(tmp_path, "CancelMidway", {"vms": "vm1", "mem": 128})
+    assert [r["status"] for r in results.values()] == ["PASS", "PASS"], results
+    assert_no_qemu_left(tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_destination_cannot_start_both_fail_fast(tmp_path: Path) -> None:
+    results = run_workers(tmp_path, "DestinationCannotStart", {"vms": "vm1", "mem": 64})
+    for host in ("h1", "h2"):
+        r = results[host]
+        assert r["status"] == "FAIL", r
+        assert "failed on h2" in r["error"] and "vm1" in r["error"], r
+        assert "-no-such-option" in r["error"], r  # QEMU's own words
+        assert r["elapsed"] < 15, r
+    assert_no_qemu_left(tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_destination_dies_source_fails_fast(tmp_path: Path) -> None:
+    started = time.monotonic()
+    results = run_workers(tmp_path, "DestinationDies", {"vms": "vm1", "mem": 128})
+    assert results["h2"]["status"] == "KILLED"
+    r = results["h1"]
+    assert r["status"] == "FAIL", r
+    assert "vm1" in r["error"] and "h1->h2" in r["error"], r
+    assert r["elapsed"] < 15 and time.monotonic() - started < 30, r
+    assert_no_qemu_left(tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_example_ping_pong_idle_pattern(tmp_path: Path) -> None:
+    results = run_workers(tmp_path, "PingPongMigration", {"vms": "vm1"}, source_file=EXAMPLE)
+    assert [r["status"] for r in results.values()] == ["PASS", "PASS"], results
+    assert_no_qemu_left(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_example_ping_pong_work_survives(tmp_path: Path) -> None:
+    """The example with the busybox guest: a dd started over the console survives both ways."""
+    from mhtest.virt.guest import linux_guest
+
+    linux_guest()  # build and probe once here, not in both workers at the same time
+    params = {"vms": "vm1", "guest": "linux", "login_timeout": 180}
+    results = run_workers(tmp_path, "PingPongMigration", params, EXAMPLE, timeout=500)
+    assert [r["status"] for r in results.values()] == ["PASS", "PASS"], results
+    records = json.loads(results["h1"]["whiteboard"])["migrations"]
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert_no_qemu_left(tmp_path)
