@@ -178,10 +178,17 @@ class Host:
         return result
 
 
-def build_command(command: str, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> str:
-    """`command` with `args` shell-quoted and appended, and `env` exported first."""
+def build_command(
+    command: str, env: dict[str, str] | None = None, args: Sequence[str] = ()
+) -> tuple[str, str]:
+    """Shell text for a command, as (text to run, text to show).
+
+    `args` are shell-quoted and appended; `env` is exported first in the text to run only, so
+    its values (maybe secrets) stay out of results and logs.
+    """
     if args:
         command = command + " " + " ".join(shlex.quote(str(a)) for a in args)
+    shown = command
     if env:
         exports = []
         for key, value in env.items():
@@ -189,4 +196,4 @@ def build_command(command: str, env: dict[str, str] | None = None, args: Sequenc
                 raise ValueError(f"environment variable name {key!r} is not valid")
             exports.append(f"{key}={shlex.quote(str(value))}")
         command = "export " + " ".join(exports) + "; " + command
-    return command
+    return command, shown

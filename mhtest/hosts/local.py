@@ -51,7 +51,7 @@ class LocalHost(Host):
         args: Sequence[str] = (),
     ) -> CmdResult:
         """Run `command` with the login shell; same contract as SSHHost.run()."""
-        full = build_command(command, env=env, args=args)
+        full, shown = build_command(command, env=env, args=args)
         data = stdin.encode() if isinstance(stdin, str) else stdin
         started = time.monotonic()
         with subprocess.Popen(
@@ -67,7 +67,7 @@ class LocalHost(Host):
                 killed = _kill_group(proc)
                 out, err = proc.communicate()
                 result = CmdResult(
-                    full,
+                    shown,
                     -1,
                     out.decode("utf-8", "replace"),
                     err.decode("utf-8", "replace"),
@@ -81,7 +81,7 @@ class LocalHost(Host):
                 raise
         code = proc.returncode
         result = CmdResult(
-            command=full,
+            command=shown,
             exit_status=code if code >= 0 else -1,
             stdout=out.decode("utf-8", "replace"),
             stderr=err.decode("utf-8", "replace"),

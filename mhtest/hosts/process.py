@@ -53,15 +53,15 @@ class RemoteProcess:
         env: dict[str, str] | None = None,
         args: Sequence[str] = (),
     ) -> RemoteProcess:
-        full = build_command(command, env=env, args=args)
+        full, shown = build_command(command, env=env, args=args)
         channel = host.open_channel()
         wrapped = f"echo {PGID_MARK.decode()}$$ >&2; {full}"
         try:
             channel.exec_command(wrapped)
         except Exception as exc:
             channel.close()
-            raise HostError(f"{host.name}: could not start {full!r}: {exc}", host.name) from None
-        return cls(host, channel, full)
+            raise HostError(f"{host.name}: could not start {shown!r}: {exc}", host.name) from None
+        return cls(host, channel, shown)
 
     @property
     def stdout(self) -> Any:
