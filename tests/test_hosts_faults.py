@@ -75,3 +75,25 @@ def test_unknown_host_name_is_unreachable(sshd_host) -> None:
     host = SSHHost("no-such-host.invalid", key_file=sshd_host.key_file)
     with pytest.raises(HostUnreachable, match="unknown host name"), host:
         host.run("true")
+
+
+def test_silent_server_times_out_instead_of_hanging(sshd_host) -> None:
+    """A port that accepts connections but never speaks SSH (a hung host)."""
+    import socket
+
+    from mhtest.hosts import SSHHost
+
+    with socket.socket() as silent:
+        silent.bind((sshd_host.address, 0))
+        silent.listen(5)
+        host = SSHHost(
+            sshd_host.address,
+            port=silent.getsockname()[1],
+            key_file=sshd_host.key_file,
+            known_hosts=sshd_host.known_hosts,
+            connect_timeout=1,
+        )
+        started = time.monotonic()
+        with pytest.raises(HostUnreachable, match="no SSH answer within 1 s"), host:
+            host.run("true")
+        assert time.monotonic() - started < 5

@@ -158,12 +158,18 @@ class SSHHost(Host):
                 if wanted:
                     options.key_types = wanted
             try:
+                transport.banner_timeout = self.connect_timeout
+                transport.handshake_timeout = self.connect_timeout
                 transport.start_client(timeout=self.connect_timeout)
+                server_key = transport.get_remote_server_key()
             except (paramiko.SSHException, OSError, EOFError) as exc:
+                reason = str(exc) or type(exc).__name__
+                if not transport.is_active() or "No existing session" in reason:
+                    reason = f"no SSH answer within {self.connect_timeout:g} s"
                 raise HostUnreachable(
-                    f"{self.name}: SSH handshake with {where} failed: {exc}", self.name
+                    f"{self.name}: SSH handshake with {where} failed: {reason}", self.name
                 ) from None
-            self._check_host_key(transport.get_remote_server_key(), known)
+            self._check_host_key(server_key, known)
             self._authenticate(transport)
         except BaseException:
             transport.close()
