@@ -23,6 +23,9 @@ class Params(Mapping[str, Any]):
         self._data = dict(data or {})
 
     def get(self, key: str, path: str | None = None, default: Any = None) -> Any:  # type: ignore[override]
+        if path is not None and not isinstance(path, str):
+            # params.get("key", 5): clearly a default, not an Avocado path.
+            path, default = None, path if default is None else default
         if path:
             node: Any = self._data
             for part in (p for p in path.strip("/").split("/") if p not in ("", "*", "run")):

@@ -37,14 +37,18 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def resolvers() -> list[Any]:
+    """The resolver plugins, in the order they are asked (python before exec)."""
+    found = [cls() for _, cls in load_plugins("mhtest.resolver")]
+    return sorted(found, key=lambda r: getattr(r, "priority", 30))
+
+
 def resolve_selection(args: argparse.Namespace) -> list[TestSpec]:
     """References and tag filters → TestSpecs, or UsageError."""
     from mhtest.resolver import ResolutionError, filter_by_tags, resolve_references
 
-    resolvers = [cls() for _, cls in load_plugins("mhtest.resolver")]
-    resolvers.sort(key=lambda r: getattr(r, "priority", 30))
     try:
-        specs = resolve_references(args.references, resolvers)
+        specs = resolve_references(args.references, resolvers())
     except ResolutionError as exc:
         raise UsageError(str(exc)) from None
     specs = filter_by_tags(specs, args.filter_by_tags, args.filter_by_tags_include_empty)

@@ -166,6 +166,10 @@ def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[s
     test._close_sync()
     (logdir / "whiteboard").write_text(test.whiteboard or "", encoding="utf-8")
     outcome["whiteboard"] = test.whiteboard or ""
+    # A multi-host test's workers become the children of its result.
+    workers = getattr(test, "worker_results", None)
+    if workers:
+        outcome["children"] = [w.to_dict() for w in workers]
     return outcome
 
 

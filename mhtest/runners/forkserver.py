@@ -70,6 +70,9 @@ def serve(sock: socket.socket) -> None:
                 os.read(rfd, 4096)
             elif open_:
                 open_ = _handle_request(sock, sel, children)
+                if not open_:
+                    # The job is done with us, or died: no test outlives it.
+                    _kill_all(children)
         _reap(sock, children)
     sel.close()
 
@@ -92,6 +95,14 @@ def _handle_request(sock: socket.socket, sel: selectors.BaseSelector, children: 
     children[pid] = request["key"]
     _send(sock, op="started", key=request["key"], pid=pid)
     return True
+
+
+def _kill_all(children: dict[int, str]) -> None:
+    for pid in children:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _reap(sock: socket.socket, children: dict[int, str]) -> None:

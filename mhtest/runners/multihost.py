@@ -1,0 +1,214 @@
+"""MultiHostTest: a test that fans worker tests out to hosts and folds their results.
+
+The multi-host test runs as an ordinary test on the controller. `run_workers()` starts
+a sync server for the workers, runs every worker through the same runners as the rest
+of mhtest (local child processes, or the RemoteTestRunner over SSH), hands each its
+participant name and the server's address (through its own SSH connection by default),
+and returns the workers' results. Any worker that did not pass makes the test fail,
+with a reason naming the worker, its host and its own reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mhtest.results import TestResult
+from mhtest.spec import TestSpec, dir_name
+from mhtest.test import FAILED_STATUSES, Test, TestError, TestFail
+
+LOG = logging.getLogger(__name__)
+ENV_HOSTS = "MHTEST_HOSTS"
+ENV_HOST_OPTIONS = "MHTEST_HOST_OPTIONS"
+ENV_WORKER = "MHTEST_WORKER"
+#: Parameters of the multi-host test that its workers do not inherit.
+_NOT_INHERITED = {"timeout", "hosts"}
+
+
+@dataclass
+class Worker:
+    """One worker of a multi-host test: a test reference to run on a host."""
+
+    ref: str
+    host: str
+    params: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+
+class MultiHostTest(Test):
+    """Base class of tests that span hosts: describe workers, run them, get one result.
+
+    `self.hosts` lists the hosts given with --hosts/--inventory (or the `hosts` param);
+    with none, two `local` workers run as local processes, so every example runs on a
+    bare machine.
+    """
+
+    #: How many `local` workers to use when no hosts are given.
+    default_local_workers = 2
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.worker_results: list[TestResult] = []
+        self._host_configs = self._load_hosts()
+
+    # -- hosts -----------------------------------------------------------------
+    def _load_hosts(self) -> list[Any]:
+        from mhtest.hosts.inventory import HostConfig
+
+        text = os.environ.get(ENV_HOSTS)
+        if text:
+            return [HostConfig(**h) for h in json.loads(text)]
+        names = self.params.get("hosts")
+        if names:
+            from mhtest.hosts.inventory import resolve_hosts
+
+            opts = self.host_options
+            return resolve_hosts(
+                names, inventory_path=opts.get("inventory"), ssh_config_path=opts.get("ssh_config")
+            )
+        return [HostConfig(name="local", address="local", port=0)] * self.default_local_workers
+
+    @property
+    def host_options(self) -> dict[str, Any]:
+        """SSH options given on the command line (host keys, remote python, sync-direct)."""
+        return json.loads(os.environ.get(ENV_HOST_OPTIONS) or "{}")
+
+    @property
+    def hosts(self) -> list[str]:
+        """The names of the hosts this test spans, in order."""
+        return [h.name for h in self._host_configs]
+
+    @property
+    def is_worker(self) -> bool:
+        """True when this test runs as a worker of another multi-host test."""
+        return bool(os.environ.get(ENV_WORKER))
+
+    # -- workers ---------------------------------------------------------------
+    def worker(
+        self,
+        test_ref: str,
+        host: str,
+        params: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Worker:
+        """Describe a worker: `test_ref` (relative to this test's file) run on `host`."""
+        if host not in self.hosts:
+            raise TestError(f"worker {test_ref!r}: host {host!r} is not one of {self.hosts}")
+        return Worker(ref=test_ref, host=host, params=dict(params or {}), name=name)
+
+    def run_workers(
+        self, workers: list[Worker], timeout: float | None = None, fail: bool = True
+    ) -> list[TestResult]:
+        """Run `workers` in parallel, meeting through a sync server; their results.
+
+        With `fail` (the default), any worker that did not pass fails this test with a
+        reason that names each such worker, its host and its own reason.
+        """
+        if not workers:
+            raise TestError("run_workers() needs at least one worker")
+        from mhtest.runners.fanout import WorkerRun
+
+        names = _unique_names(workers)
+        specs = [
+            self._worker_spec(i, w, n, names) for i, (w, n) in enumerate(zip(workers, names), 1)
+        ]
+        run = WorkerRun(self, specs, [self._host_config(w.host) for w in workers])
+        started = time.monotonic()
+        results = run.run(timeout)
+        self.worker_results.extend(results)
+        self.log.info("workers ended after %.2f s", time.monotonic() - started)
+        for r in results:
+            self.log.info(
+                "worker %s on %s: %s%s",
+                r.name,
+                r.host,
+                r.status,
+                f" ({r.fail_reason})" if r.fail_reason else "",
+            )
+        failed = [r for r in results if r.status in FAILED_STATUSES]
+        if fail and failed:
+            raise TestFail(
+                "; ".join(
+                    f"worker {r.name} on {r.host}: {r.status}: {r.fail_reason or 'no reason given'}"
+                    for r in failed
+                )
+            )
+        return results
+
+    def _host_config(self, name: str) -> Any:
+        return next(h for h in self._host_configs if h.name == name)
+
+    def _worker_spec(self, index: int, worker: Worker, name: str, names: list[str]) -> TestSpec:
+        from mhtest.plugins.cli_run import resolvers
+        from mhtest.resolver import ResolutionError, resolve_references
+
+        ref = worker.ref
+        path_part = ref.split(":", 1)[0]
+        if not os.path.isabs(path_part) and self.basedir:
+            ref = os.path.join(self.basedir, ref)
+        try:
+            found = resolve_references([ref], resolvers())
+        except ResolutionError as exc:
+            raise TestError(f"worker {name}: {exc}") from None
+        if len(found) != 1:
+            raise TestError(
+                f"worker {name}: {worker.ref!r} is {len(found)} tests; name one as "
+                "FILE.py:Class.method"
+            )
+        spec = found[0]
+        config = self._host_config(worker.host)
+        inherited = {k: v for k, v in self.params.items() if k not in _NOT_INHERITED}
+        spec.params = {
+            **inherited,
+            **(config.params or {}),
+            **worker.params,
+            "host": name,
+            "hosts": names,
+            "host_address": "127.0.0.1" if config.is_local else config.address,
+        }
+        spec.uid = index
+        spec.ref = worker.ref
+        spec.host = worker.host
+        spec.logdir = str(Path(self.logdir) / "workers" / dir_name(f"{index}-{name}"))
+        spec.env = {ENV_WORKER: name}
+        return spec
+
+
+def _unique_names(workers: list[Worker]) -> list[str]:
+    """Worker names: as given, else the host's name (numbered when hosts repeat)."""
+    hosts = [w.host for w in workers]
+    names = []
+    for i, w in enumerate(workers):
+        if w.name:
+            names.append(w.name)
+        elif hosts.count(w.host) > 1:
+            names.append(f"{w.host}-{hosts[: i + 1].count(w.host)}")
+        else:
+            names.append(w.host)
+    if len(set(names)) != len(names):
+        raise TestError(f"worker names must be unique: {names}")
+    return names
+
+
+def worker_result(spec: TestSpec, event: dict) -> TestResult:
+    """A worker's TestResult from its test.end event."""
+    return TestResult(
+        uid=spec.uid,
+        name=spec.env.get(ENV_WORKER, spec.name),
+        ref=spec.ref,
+        status=event.get("status", "ERROR"),
+        host=event.get("host") or spec.host,
+        fail_reason=event.get("fail_reason"),
+        fail_class=event.get("fail_class"),
+        start=event.get("start") or time.time(),
+        end=event.get("end") or time.time(),
+        logdir=spec.logdir,
+        whiteboard=event.get("whiteboard") or "",
+        tags=list(spec.tags),
+        children=[TestResult.from_dict(c) for c in event.get("children") or []],
+    )

@@ -1,0 +1,78 @@
+"""Remote port forwards: a port on a host that leads back to a service on this machine.
+
+Multi-host workers reach the sync server through their own SSH connection by default,
+so no firewall needs opening between the hosts and the controller.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+CONNECT_TIMEOUT = 10.0
+
+
+def _pump(channel: Any, sock: socket.socket, stop: threading.Event) -> None:
+    """Copy bytes both ways between an SSH channel and a socket until either closes."""
+    try:
+        while not stop.is_set():
+            ready, _, _ = select.select([channel, sock], [], [], 0.5)
+            if channel in ready:
+                data = channel.recv(1 << 16)
+                if not data:
+                    break
+                sock.sendall(data)
+            if sock in ready:
+                data = sock.recv(1 << 16)
+                if not data:
+                    break
+                channel.sendall(data)
+    except OSError as exc:
+        LOG.debug("forwarded connection ended: %s", exc)
+    finally:
+        channel.close()
+        sock.close()
+
+
+class RemoteForward:
+    """`host`'s 127.0.0.1:`remote_port` leads to `target` (host, port) on this machine."""
+
+    def __init__(self, host: Any, target: tuple[str, int]) -> None:
+        self.host = host
+        self.target = target
+        self._stop = threading.Event()
+        self._transport = host.transport()
+
+        def handler(channel: Any, origin: Any, server: Any) -> None:
+            try:
+                sock = socket.create_connection(self.target, timeout=CONNECT_TIMEOUT)
+                sock.settimeout(None)
+            except OSError as exc:
+                LOG.warning("%s: forward to %s:%d failed: %s", host.name, *self.target, exc)
+                channel.close()
+                return
+            threading.Thread(
+                target=_pump,
+                args=(channel, sock, self._stop),
+                daemon=True,
+                name=f"forward-{host.name}",
+            ).start()
+
+        self.remote_port = self._transport.request_port_forward("127.0.0.1", 0, handler)
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._transport.cancel_port_forward("127.0.0.1", self.remote_port)
+        except Exception as exc:  # noqa: BLE001 - the connection may be gone already
+            LOG.debug("%s: cancel forward: %s", self.host.name, exc)
+
+    def __enter__(self) -> RemoteForward:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
