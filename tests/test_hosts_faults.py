@@ -97,3 +97,30 @@ def test_silent_server_times_out_instead_of_hanging(sshd_host) -> None:
         with pytest.raises(HostUnreachable, match="no SSH answer within 1 s"), host:
             host.run("true")
         assert time.monotonic() - started < 5
+
+
+def test_connection_lost_mid_command(tmp_path) -> None:
+    """The host's sshd session dies under a running command: an error, not a hang."""
+    import os
+    import signal
+    import subprocess
+    import threading
+
+    from mhtest.hosts.testing import SshdPool
+
+    with SshdPool(tmp_path / "sshd") as pool:
+        info = pool.hosts(1)[0]
+        with info.make_host() as host:
+            host.run("true")
+            sessions = subprocess.run(
+                ["pgrep", "-P", str(info.pid)], capture_output=True, text=True, check=True
+            ).stdout.split()
+
+            def cut() -> None:
+                for pid in sessions:  # the per-connection sshd processes of this test's own sshd
+                    os.kill(int(pid), signal.SIGKILL)
+
+            threading.Timer(0.5, cut).start()
+            with pytest.raises(HostUnreachable, match="connection lost while running 'sleep 5'"):
+                host.run("sleep 5", timeout=20)
+            assert host.run("echo reconnected").stdout == "reconnected\n"

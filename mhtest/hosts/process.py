@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mhtest.hosts.base import build_command
-from mhtest.hosts.errors import CmdTimeout, HostError
+from mhtest.hosts.errors import CmdTimeout, HostError, HostUnreachable
 from mhtest.hosts.result import CmdResult
 
 if TYPE_CHECKING:
@@ -181,6 +181,12 @@ class RemoteProcess:
         )
         if timed_out:
             raise CmdTimeout(result, self.host.name, timeout or 0.0)
+        if exit_status == -1 and not aborted and not chan.get_transport().is_active():
+            raise HostUnreachable(
+                f"{self.host.name}: connection lost while running {self.command!r} "
+                f"(after {result.duration:.1f} s)",
+                self.host.name,
+            )
         return result
 
     def _pump(self, out: list[bytes], deadline: float | None) -> bool:
