@@ -31,6 +31,8 @@ class PingPongWorker(Test):
         peers = self.sync.exchange("ports", {"address": server.getsockname()[0], "port": port})
         names = self.params.get("hosts")
         right = names[(names.index(me) + 1) % len(names)]
+        if self.params.get("index") == self.params.get("fail_index"):
+            self.fail(f"{me} was told to fail before serving (fail_index)")
         answering = threading.Thread(target=self._serve, args=(server, pings), daemon=True)
         answering.start()
         self.sync.barrier("serving")

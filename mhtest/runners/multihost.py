@@ -130,7 +130,11 @@ class MultiHostTest(Test):
                 r.status,
                 f" ({r.fail_reason})" if r.fail_reason else "",
             )
-        failed = [r for r in results if r.status in FAILED_STATUSES]
+        # Root causes first: a worker stopped by another's failure names it anyway.
+        failed = sorted(
+            (r for r in results if r.status in FAILED_STATUSES),
+            key=lambda r: (r.fail_class in ("SyncAborted", "SyncTimeout"), r.uid),
+        )
         if fail and failed:
             raise TestFail(
                 "; ".join(
