@@ -67,12 +67,17 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: replies carrying them could not be encoded.
+    raise ValueError(f"{name} is not allowed")
+
+
 def decode(frame: bytes) -> dict[str, Any]:
     """Parse one frame into a JSON object, or raise ProtocolError."""
     if len(frame) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(frame)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        message = json.loads(frame)
+        message = json.loads(frame, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
     if not isinstance(message, dict):
@@ -171,7 +176,7 @@ def parse_endpoint(
         host, port_text = rest.rsplit(":", 1)
         host = host or default_host
     else:
-        host, port_text = rest or default_host, str(default_port)
+        return rest or default_host, default_port
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
     return host, int(port_text)
