@@ -119,30 +119,36 @@ class Job:
         groups: dict[str, list[TestSpec]] = {}
         for spec in self.specs:
             groups.setdefault(spec.host, []).append(spec)
-        threads = []
+        # Wait on events, not Thread.join(): a Ctrl-C that lands inside join() can make
+        # CPython mark a running thread as stopped (bpo-45274's fix), and we would stop
+        # waiting for the runners that must still report their interrupted tests.
+        done = []
         for place, specs in groups.items():
             spawner = spawners["local" if place == "local" else "ssh"]
-            t = threading.Thread(
+            finished = threading.Event()
+            threading.Thread(
                 target=self._run_group,
-                args=(spawner, place, specs),
+                args=(spawner, place, specs, finished),
                 name=f"runner-{place}",
                 daemon=True,
-            )
-            t.start()
-            threads.append(t)
+            ).start()
+            done.append(finished)
         try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.1)
+            for finished in done:
+                while not finished.wait(0.1):
+                    pass
         except KeyboardInterrupt:
             self.interrupted = True
             self.stop.set()
-            for t in threads:
-                t.join(30)
+            deadline = time.monotonic() + 30
+            for finished in done:
+                finished.wait(max(0.0, deadline - time.monotonic()))
         self._finish()
         return self.exit_code()
 
-    def _run_group(self, spawner: Any, place: str, specs: list[TestSpec]) -> None:
+    def _run_group(
+        self, spawner: Any, place: str, specs: list[TestSpec], finished: threading.Event
+    ) -> None:
         try:
             spawner.run(place, specs, self.sink, self.stop)
         except Exception as exc:  # noqa: BLE001 - one place failing must not stop the others
@@ -159,6 +165,8 @@ class Job:
                         "end": time.time(),
                     }
                 )
+        finally:
+            finished.set()
 
     def sink(self, event: dict) -> None:
         """The collector: every runner reports every event here (thread-safe)."""
