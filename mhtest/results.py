@@ -12,6 +12,8 @@ from mhtest.test import FAILED_STATUSES, STATUSES
 class TestResult:
     """The outcome of one test (or of one worker of a multi-host test)."""
 
+    __test__ = False  # not a pytest test class
+
     uid: int
     name: str
     ref: str

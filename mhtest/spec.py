@@ -16,6 +16,8 @@ BROKEN = "broken"
 class TestSpec:
     """One test to run: a reference, its kind, its params and the place it runs."""
 
+    __test__ = False  # not a pytest test class
+
     ref: str  # what the user sees: "examples/tests/passtest.py:PassTest.test"
     kind: str  # INSTRUMENTED, SIMPLE or BROKEN
     path: str  # the test file
