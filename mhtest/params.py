@@ -72,6 +72,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ParamsError(f"params file {p} does not exist") from None
     except OSError as exc:
         raise ParamsError(f"cannot read params file {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(
+            f"params file {p} is not UTF-8 text (byte {exc.start}): save it as UTF-8"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

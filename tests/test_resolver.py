@@ -1,0 +1,219 @@
+"""References → TestSpecs by reading the AST: classes, methods, filters, tags, directories."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mhtest import spec as spec_mod
+from mhtest.plugins import load_plugins
+from mhtest.resolver import ResolutionError, analyse_python, filter_by_tags, resolve_references
+from mhtest.spec import BROKEN, INSTRUMENTED, SIMPLE
+
+TAGGED_PY = '''
+"""A module docstring is not a class docstring."""
+from mhtest import Test
+import mhtest
+
+
+class Base(Test):
+    """:mhtest: tags=net"""
+
+    timeout = 7
+
+    def test_inherited(self):
+        pass
+
+    def helper(self):
+        pass
+
+
+class Child(Base):
+    """:avocado: tags=fast,disk"""
+
+    def test_own(self):
+        """:mhtest: tags=slow"""
+
+    async def test_async(self):
+        pass
+
+
+class Qualified(mhtest.Test):
+    def test(self):
+        pass
+
+
+class NotATest:
+    def test_nothing(self):
+        pass
+
+
+class Disabled(Test):
+    """:mhtest: disable"""
+
+    def test(self):
+        pass
+
+
+class Enabled:
+    """:avocado: enable"""
+
+    def test(self):
+        pass
+'''
+
+
+def write(path: Path, text: str, mode: int = 0o644) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    path.chmod(mode)
+    return path
+
+
+@pytest.fixture
+def resolvers():
+    found = [cls() for _, cls in load_plugins("mhtest.resolver")]
+    return sorted(found, key=lambda r: getattr(r, "priority", 30))
+
+
+def refs(specs: list[spec_mod.TestSpec]) -> list[str]:
+    return [s.ref for s in specs]
+
+
+def test_classes_methods_inheritance_and_tags(tmp_path, resolvers, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "tagged.py", TAGGED_PY)
+    specs = resolve_references(["tagged.py"], resolvers)
+    by_ref = {s.ref: s for s in specs}
+    assert list(by_ref) == [
+        "tagged.py:Base.test_inherited",
+        "tagged.py:Child.test_own",
+        "tagged.py:Child.test_async",
+        "tagged.py:Child.test_inherited",
+        "tagged.py:Qualified.test",
+        "tagged.py:Enabled.test",
+    ]
+    assert by_ref["tagged.py:Base.test_inherited"].tags == ["net"]
+    assert by_ref["tagged.py:Child.test_own"].tags == ["disk", "fast", "slow"]
+    assert by_ref["tagged.py:Child.test_async"].tags == ["disk", "fast"]
+    # A class inherits its base's timeout attribute, read from the AST.
+    assert by_ref["tagged.py:Child.test_own"].timeout == 7
+    assert by_ref["tagged.py:Qualified.test"].timeout is None
+    assert all(s.kind == INSTRUMENTED for s in specs)
+    assert by_ref["tagged.py:Child.test_own"].path == str(tmp_path / "tagged.py")
+
+
+@pytest.mark.parametrize(
+    "flt, expected",
+    [
+        ("Child.test_own", ["Child.test_own"]),
+        ("Child", ["Child.test_own", "Child.test_async", "Child.test_inherited"]),
+        ("test_inherited", ["Base.test_inherited", "Child.test_inherited"]),
+        (".test_a", ["Child.test_async"]),
+    ],
+)
+def test_filter_after_the_colon(tmp_path, resolvers, monkeypatch, flt, expected):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "tagged.py", TAGGED_PY)
+    specs = resolve_references([f"tagged.py:{flt}"], resolvers)
+    assert [r.split(":", 1)[1] for r in refs(specs)] == expected
+
+
+def test_filter_matching_nothing_is_an_error(tmp_path, resolvers, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "tagged.py", TAGGED_PY)
+    with pytest.raises(ResolutionError, match="no test matches 'Nope'"):
+        resolve_references(["tagged.py:Nope"], resolvers)
+
+
+def test_directories_are_searched_recursively_in_order(tmp_path, resolvers, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path / "d" / "b.py", "from mhtest import Test\nclass B(Test):\n def test(self): pass\n"
+    )
+    write(
+        tmp_path / "d" / "a" / "deep" / "c.py",
+        "import mhtest\nclass C(mhtest.Test):\n def test(self): pass\n",
+    )
+    write(tmp_path / "d" / "run.sh", "#!/bin/sh\nexit 0\n", mode=0o755)
+    write(tmp_path / "d" / "notes.txt", "nothing\n")
+    write(tmp_path / "d" / "data.sh", "not executable\n")
+    write(tmp_path / "d" / "lib.py", "X = 1\n")
+    write(
+        tmp_path / "d" / "__pycache__" / "x.py",
+        "from mhtest import Test\nclass X(Test):\n def test(self): pass\n",
+    )
+    write(
+        tmp_path / "d" / ".hidden" / "h.py",
+        "from mhtest import Test\nclass H(Test):\n def test(self): pass\n",
+    )
+    specs = resolve_references(["d"], resolvers)
+    # A directory's own files (sorted) come before its subdirectories (sorted).
+    assert refs(specs) == ["d/b.py:B.test", "d/run.sh", "d/a/deep/c.py:C.test"]
+    assert [s.kind for s in specs] == [INSTRUMENTED, SIMPLE, INSTRUMENTED]
+
+
+def test_executable_python_test_file_is_instrumented(tmp_path, resolvers, monkeypatch):
+    """The python resolver goes first: an executable test class file is not a simple test."""
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path / "x.py", "from mhtest import Test\nclass X(Test):\n def test(self): pass\n", 0o755
+    )
+    write(tmp_path / "script.py", "#!/usr/bin/env python3\nprint('hi')\n", 0o755)
+    specs = resolve_references(["x.py", "script.py"], resolvers)
+    assert [(s.ref, s.kind) for s in specs] == [
+        ("x.py:X.test", INSTRUMENTED),
+        ("script.py", SIMPLE),
+    ]
+
+
+def test_syntax_error_gives_a_broken_spec_with_line_and_message(tmp_path, resolvers, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "bad.py", "from mhtest import Test\n\nclass B(Test:\n    pass\n")
+    (spec,) = resolve_references(["bad.py"], resolvers)
+    assert spec.kind == BROKEN
+    assert spec.error.startswith("bad.py:3: syntax error: ")
+    with pytest.raises(SyntaxError):
+        analyse_python((tmp_path / "bad.py").read_text(), "bad.py")
+
+
+def test_reference_naming_a_missing_path(tmp_path, resolvers, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ResolutionError, match=r"'gone.py:A.test': no such file"):
+        resolve_references(["gone.py:A.test"], resolvers)
+
+
+def test_a_path_containing_a_colon_is_a_file_when_it_exists(tmp_path, resolvers, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a:b.sh", "#!/bin/sh\nexit 0\n", mode=0o755)
+    assert refs(resolve_references(["a:b.sh"], resolvers)) == ["a:b.sh"]
+
+
+def _spec(name: str, tags: list[str]) -> spec_mod.TestSpec:
+    return spec_mod.TestSpec(ref=name, kind=INSTRUMENTED, path=name, tags=tags)
+
+
+@pytest.mark.parametrize(
+    "expressions, include_empty, expected",
+    [
+        ([], False, ["fast-net", "fast", "slow-net", "none"]),
+        (["fast"], False, ["fast-net", "fast"]),
+        (["fast,net"], False, ["fast-net"]),  # AND within a value
+        (["fast,-net"], False, ["fast"]),  # -tag: must not have it
+        (["-net"], False, ["fast"]),
+        (["slow", "fast,-net"], False, ["fast", "slow-net"]),  # alternatives across values
+        (["fast"], True, ["fast-net", "fast", "none"]),
+        (["nosuch"], False, []),
+    ],
+)
+def test_filter_by_tags(expressions, include_empty, expected):
+    specs = [
+        _spec("fast-net", ["fast", "net"]),
+        _spec("fast", ["fast"]),
+        _spec("slow-net", ["slow", "net"]),
+        _spec("none", []),
+    ]
+    kept = filter_by_tags(specs, expressions, include_empty)
+    assert refs(kept) == expected
