@@ -360,7 +360,10 @@ class SSHHost(Host):
     def send_file(
         self, source: str | Sequence[str], dest: str, timeout: float | None = None
     ) -> None:
-        """Copy local file(s) or directories to `dest` on the host (see mhtest.hosts.transfer)."""
+        """Copy local file(s) or directories to `dest` on the host (see mhtest.hosts.transfer).
+
+        `timeout` bounds each wait for progress (seconds without data moving), not the total.
+        """
         from mhtest.hosts import transfer
 
         transfer.send(self, source, dest, timeout=timeout)
@@ -368,7 +371,7 @@ class SSHHost(Host):
     def get_file(
         self, source: str | Sequence[str], dest: str, timeout: float | None = None
     ) -> None:
-        """Copy file(s) or directories from the host to local `dest`."""
+        """Copy file(s) or directories from the host to local `dest` (same rules as send_file)."""
         from mhtest.hosts import transfer
 
         transfer.get(self, source, dest, timeout=timeout)
