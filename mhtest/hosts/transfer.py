@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BLOCK = 1 << 20
+STATUS_WAIT = 120.0
 
 
 def _sources(source: str | Sequence[str]) -> list[str]:
@@ -37,6 +38,10 @@ def _sources(source: str | Sequence[str]) -> list[str]:
 
 
 def _finish(host: SSHHost, chan: Any, what: str, stderr: bytes = b"") -> None:
+    # The exit status follows the data at once; bound the wait all the same.
+    if not chan.status_event.wait(STATUS_WAIT):
+        chan.close()
+        raise TransferError(f"{host.name}: {what}: no exit status from the host", host.name)
     status = chan.recv_exit_status()
     while chan.recv_stderr_ready():
         stderr += chan.recv_stderr(65536)
@@ -163,7 +168,11 @@ def _get_one(host: SSHHost, src: str, dest: str, timeout: float | None) -> None:
     chan = host.open_channel()
     chan.settimeout(timeout)
     chan.exec_command(script)
-    kind, rest = _read_header(host, chan, src)
+    try:
+        kind, rest = _read_header(host, chan, src)
+    except OSError as exc:  # a timeout while waiting for the host
+        chan.close()
+        raise TransferError(f"{host.name}: getting {src} failed: {exc}", host.name) from None
     name = os.path.basename(os.path.normpath(src))
     if kind == "D":
         if src.endswith("/"):
