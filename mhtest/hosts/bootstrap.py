@@ -141,25 +141,34 @@ def ensure_mhtest(
         return RemoteEnv(python=sys.executable, env={"PYTHONPATH": pythonpath})
     started = time.monotonic()
     src_key, archive = source_archive()
-    key = deps_key()
-    probe = _probe(host, python, key, src_key, remote_cache)
-    cold = False
-    if not probe["env_ok"]:
-        cold = True
-        _install_env(host, probe, key, remote_cache, timeout)
-    if not probe["src_ok"]:
-        cold = True
-        _install_source(host, probe["src"], archive, timeout, remote_cache)
+    script = probe_script(python, deps_key(), src_key, remote_cache)
+    probe = parse_probe(host, python, host.run(script, timeout=60).stdout)
+    cold = complete(host, probe, archive, remote_cache, timeout)
     log.info(
         "%s: mhtest ready (%s, %.2f s)",
         host.name,
         "installed" if cold else "cached",
         time.monotonic() - started,
     )
+    return remote_env(probe, cold)
+
+
+def complete(host: Any, probe: dict[str, Any], archive: bytes, cache: str, timeout: float) -> bool:
+    """Install what `probe` (see parse_probe) found missing; True if anything was installed."""
+    cold = False
+    if not probe["env_ok"]:
+        cold = True
+        _install_env(host, probe, deps_key(), cache, timeout)
+    if not probe["src_ok"]:
+        cold = True
+        _install_source(host, probe["src"], archive, timeout, cache)
+    return cold
+
+
+def remote_env(probe: dict[str, Any], cold: bool = False) -> RemoteEnv:
+    """How to run mhtest in the environment `probe` found."""
     return RemoteEnv(
-        python=probe["env"] + "/bin/python",
-        env={"PYTHONPATH": probe["src"]},
-        cold=cold,
+        python=probe["env"] + "/bin/python", env={"PYTHONPATH": probe["src"]}, cold=cold
     )
 
 
@@ -174,17 +183,35 @@ src="$cache/src-{src_key}"
 echo "PY $py $1 $2"
 echo "ENV $env"
 echo "SRC $src"
-[ -f "$env/{ready}" ] && [ -x "$env/bin/python" ] && echo ENVOK
-[ -f "$src/{ready}" ] && echo SRCOK
+ok=1
+[ -f "$env/{ready}" ] && [ -x "$env/bin/python" ] && echo ENVOK || ok=0
+[ -f "$src/{ready}" ] && echo SRCOK || ok=0
+{then}
 exit 0
 """
 
 
-def _probe(host: Any, python: str, key: str, src_key: str, cache: str) -> dict[str, Any]:
-    script = _PROBE.format(
-        python=shlex.quote(python), cache=_remote_path(cache), key=key, src_key=src_key, ready=READY
+def probe_script(python: str, key: str, src_key: str, cache: str, then: str = "") -> str:
+    """Shell text that finds `python` and checks the cached environment (see parse_probe).
+
+    `then` runs after the checks with $py, $env and $src set, and $ok=1 when both the
+    environment and the sources are ready (the remote runner starts mhtest there at once).
+    """
+    return _PROBE.format(
+        python=shlex.quote(python),
+        cache=_remote_path(cache),
+        key=key,
+        src_key=src_key,
+        ready=READY,
+        then=then,
     )
-    out = host.run(script, timeout=60).stdout
+
+
+def parse_probe(host: Any, python: str, out: str) -> dict[str, Any]:
+    """What probe_script printed → python, version, machine, env, src, env_ok, src_ok.
+
+    Raises HostError (one line) when the host has no usable Python.
+    """
     lines = dict(line.split(" ", 1) if " " in line else (line, "") for line in out.splitlines())
     if "NOPYTHON" in lines:
         raise HostError(

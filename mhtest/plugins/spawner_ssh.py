@@ -9,12 +9,23 @@ from mhtest.spec import TestSpec
 
 
 class SSHSpawner:
-    """Places named in --hosts: one RemoteTestRunner per host."""
+    """Places named in --hosts: one RemoteTestRunner per host, run in the job's threads."""
 
     name = "ssh"
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        self._sources: Any = None
+        self._lock = threading.Lock()
+
+    def sources(self) -> Any:
+        """mhtest's packed sources, built once for all the job's hosts."""
+        from mhtest.runners.remote import Sources
+
+        with self._lock:
+            if self._sources is None:
+                self._sources = Sources.build()
+            return self._sources
 
     def run(
         self, place: str, specs: list[TestSpec], sink: Callable[[dict], None], stop: threading.Event
@@ -34,6 +45,7 @@ class SSHSpawner:
                 stop,
                 python=options.get("remote_python") or "python3",
                 max_parallel=options.get("max_parallel"),
+                sources=self.sources(),
             )
             runner.run(specs)
         finally:

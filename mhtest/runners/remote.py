@@ -1,20 +1,31 @@
 """The RemoteTestRunner: runs TestSpecs on a host over SSH and streams their events back.
 
-For one host: connect, make sure mhtest is there (a cached environment, see
-mhtest.hosts.bootstrap), send the test files, start the executor (the same local
-runner, on the host), relay its events to the job as they come, and fetch each test's
-results directory into the job's tree as soon as the test ends.
+For one host, on a warm host cache, one SSH command does everything: a shell script
+finds the interpreter, checks the cached environment (mhtest.hosts.bootstrap) and, when
+it is ready, execs the executor (mhtest.runners.executor) in the same channel. The
+test files go on its stdin as one tar stream, its events come back on its stdout, and
+each test's results directory arrives as `test.files` events just before the test's
+end, so it is on disk here before the end is recorded. The executor works in a
+private temporary directory that it removes itself: nothing else to clean up.
+
+Only a cold host (nothing cached, or other sources) costs more: the probe's output
+says what is missing, bootstrap installs it, and the command is started again.
+
+Round trips per host, warm: connect, then one exec. Ctrl-C closes the executor's
+stdin, which stops its tests (they are reported INTERRUPT with their results); a
+second channel kills it only if it does not end within STOP_GRACE.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
-import posixpath
+import select
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from mhtest import events
@@ -22,6 +33,83 @@ from mhtest.spec import TestSpec, dir_name
 
 LOG = logging.getLogger(__name__)
 EventSink = Callable[[dict], None]
+#: Printed by the launch script right before it execs the executor.
+EXEC_MARK = b"MHTEST-EXEC"
+LAUNCH = (
+    '[ "$ok" = 1 ] && { echo MHTEST-EXEC; export PYTHONPATH="$src"; '
+    'exec "$env/bin/python" -m mhtest.runners.executor; }'
+)
+#: Bound on the probe's answer (a loaded host runs its login scripts first).
+PROBE_TIMEOUT = 120.0
+#: Bound on installing mhtest on a cold host.
+INSTALL_TIMEOUT = 900.0
+#: After a stop, how long the executor gets to end its tests and report them.
+STOP_GRACE = 10.0
+#: Host-side cache directory, when not the hosts' ~/.cache/mhtest.
+ENV_REMOTE_CACHE = "MHTEST_REMOTE_CACHE"
+STDERR_TAIL = 4096
+
+
+class Interrupted(Exception):
+    """The job was stopped before the host's tests began."""
+
+
+@dataclass
+class Sources:
+    """What every host needs from this machine to run mhtest; built once per job."""
+
+    src_key: str
+    archive: bytes
+    deps_key: str
+
+    @classmethod
+    def build(cls) -> Sources:
+        from mhtest.hosts import bootstrap
+
+        src_key, archive = bootstrap.source_archive()
+        return cls(src_key=src_key, archive=archive, deps_key=bootstrap.deps_key())
+
+
+@dataclass
+class _Stream:
+    """The executor's channel: complete stdout lines, stderr kept (its tail) for reasons."""
+
+    channel: Any
+    lines: events.LineBuffer = field(default_factory=events.LineBuffer)
+    stderr: bytes = b""
+    eof: bool = False
+    pending: list[bytes] = field(default_factory=list)
+
+    def read(self, timeout: float) -> list[bytes]:
+        """Lines that arrived within `timeout` seconds (sets `eof` at the end of output)."""
+        if self.pending:
+            lines, self.pending = self.pending, []
+            return lines
+        chan = self.channel
+        if not (chan.recv_ready() or chan.recv_stderr_ready()):
+            select.select([chan], [], [], timeout)
+        while chan.recv_stderr_ready():
+            self.stderr = (self.stderr + chan.recv_stderr(1 << 16))[-STDERR_TAIL:]
+        if chan.recv_ready():
+            data = chan.recv(1 << 18)
+        elif chan.closed or chan.eof_received:
+            data = b""
+        else:
+            return []
+        if not data:
+            self.eof = True
+            rest = self.lines.rest()
+            return [rest] if rest.strip() else []
+        return self.lines.feed(data)
+
+    def stderr_line(self) -> str:
+        """The last meaningful line the executor wrote on stderr, if any."""
+        lines = [
+            ln
+            for ln in self.stderr.decode("utf-8", "replace").splitlines()
+            if ln.strip() and not ln.startswith("MHTEST-PGID:")
+        ]
+        return lines[-1].strip()[:300] if lines else ""
 
 
 class RemoteTestRunner:
@@ -35,117 +123,178 @@ class RemoteTestRunner:
         *,
         python: str = "python3",
         max_parallel: int | None = None,
+        remote_cache: str | None = None,
+        sources: Sources | None = None,
     ) -> None:
+        from mhtest.hosts.bootstrap import REMOTE_CACHE
+
         self.host = host
         self.sink = sink
         self.stop = stop
         self.python = python
         self.max_parallel = max_parallel
+        self.remote_cache = remote_cache or os.environ.get(ENV_REMOTE_CACHE) or REMOTE_CACHE
+        self.sources = sources
         self.ended: set[int] = set()
+        self._files: dict[int, bytearray] = {}
 
     def run(self, specs: list[TestSpec]) -> None:
         try:
             self._run(specs)
+        except Interrupted:
+            self._fail_rest(specs, "interrupted by the user", "INTERRUPT")
         except Exception as exc:  # noqa: BLE001 - any host fault ends this host's tests only
             LOG.debug("%s: remote run failed", self.host.name, exc_info=True)
             self._fail_rest(specs, _one_line(exc, self.host.name))
 
     def _run(self, specs: list[TestSpec]) -> None:
-        from mhtest.hosts.bootstrap import ensure_mhtest
-
         started = time.monotonic()
-        env = ensure_mhtest(self.host, python=self.python)
-        LOG.info(
-            "%s: mhtest ready in %.2f s (%s)",
-            self.host.name,
-            time.monotonic() - started,
-            "installed" if env.cold else "cached",
-        )
-        root = self.host.get_tmp_dir()
-        remote_specs = self._send_tests(specs, root)
-        proc = self.host.start(f"{env.python} -m mhtest.runners.executor", env=env.env)
-        proc.read_pgid(timeout=10)
-        header = {"max_parallel": self.max_parallel or self.host.get_num_cpu()}
-        lines = [json.dumps(header)] + [json.dumps(s.to_dict()) for s in remote_specs] + ["END"]
-        proc.channel.sendall(("\n".join(lines) + "\n").encode())
-        by_uid = {s.uid: (local, s) for local, s in zip(specs, remote_specs)}
-        self._relay(proc, by_uid)
-        proc.channel.close()
+        archive, remote_specs = pack_tests(specs)
+        proc, stream = self._launch()
+        LOG.info("%s: executor started in %.2f s", self.host.name, time.monotonic() - started)
+        try:
+            header = {
+                "max_parallel": self.max_parallel,
+                "archive": len(archive),
+                "specs": [s.to_dict() for s in remote_specs],
+            }
+            channel = proc.channel
+            channel.settimeout(PROBE_TIMEOUT)
+            channel.sendall(json.dumps(header).encode() + b"\n")
+            channel.sendall(archive)
+            self._relay(proc, stream, {s.uid: (local, s) for local, s in zip(specs, remote_specs)})
+        finally:
+            proc.close()
         missing = [s for s in specs if s.uid not in self.ended]
         if missing:
-            reason = (
-                "interrupted by the user"
-                if self.stop.is_set()
-                else (
-                    f"{self.host.name}: the remote runner ended before the test did "
-                    f"(exit status {proc.channel.recv_exit_status() if proc.channel.exit_status_ready() else 'unknown'})"
-                )
-            )
-            self._fail_rest(missing, reason, "INTERRUPT" if self.stop.is_set() else "ERROR")
-
-    def _send_tests(self, specs: list[TestSpec], root: str) -> list[TestSpec]:
-        """Send each test file's directory once; specs rewritten to the host's paths."""
-        dirs: dict[str, str] = {}
-        remote = []
-        for spec in specs:
-            local_dir = os.path.dirname(spec.path)
-            if local_dir not in dirs:
-                target = posixpath.join(root, f"t{len(dirs)}")
-                self.host.send_file(local_dir.rstrip("/") + "/", target)
-                dirs[local_dir] = target
-            remote.append(
-                replace(
-                    spec,
-                    path=posixpath.join(dirs[local_dir], os.path.basename(spec.path)),
-                    logdir=posixpath.join(root, "results", dir_name(spec.name)),
-                )
-            )
-        return remote
-
-    def _relay(self, proc: Any, by_uid: dict[int, tuple[TestSpec, TestSpec]]) -> None:
-        channel = proc.channel
-        channel.settimeout(0.2)
-        buffer = events.LineBuffer()
-        killed = False
-        while True:
-            if self.stop.is_set() and not killed:
-                killed = True
-                threading.Thread(target=proc.kill, daemon=True).start()
-            try:
-                chunk = channel.recv(1 << 16)
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                if "timed out" in str(exc):
-                    continue
-                raise
-            if not chunk:
+            if self.stop.is_set():
+                self._fail_rest(missing, "interrupted by the user", "INTERRUPT")
                 return
-            for line in buffer.feed(chunk):
+            status = channel.exit_status if channel.exit_status_ready() else "unknown"
+            why = stream.stderr_line()
+            self._fail_rest(
+                missing,
+                f"{self.host.name}: the remote runner ended before the test did "
+                f"(exit status {status}{': ' + why if why else ''})",
+            )
+
+    # starting ------------------------------------------------------------------------------
+
+    def _launch(self) -> tuple[Any, _Stream]:
+        """Start the executor: one command on a warm host; install first on a cold one."""
+        from mhtest.hosts import bootstrap
+        from mhtest.hosts.errors import HostError
+
+        sources = self.sources or Sources.build()
+        script = bootstrap.probe_script(
+            self.python, sources.deps_key, sources.src_key, self.remote_cache, then=LAUNCH
+        )
+        for attempt in (1, 2):
+            proc = self.host.start(script)
+            stream = _Stream(proc.channel)
+            found, text = self._read_probe(stream)
+            if found:
+                return proc, stream
+            proc.close()
+            probe = bootstrap.parse_probe(self.host, self.python, text)
+            if attempt == 2 or (probe["env_ok"] and probe["src_ok"]):
+                why = stream.stderr_line() or text.strip().replace("\n", " | ")[-300:]
+                raise HostError(f"{self.host.name}: cannot start mhtest there: {why}")
+            started = time.monotonic()
+            bootstrap.complete(
+                self.host, probe, sources.archive, self.remote_cache, INSTALL_TIMEOUT
+            )
+            LOG.info(
+                "%s: mhtest installed in %s (%.2f s)",
+                self.host.name,
+                self.remote_cache,
+                time.monotonic() - started,
+            )
+        raise AssertionError("unreachable")
+
+    def _read_probe(self, stream: _Stream) -> tuple[bool, str]:
+        """Read the probe's lines up to EXEC_MARK: (mark seen, what was printed before)."""
+        seen: list[bytes] = []
+        deadline = time.monotonic() + PROBE_TIMEOUT
+        while not stream.eof:
+            if self.stop.is_set():
+                stream.channel.close()
+                raise Interrupted()
+            if time.monotonic() > deadline:
+                stream.channel.close()
+                from mhtest.hosts.errors import HostError
+
+                raise HostError(
+                    f"{self.host.name}: no answer from the startup probe within "
+                    f"{PROBE_TIMEOUT:g} s",
+                    self.host.name,
+                )
+            lines = stream.read(0.2)
+            for i, line in enumerate(lines):
+                if line.strip() == EXEC_MARK:
+                    stream.pending = lines[i + 1 :]  # the executor's own output
+                    return True, b"\n".join(seen).decode("utf-8", "replace")
+                seen.append(line)
+        return False, b"\n".join(seen).decode("utf-8", "replace")
+
+    # relaying ------------------------------------------------------------------------------
+
+    def _relay(self, proc: Any, stream: _Stream, by_uid: dict) -> None:
+        stopping_since: float | None = None
+        while not stream.eof:
+            if self.stop.is_set() and stopping_since is None:
+                stopping_since = time.monotonic()
+                LOG.info("%s: stopping the remote tests", self.host.name)
+                try:
+                    proc.channel.shutdown_write()  # the executor stops its tests on EOF
+                except OSError as exc:
+                    LOG.debug("%s: cannot close the executor's input: %s", self.host.name, exc)
+            if stopping_since is not None and time.monotonic() - stopping_since > STOP_GRACE:
+                LOG.warning(
+                    "%s: executor still running %g s after the stop: killing it",
+                    self.host.name,
+                    STOP_GRACE,
+                )
+                proc.kill()
+                return
+            for line in stream.read(0.2):
                 try:
                     event = events.decode(line)
                 except events.EventError as exc:
                     LOG.warning("%s: bad event line (%s): %.200r", self.host.name, exc, line)
                     continue
                 self._event(event, by_uid)
+        LOG.debug("%s: executor stderr: %s", self.host.name, stream.stderr[-1000:])
 
     def _event(self, event: dict, by_uid: dict[int, tuple[TestSpec, TestSpec]]) -> None:
         pair = by_uid.get(event.get("uid"))
         if pair is None:
             return
-        local, remote = pair
+        local, _remote = pair
+        if event["type"] == "test.files":
+            self._receive_files(local, event)
+            return
         event["host"] = self.host.name
-        if event["type"] == "test.end":
-            self._fetch(remote.logdir, local.logdir)
+        if event["type"] in ("test.end", "test.skipped"):
             self.ended.add(local.uid)
         self.sink(event)
 
-    def _fetch(self, remote_dir: str, local_dir: str) -> None:
-        os.makedirs(local_dir, exist_ok=True)
+    def _receive_files(self, spec: TestSpec, event: dict) -> None:
+        from mhtest.runners.executor import unpack
+
+        buf = self._files.setdefault(spec.uid, bytearray())
         try:
-            self.host.get_file(remote_dir.rstrip("/") + "/", local_dir)
-        except Exception as exc:  # noqa: BLE001 - the result still counts; say what is missing
-            LOG.warning("%s: cannot fetch %s: %s", self.host.name, remote_dir, exc)
+            buf += base64.b64decode(event.get("data", ""), validate=True)
+        except ValueError as exc:
+            LOG.warning("%s: bad results data for %s: %s", self.host.name, spec.name, exc)
+            return
+        if not event.get("last"):
+            return
+        data = bytes(self._files.pop(spec.uid))
+        try:
+            unpack(data, spec.logdir)
+        except (OSError, EOFError, ValueError) as exc:
+            LOG.warning("%s: cannot write the results of %s: %s", self.host.name, spec.name, exc)
 
     def _fail_rest(self, specs: list[TestSpec], reason: str, status: str = "ERROR") -> None:
         now = time.time()
@@ -164,6 +313,25 @@ class RemoteTestRunner:
                     "end": now,
                 }
             )
+
+
+def pack_tests(specs: list[TestSpec]) -> tuple[bytes, list[TestSpec]]:
+    """One tar of each test file's directory (sent once), and the specs as the host sees them.
+
+    Paths in the returned specs are relative to the executor's working directory.
+    """
+    from mhtest.runners.executor import pack
+
+    dirs: dict[str, str] = {}
+    remote = []
+    for spec in specs:
+        local_dir = os.path.dirname(os.path.abspath(spec.path)) if spec.path else ""
+        path = spec.path
+        if local_dir and os.path.isdir(local_dir):
+            arcname = dirs.setdefault(local_dir, f"t{len(dirs)}")
+            path = f"{arcname}/{os.path.basename(spec.path)}"
+        remote.append(replace(spec, path=path, logdir=f"results/{dir_name(spec.name)}"))
+    return (pack(dirs) if dirs else b""), remote
 
 
 def _one_line(exc: BaseException, host: str) -> str:
