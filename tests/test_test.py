@@ -1,0 +1,254 @@
+"""The mhtest.Test API a test author touches, and the lifecycle rules of mhtest.runners.child.
+
+The end-to-end evidence (real child processes, the CLI) is in tests/functional/test_run.py;
+these cover the rules one by one, in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import mhtest
+from mhtest import cancel_on, fail_on, skip, skipIf, skipUnless
+from mhtest.runners.child import run_lifecycle
+from mhtest.test import skip_reason
+
+
+class Recorder(mhtest.Test):
+    """A test class whose steps record that they ran."""
+
+    def setUp(self):
+        self.steps = ["setUp"]
+
+    def tearDown(self):
+        self.steps.append("tearDown")
+
+
+def run(cls, method="test", **kwargs):
+    test = cls(methodName=method, params=kwargs.get("params"), logdir=kwargs.get("logdir"))
+    outcome = run_lifecycle(test, getattr(test, method))
+    return test, outcome
+
+
+def test_avocado_names_are_exported():
+    names = ("Test", "TestFail", "TestError", "TestCancel", "fail_on", "cancel_on", "skip")
+    for name in (*names, "skipIf", "skipUnless"):
+        assert hasattr(mhtest, name)
+    assert issubclass(mhtest.TestFail, AssertionError)
+    assert not issubclass(mhtest.TestError, AssertionError)
+    assert not issubclass(mhtest.TestCancel, AssertionError)
+
+
+def test_import_mhtest_stays_light():
+    """The local test path must not pay for paramiko or ZeroMQ."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mhtest, mhtest.runners.child, mhtest.runners.local, mhtest.job; "
+        "print(sorted(m for m in ('paramiko', 'zmq') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "body, status, reason",
+    [
+        (lambda self: None, "PASS", None),
+        (lambda self: self.fail("f"), "FAIL", "f"),
+        (lambda self: self.fail(), "FAIL", "test failed"),
+        (lambda self: self.error("e"), "ERROR", "e"),
+        (lambda self: self.cancel("c"), "CANCEL", "c"),
+        (lambda self: self.assertEqual(1, 2), "FAIL", "1 != 2"),
+        (lambda self: self.assertIn(3, [1]), "FAIL", "3 not found in [1]"),
+        (lambda self: self.assertTrue(0, "zero"), "FAIL", "zero"),
+        (lambda self: [][1], "ERROR", "list index out of range"),
+        (lambda self: (_ for _ in ()).throw(AssertionError()), "FAIL", "AssertionError"),
+        (lambda self: self.log.warning("w"), "WARN", "the test logged 1 warning(s)"),
+    ],
+)
+def test_status_rules(body, status, reason):
+    cls = type("T", (Recorder,), {"test": body})
+    test, outcome = run(cls)
+    assert (outcome["status"], outcome["fail_reason"]) == (status, reason)
+    assert test.steps == ["setUp", "tearDown"]
+
+
+def test_setup_error_skips_the_test_but_not_teardown():
+    class T(Recorder):
+        def setUp(self):
+            super().setUp()
+            raise OSError("no disk")
+
+        def test(self):
+            self.steps.append("test")
+
+    test, outcome = run(T)
+    assert outcome["status"] == "ERROR" and outcome["fail_reason"] == "no disk"
+    assert test.steps == ["setUp", "tearDown"]
+
+
+def test_cancel_in_setup_is_cancel():
+    class T(Recorder):
+        def setUp(self):
+            self.cancel("not here")
+
+        def test(self):
+            pass
+
+    assert run(T)[1]["status"] == "CANCEL"
+
+
+def test_teardown_error_turns_pass_into_error_but_keeps_a_failure():
+    class Broken(Recorder):
+        def tearDown(self):
+            raise RuntimeError("cleanup failed")
+
+        def test(self):
+            pass
+
+        def test_fails(self):
+            self.fail("first problem")
+
+    assert run(Broken)[1] == {
+        "status": "ERROR",
+        "fail_reason": "tearDown: cleanup failed",
+        "fail_class": "RuntimeError",
+    }
+    assert run(Broken, "test_fails")[1]["fail_reason"] == "first problem"
+
+
+def test_warning_does_not_hide_a_failure():
+    class T(Recorder):
+        def test(self):
+            self.log.warning("w")
+            self.fail("f")
+
+    assert run(T)[1]["status"] == "FAIL"
+
+
+def test_warnings_are_counted_per_test():
+    class T(Recorder):
+        def test(self):
+            self.log.warning("w")
+
+        def test_quiet(self):
+            self.log.info("fine")
+
+    assert run(T)[1]["status"] == "WARN"
+    # A second test in the same process does not inherit the first one's warnings.
+    assert run(T, "test_quiet")[1]["status"] == "PASS"
+
+
+def test_async_lifecycle():
+    class T(Recorder):
+        async def setUp(self):
+            await asyncio.sleep(0)
+            self.steps = ["async setUp"]
+
+        async def test(self):
+            await asyncio.sleep(0)
+            self.steps.append("async test")
+
+        async def test_fail(self):
+            await asyncio.sleep(0)
+            raise AssertionError("async assert")
+
+    test, outcome = run(T)
+    assert outcome["status"] == "PASS"
+    assert test.steps == ["async setUp", "async test", "tearDown"]
+    assert run(T, "test_fail")[1]["status"] == "FAIL"
+
+
+def test_skip_decorators_skip_setup_and_teardown():
+    class T(Recorder):
+        steps: list = []
+
+        @skip("not ready")
+        def test_skip(self):
+            self.steps.append("ran")
+
+        @skipIf(lambda self: self.params.get("arch") == "s390", "not on s390")
+        def test_skip_if(self):
+            pass
+
+        @skipUnless(False, "never")
+        def test_skip_unless(self):
+            pass
+
+        @skipIf(False)
+        def test_runs(self):
+            pass
+
+    for method, reason in (("test_skip", "not ready"), ("test_skip_unless", "never")):
+        test, outcome = run(T, method)
+        assert outcome == {"status": "SKIP", "fail_reason": reason, "fail_class": "TestSkip"}
+        assert test.steps == []
+    assert run(T, "test_skip_if", params={"arch": "s390"})[1]["status"] == "SKIP"
+    assert run(T, "test_skip_if", params={"arch": "x86"})[1]["status"] == "PASS"
+    assert run(T, "test_runs")[1]["status"] == "PASS"
+    assert skip_reason(T.test_runs, None) is None
+
+
+def test_fail_on_and_cancel_on():
+    class T(Recorder):
+        @fail_on(ValueError)
+        def test_value(self):
+            raise ValueError("v")
+
+        @fail_on((KeyError, IndexError))
+        def test_tuple(self):
+            raise IndexError("i")
+
+        @fail_on
+        def test_bare(self):
+            raise OSError("o")
+
+        @fail_on(ValueError)
+        def test_other(self):
+            raise OSError("not translated")
+
+        @cancel_on(ImportError)
+        def test_cancel(self):
+            raise ImportError("no module")
+
+        @cancel_on(Exception)
+        def test_keeps_test_exceptions(self):
+            self.fail("real failure")
+
+    expected = {
+        "test_value": ("FAIL", "ValueError: v"),
+        "test_tuple": ("FAIL", "IndexError: i"),
+        "test_bare": ("FAIL", "OSError: o"),
+        "test_other": ("ERROR", "not translated"),
+        "test_cancel": ("CANCEL", "ImportError: no module"),
+        "test_keeps_test_exceptions": ("FAIL", "real failure"),
+    }
+    for method, (status, reason) in expected.items():
+        outcome = run(T, method)[1]
+        assert (outcome["status"], outcome["fail_reason"]) == (status, reason), method
+
+
+def test_attributes(tmp_path):
+    class T(mhtest.Test):
+        timeout = 3
+
+        def test(self):
+            pass
+
+    test = T(methodName="test", params={"x": 1}, logdir=str(tmp_path))
+    assert test.name == "T.test"
+    assert test.logdir == str(tmp_path)
+    assert test.outputdir == str(tmp_path / "data")
+    assert test.workdir == str(tmp_path / "work")
+    assert test.whiteboard == ""
+    assert test.timeout == 3
+    assert test.params.get("x") == 1
+    assert isinstance(test.log, logging.Logger)
+    assert T(params={"timeout": "1.5"}).timeout == 1.5  # the param overrides the attribute
+    with pytest.raises(mhtest.TestError, match="no sync server"):
+        test.sync  # noqa: B018
