@@ -26,7 +26,16 @@ def run_mhtest(host, env: RemoteEnv, code: str) -> str:
     return host.run(f"{env.python} -c", args=[code], env=env.env, timeout=60).stdout
 
 
-def test_cold_then_warm_on_a_fresh_host_cache(ssh_host, host_cache: str) -> None:
+@pytest.fixture
+def frozen_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A snapshot of mhtest's sources: others may edit the tree while the test runs."""
+    copy = tmp_path / "frozen" / "mhtest"
+    shutil.copytree(bootstrap.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(bootstrap, "PACKAGE_DIR", copy)
+    return copy
+
+
+def test_cold_then_warm_on_a_fresh_host_cache(ssh_host, host_cache: str, frozen_sources) -> None:
     cache = host_cache
     started = time.monotonic()
     cold = ensure_mhtest(ssh_host, remote_cache=cache)
@@ -52,16 +61,13 @@ def test_cold_then_warm_on_a_fresh_host_cache(ssh_host, host_cache: str) -> None
 
 
 def test_changed_sources_do_not_rebuild_the_dependency_env(
-    ssh_host, host_cache: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ssh_host, host_cache: str, frozen_sources: Path
 ) -> None:
     cache = host_cache
     first = ensure_mhtest(ssh_host, remote_cache=cache)
     marker = Path(first.python).parent.parent / bootstrap.READY
     stamp = marker.stat().st_mtime_ns
-    edited = tmp_path / "edited" / "mhtest"
-    shutil.copytree(bootstrap.PACKAGE_DIR, edited, ignore=shutil.ignore_patterns("__pycache__"))
-    (edited / "hosts" / "edited_marker.py").write_text("EDITED = True\n")
-    monkeypatch.setattr(bootstrap, "PACKAGE_DIR", edited)
+    (frozen_sources / "hosts" / "edited_marker.py").write_text("EDITED = True\n")
     second = ensure_mhtest(ssh_host, remote_cache=cache)
     assert second.cold  # new sources were sent...
     assert second.python == first.python  # ...into the same dependency environment

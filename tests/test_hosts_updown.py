@@ -55,10 +55,26 @@ def test_reboot_judged_by_boot_id_not_by_reconnecting(own_pool: SshdPool) -> Non
     """sshd restarts, but the kernel did not: same boot id, so this was no reboot."""
     info = own_pool.hosts(1)[0]
     with info.make_host(connect_timeout=2) as host:
-        restarter = threading.Timer(2.5, own_pool.start_host, args=[info])
+        seen_down = threading.Event()
+        real_is_up = host.is_up
+
+        def watched_is_up() -> bool:
+            up = real_is_up()
+            if not up:
+                seen_down.set()
+            return up
+
+        host.is_up = watched_is_up  # instrumentation only: the real check still runs
+
+        def restart_once_seen_down() -> None:
+            if seen_down.wait(timeout=20):
+                own_pool.start_host(info)
+
+        restarter = threading.Thread(target=restart_once_seen_down)
         restarter.start()
         try:
             with pytest.raises(RebootError, match="boot id is still"):
-                host.reboot(timeout=5, reboot_cmd=f"kill {info.pid}")
+                host.reboot(timeout=6, reboot_cmd=f"kill {info.pid}")
         finally:
+            seen_down.set()
             restarter.join()
