@@ -4,27 +4,22 @@
         sync.barrier("server-started")
         ports = sync.exchange("ports", {"port": 8080})   # {"h1": {...}, "h2": {...}}
 
-One I/O thread owns the DEALER socket (ZeroMQ sockets are not thread-safe): calls hand
-their request over through a queue and a wake-up pipe, and wait for their reply. The I/O
-thread also sends the heartbeats, so an idle participant stays alive and a dead one is
-noticed by the server within a few seconds.
+Every wait has a timeout; the server enforces it and says who arrived and who did not.
+The socket plumbing (one DEALER socket, heartbeats, replies matched to requests) is in
+mhtest.sync.channel.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import itertools
 import logging
 import os
 import socket
-import threading
-import time
-import uuid
 from typing import Any, Iterator, Mapping
 
 from mhtest.sync import protocol
-from mhtest.sync.errors import SyncError, SyncUnavailable, error_from_reply
+from mhtest.sync.channel import Channel
+from mhtest.sync.errors import SyncError, error_from_reply
 
 LOG = logging.getLogger(__name__)
 
@@ -36,20 +31,6 @@ ENV_ADDRESS = "MHTEST_SYNC_ADDRESS"
 ENV_PARTICIPANT = "MHTEST_SYNC_PARTICIPANT"
 ENV_COUNT = "MHTEST_SYNC_COUNT"
 ENV_KEYS = "MHTEST_SYNC_KEYS"
-
-
-class _Pending:
-    """A request waiting for its reply."""
-
-    __slots__ = ("op", "event", "reply", "error", "sent_at", "silence")
-
-    def __init__(self, op: str, silence: float) -> None:
-        self.op = op
-        self.event = threading.Event()
-        self.reply: dict[str, Any] | None = None
-        self.error: SyncError | None = None
-        self.sent_at = time.monotonic()
-        self.silence = silence  # fail if the server says nothing for this long
 
 
 class SyncClient:
@@ -82,25 +63,13 @@ class SyncClient:
         self.count = count
         self.timeout = float(timeout)
         self.heartbeat = float(heartbeat)
-        self._curve = None
+        curve = None
         if keys_dir is not None:
             from mhtest.sync.keys import load_client_keys
 
-            self._curve = load_client_keys(keys_dir, participant)
-        self._context = context
-        self._ids = itertools.count(1)
-        self._outgoing: collections.deque[bytes] = collections.deque()
-        self._pending: dict[int, _Pending] = {}
-        self._lock = threading.Lock()
-        self._closing = threading.Event()
+            curve = load_client_keys(keys_dir, participant)
         self._closed = False
-        self._say_bye = True
-        self._wake_r, self._wake_w = os.pipe()
-        self._io_error: SyncError | None = None
-        self._thread = threading.Thread(
-            target=self._io_main, name=f"mhtest-sync-{participant}", daemon=True
-        )
-        self._thread.start()
+        self._channel = Channel(self.address, participant, self.heartbeat, curve, context)
         wait = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
         try:
             self._call(
@@ -178,19 +147,11 @@ class SyncClient:
         self._call("abort", self.timeout, reason=str(reason))
 
     def close(self, say_bye: bool = True) -> None:
-        """Leave the server (others waiting on us are told at once) and stop the I/O thread."""
+        """Leave the server (others waiting on us are told at once) and close the socket."""
         if self._closed:
             return
         self._closed = True
-        self._say_bye = say_bye
-        self._closing.set()
-        self._wake()
-        self._thread.join(5.0)
-        if self._thread.is_alive():
-            LOG.warning("sync client I/O thread did not stop")
-            return
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._channel.close(say_bye)
 
     def __enter__(self) -> SyncClient:
         return self
@@ -206,164 +167,12 @@ class SyncClient:
             raise SyncError(f"timeout must be above 0 and at most {protocol.MAX_TIMEOUT:g} s")
         return t
 
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-
     def _call(self, op: str, wait: float, silence: float | None = None, **fields: Any) -> Any:
         if self._closed:
             raise SyncError(f"sync client {self.participant} is closed")
-        if self._io_error is not None:
-            raise self._io_error
-        request_id = next(self._ids)
-        try:
-            frame = protocol.encode({"id": request_id, "op": op, **fields})
-        except (TypeError, ValueError) as exc:
-            raise SyncError(f"{op} {fields.get('name', '')!r}: data is not JSON: {exc}") from None
-        if len(frame) > protocol.MAX_MESSAGE_BYTES:
-            raise SyncError(
-                f"{op} {fields.get('name', '')!r}: message of {len(frame)} bytes exceeds "
-                f"{protocol.MAX_MESSAGE_BYTES}"
-            )
-        pending = _Pending(op, max(4.0 * self.heartbeat, 2.0) if silence is None else silence)
-        with self._lock:
-            self._pending[request_id] = pending
-        self._outgoing.append(frame)
-        self._wake()
-        if not pending.event.wait(wait + REPLY_GRACE):
-            with self._lock:
-                self._pending.pop(request_id, None)
-            raise SyncUnavailable(
-                f"{op}: no answer from the sync server at {self.address} "
-                f"within {wait + REPLY_GRACE:g} s"
-            )
-        if pending.error is not None:
-            raise pending.error
-        reply = pending.reply or {}
+        if silence is None:
+            silence = max(4.0 * self.heartbeat, 2.0)
+        reply = self._channel.request(op, wait + REPLY_GRACE, silence, **fields)
         if reply.get("ok"):
             return reply.get("result")
         raise error_from_reply(reply.get("error") or {})
-
-    # -- the I/O thread ------------------------------------------------------------------
-
-    def _open_socket(self) -> tuple[Any, Any]:
-        import zmq
-
-        ctx = self._context if self._context is not None else zmq.Context.instance()
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 500)
-        sock.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
-        sock.setsockopt(zmq.MAXMSGSIZE, protocol.SOCKET_MAX_BYTES)
-        if self._curve is not None:
-            sock.curve_serverkey = self._curve.server_public
-            sock.curve_publickey = self._curve.public
-            sock.curve_secretkey = self._curve.secret
-        sock.connect(self.address)
-        return ctx, sock
-
-    def _io_main(self) -> None:
-        import zmq
-
-        try:
-            _, sock = self._open_socket()
-        except zmq.ZMQError as exc:
-            self._fail_all(SyncUnavailable(f"cannot connect to {self.address}: {exc}"))
-            return
-        try:
-            self._io_loop(sock)
-        except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
-            LOG.exception("sync client I/O thread crashed")
-            self._fail_all(SyncError(f"sync client I/O failed: {exc}"))
-        finally:
-            if self._closing.is_set() and self._say_bye:
-                try:
-                    sock.send(protocol.encode({"id": 0, "op": "bye"}), zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass
-            sock.close()
-            self._fail_all(SyncError(f"sync client {self.participant} is closed"))
-
-    def _io_loop(self, sock: Any) -> None:
-        import zmq
-
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
-        interval_ms = max(1, int(self.heartbeat * 1000))
-        last_heard = next_ping = time.monotonic()
-        ping = protocol.encode({"id": 0, "op": "ping"})
-        while True:
-            events = dict(poller.poll(interval_ms))
-            if self._wake_r in events:
-                os.read(self._wake_r, 4096)
-            if self._closing.is_set():
-                return
-            while self._outgoing:
-                self._send(sock, self._outgoing.popleft())
-            if sock in events:
-                last_heard = time.monotonic()
-                self._receive(sock)
-            now = time.monotonic()
-            if now >= next_ping:
-                self._send(sock, ping)
-                next_ping = now + self.heartbeat
-            self._check_silence(now, last_heard)
-
-    def _send(self, sock: Any, frame: bytes) -> None:
-        import zmq
-
-        try:
-            sock.send(frame, zmq.NOBLOCK)
-        except zmq.Again:
-            LOG.debug("sync client send queue full; request dropped, it will time out")
-
-    def _receive(self, sock: Any) -> None:
-        import zmq
-
-        while True:
-            try:
-                frame = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                reply = protocol.decode(frame)
-            except protocol.ProtocolError as exc:
-                LOG.warning("dropped a malformed reply from the sync server: %s", exc)
-                continue
-            request_id = reply.get("id")
-            if not request_id:
-                continue
-            with self._lock:
-                pending = self._pending.pop(request_id, None)
-            if pending is not None:
-                pending.reply = reply
-                pending.event.set()
-
-    def _check_silence(self, now: float, last_heard: float) -> None:
-        with self._lock:
-            late = [
-                rid
-                for rid, p in self._pending.items()
-                if now - max(last_heard, p.sent_at) > p.silence
-            ]
-            expired = [(rid, self._pending.pop(rid)) for rid in late]
-        for _, pending in expired:
-            if pending.op == "hello":
-                message = f"no sync server answering at {self.address} within {pending.silence:g} s"
-            else:
-                message = (
-                    f"{pending.op}: the sync server at {self.address} stopped answering "
-                    f"(nothing heard for {pending.silence:g} s)"
-                )
-            pending.error = SyncUnavailable(message)
-            pending.event.set()
-
-    def _fail_all(self, error: SyncError) -> None:
-        self._io_error = error
-        with self._lock:
-            pending, self._pending = list(self._pending.values()), {}
-        for p in pending:
-            p.error = error
-            p.event.set()

@@ -283,8 +283,10 @@ class Coordinator:
         if len(rv.waiters) >= rv.count:
             self._complete(rv)
             return
+        if not self.gone or self.expected_names is None:
+            return
         doomed = [n for n in self._missing(rv.waiters) if n in self.gone]
-        if doomed and self.expected_names is not None:
+        if doomed:
             why = "; ".join(self.gone[n] for n in doomed)
             self._abort_rendezvous(rv, f"{rv.label} cannot complete: {why}", by=doomed[0])
 
@@ -294,8 +296,9 @@ class Coordinator:
             result: Any = {name: w.data for name, w in rv.waiters.items()}
         else:
             result = {"generation": rv.generation, "participants": list(rv.waiters)}
+        encoded = protocol.encode_value(result)
         for w in rv.waiters.values():
-            self._send(w.identity, reply_ok(w.request_id, result))
+            self._send(w.identity, protocol.reply_ok_encoded(w.request_id, encoded))
 
     def _op_post(self, p: Participant, req: Request, now: float) -> None:
         posted = self.posts.setdefault(req.name, {})

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 VERSION = 1
@@ -58,13 +58,16 @@ class Request:
     participant: str = ""
     heartbeat: float = 1.0
     reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def encode(message: dict[str, Any]) -> bytes:
     """Serialise one message (adds the protocol version)."""
-    message = {"v": VERSION, **message}
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode({"v": VERSION, **message}).encode()
+
+
+def encode_value(value: Any) -> bytes:
+    """Serialise one JSON value (a result shared by several replies is encoded once)."""
+    return _ENCODER.encode(value).encode()
 
 
 def _refuse_constant(name: str) -> Any:
@@ -72,12 +75,17 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+# Stateless codecs, built once: json.dumps/loads with options build one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def decode(frame: bytes) -> dict[str, Any]:
     """Parse one frame into a JSON object, or raise ProtocolError."""
     if len(frame) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(frame)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        message = json.loads(frame, parse_constant=_refuse_constant)
+        message = _DECODER.decode(frame.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
     if not isinstance(message, dict):
@@ -145,7 +153,12 @@ def parse_request(frame: bytes) -> Request:
 
 def reply_ok(request_id: int, result: Any = None) -> bytes:
     """A success reply."""
-    return encode({"id": request_id, "ok": True, "result": result})
+    return reply_ok_encoded(request_id, encode_value(result))
+
+
+def reply_ok_encoded(request_id: int, result: bytes) -> bytes:
+    """A success reply around an already encoded result."""
+    return b'{"v":%d,"id":%d,"ok":true,"result":%s}' % (VERSION, request_id, result)
 
 
 def reply_error(request_id: int, error_type: str, message: str, **details: Any) -> bytes:

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Benchmark: barrier latency through mhtest's sync server vs a raw pyzmq ROUTER barrier.
+
+    python3 bench/sync.py [--sizes 2,8,32] [--seconds 2] [--big 1000]
+
+For each size N, N participant processes loop on a barrier; every call's time is one
+sample. The floor is the same loop over a bare ROUTER/DEALER pair (one-byte messages, no
+JSON, no heartbeats, no bookkeeping) run in the same run on the same machine. Prints p50,
+p99, barriers/s and the ratio of the p50s (target: mhtest <= 1.5x raw). Then a barrier of
+--big participants (threads, one SyncClient each) must complete, and the server's
+resident memory is read from /proc while they are all connected (target < 100 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+WARMUP = 20
+BARRIER_TIMEOUT = 60.0
+
+
+# -- raw pyzmq floor ---------------------------------------------------------------------
+
+
+def raw_server(port_queue: Any, size: int, stop: Any) -> None:
+    """Reply to everybody once `size` participants sent their one-byte arrival."""
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    port_queue.put(port)
+    waiting: list[bytes] = []
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    while not stop.is_set():
+        if not poller.poll(200):
+            continue
+        while True:
+            try:
+                identity, _ = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            waiting.append(identity)
+            if len(waiting) == size:
+                for ident in waiting:
+                    sock.send_multipart([ident, b"G"])
+                waiting.clear()
+    sock.close(0)
+    ctx.term()
+
+
+def raw_participant(port: int, rounds: int, out: Any, start: Any) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    start.wait()
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        sock.send(b"B")
+        if not sock.poll(int(BARRIER_TIMEOUT * 1000)):
+            raise SystemExit("raw barrier timed out")
+        sock.recv()
+        samples.append(time.perf_counter() - t0)
+    out.put(samples)
+    sock.close(0)
+    ctx.term()
+
+
+# -- mhtest ------------------------------------------------------------------------------
+
+
+def mhtest_server(port_queue: Any, size: int, stop: Any) -> None:
+    from mhtest.sync.server import SyncServer
+
+    with SyncServer(expected=size) as server:
+        port_queue.put(server.port)
+        stop.wait()
+
+
+def mhtest_participant(port: int, rounds: int, out: Any, start: Any, name: str) -> None:
+    from mhtest.sync.client import SyncClient
+
+    with SyncClient(f"tcp://127.0.0.1:{port}", name, timeout=BARRIER_TIMEOUT) as client:
+        start.wait()
+        samples = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            client.barrier("bench")
+            samples.append(time.perf_counter() - t0)
+    out.put(samples)
+
+
+# -- driver ------------------------------------------------------------------------------
+
+
+def run_size(kind: str, size: int, rounds: int) -> dict[str, float]:
+    ctx = mp.get_context("fork")
+    ports, out = ctx.Queue(), ctx.Queue()
+    stop, start = ctx.Event(), ctx.Event()
+    server_fn = raw_server if kind == "raw" else mhtest_server
+    server = ctx.Process(target=server_fn, args=(ports, size, stop), daemon=True)
+    server.start()
+    port = ports.get(timeout=30)
+    procs = []
+    for i in range(size):
+        args: tuple = (port, rounds, out, start)
+        if kind == "raw":
+            target: Any = raw_participant
+        else:
+            target, args = mhtest_participant, (*args, f"p{i}")
+        proc = ctx.Process(target=target, args=args, daemon=True)
+        proc.start()
+        procs.append(proc)
+    time.sleep(0.5 + size * 0.03)  # everybody connected
+    t0 = time.perf_counter()
+    start.set()
+    results = [out.get(timeout=BARRIER_TIMEOUT * 2) for _ in procs]
+    wall = time.perf_counter() - t0
+    for proc in procs:
+        proc.join(30)
+    stop.set()
+    server.join(30)
+    samples = sorted(s for r in results for s in r[WARMUP:])
+    return {
+        "p50_ms": statistics.median(samples) * 1e3,
+        "p99_ms": samples[int(len(samples) * 0.99) - 1] * 1e3,
+        "per_s": rounds / wall,
+    }
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def big_barrier(size: int) -> dict[str, float]:
+    """`size` threads, one SyncClient each, meet once; the server runs in its own process."""
+    import zmq
+
+    from mhtest.sync.client import SyncClient
+
+    mpctx = mp.get_context("fork")
+    ports = mpctx.Queue()
+    stop = mpctx.Event()
+    server = mpctx.Process(target=mhtest_server, args=(ports, size, stop), daemon=True)
+    server.start()
+    port = ports.get(timeout=30)
+    idle_rss = rss_mb(server.pid)
+    zctx = zmq.Context()
+    zctx.set(zmq.MAX_SOCKETS, size * 2 + 64)
+    clients: list[Any] = [None] * size
+    joined = threading.Barrier(size + 1, timeout=120)
+    finished: list[float] = []
+    errors: list[BaseException] = []
+
+    def participant(i: int) -> None:
+        try:
+            clients[i] = SyncClient(
+                f"tcp://127.0.0.1:{port}", f"t{i}", heartbeat=5.0, context=zctx, timeout=120
+            )
+            joined.wait()
+            clients[i].barrier("all")
+            finished.append(time.perf_counter())
+        except BaseException as exc:  # noqa: BLE001 - counted and reported
+            errors.append(exc)
+            joined.abort()
+
+    threads = [threading.Thread(target=participant, args=(i,), daemon=True) for i in range(size)]
+    for t in threads:
+        t.start()
+    joined.wait()
+    connected_rss = rss_mb(server.pid)
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join(180)
+    done = max(finished) - t0 if finished else float("nan")
+    after_rss = rss_mb(server.pid)
+    for c in clients:
+        if c is not None:
+            c.close()
+    zctx.term()
+    stop.set()
+    server.join(30)
+    if errors:
+        raise SystemExit(f"{len(errors)} participants failed: {errors[0]}")
+    return {
+        "completed": len(finished),
+        "seconds": done,
+        "rss_idle": idle_rss,
+        "rss_connected": connected_rss,
+        "rss_after": after_rss,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="2,8,32")
+    parser.add_argument("--rounds", type=int, default=0, help="barriers per size (default by size)")
+    parser.add_argument("--big", type=int, default=1000)
+    opts = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 16384)), hard))
+    print(f"sync barrier benchmark, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    print(f"{'N':>4} {'tool':<7} {'p50 ms':>8} {'p99 ms':>8} {'barriers/s':>11} {'p50 ratio':>10}")
+    ratios = {}
+    for size in (int(s) for s in opts.sizes.split(",")):
+        rounds = opts.rounds or {2: 2000, 8: 800}.get(size, 400)
+        raw = run_size("raw", size, rounds)
+        ours = run_size("mhtest", size, rounds)
+        ratios[size] = ours["p50_ms"] / raw["p50_ms"]
+        for tool, r in (("raw", raw), ("mhtest", ours)):
+            ratio = f"{ratios[size]:.2f}x" if tool == "mhtest" else ""
+            print(
+                f"{size:>4} {tool:<7} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
+                f"{r['per_s']:>11.0f} {ratio:>10}"
+            )
+    if opts.big:
+        big = big_barrier(opts.big)
+        print(
+            f"{opts.big}-participant barrier (threads): {big['completed']} completed in "
+            f"{big['seconds']:.2f} s; server RSS {big['rss_idle']:.1f} MB idle, "
+            f"{big['rss_connected']:.1f} MB with all connected, {big['rss_after']:.1f} MB after"
+        )
+    worst = max(ratios.values()) if ratios else float("nan")
+    print(f"target: mhtest p50 <= 1.5x raw at each size; worst ratio {worst:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

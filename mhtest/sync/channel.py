@@ -1,0 +1,263 @@
+"""A client's connection to the sync server: one DEALER socket, requests matched to replies.
+
+ZeroMQ sockets are not thread-safe, so the socket is only ever touched by the thread that
+holds `io_lock` (the lock's acquire/release are the full memory barriers ZeroMQ asks for
+when a socket moves between threads). Whoever waits for a reply takes the lock and does
+the I/O itself ("leader"): no thread hand-off on the fast path. Other threads with
+requests in flight queue their frame, poke the leader through a pipe and wait; when the
+leader is done it wakes them so one can lead. While nobody waits, a small heartbeat
+thread takes the lock every `heartbeat` seconds to ping the server and read its pongs,
+so an idle participant stays alive and a dead one is noticed within a few seconds.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+from mhtest.sync import protocol
+from mhtest.sync.errors import SyncError, SyncUnavailable
+
+LOG = logging.getLogger(__name__)
+
+
+class _Pending:
+    """A request waiting for its reply."""
+
+    __slots__ = ("op", "event", "reply", "error", "sent_at", "silence")
+
+    def __init__(self, op: str, silence: float) -> None:
+        self.op = op
+        self.event = threading.Event()
+        self.reply: dict[str, Any] | None = None
+        self.error: SyncError | None = None
+        self.sent_at = time.monotonic()
+        self.silence = silence  # fail if the server says nothing for this long
+
+    @property
+    def done(self) -> bool:
+        return self.reply is not None or self.error is not None
+
+
+class Channel:
+    """Requests and replies over one DEALER socket (see module docstring)."""
+
+    def __init__(
+        self, address: str, name: str, heartbeat: float, curve: Any = None, context: Any = None
+    ) -> None:
+        import zmq
+
+        self.address = address
+        self.heartbeat = heartbeat
+        self._ids = itertools.count(1)
+        self._outgoing: collections.deque[bytes] = collections.deque()
+        self._pending: dict[int, _Pending] = {}
+        self._pending_lock = threading.Lock()
+        self.io_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        ctx = context if context is not None else zmq.Context.instance()
+        try:
+            self._sock = ctx.socket(zmq.DEALER)
+        except zmq.ZMQError as exc:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            raise SyncUnavailable(f"cannot open a socket to {address}: {exc}") from None
+        self._sock.setsockopt(zmq.LINGER, 500)
+        self._sock.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, protocol.SOCKET_MAX_BYTES)
+        if curve is not None:
+            self._sock.curve_serverkey = curve.server_public
+            self._sock.curve_publickey = curve.public
+            self._sock.curve_secretkey = curve.secret
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._sock.connect(address)
+        self._last_heard = self._last_ping = time.monotonic()
+        self._ping = protocol.encode({"id": 0, "op": "ping"})
+        self._thread = threading.Thread(target=self._heartbeats, name=f"mhtest-sync-{name}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    # -- requests ------------------------------------------------------------------------
+
+    def request(self, op: str, wait: float, silence: float, **fields: Any) -> dict[str, Any]:
+        """Send one request and return the server's reply; SyncUnavailable if none comes."""
+        if self._closing.is_set():
+            raise SyncError(f"{op}: the sync client is closed")
+        request_id = next(self._ids)
+        try:
+            frame = protocol.encode({"id": request_id, "op": op, **fields})
+        except (TypeError, ValueError) as exc:
+            raise SyncError(f"{op} {fields.get('name', '')!r}: data is not JSON: {exc}") from None
+        if len(frame) > protocol.MAX_MESSAGE_BYTES:
+            raise SyncError(
+                f"{op} {fields.get('name', '')!r}: message of {len(frame)} bytes exceeds "
+                f"{protocol.MAX_MESSAGE_BYTES}"
+            )
+        pending = _Pending(op, silence)
+        with self._pending_lock:
+            self._pending[request_id] = pending
+        self._outgoing.append(frame)
+        deadline = time.monotonic() + wait
+        while not pending.done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self.io_lock.acquire(blocking=False):
+                try:
+                    self._pump(pending, deadline)
+                finally:
+                    self.io_lock.release()
+                    self._wake_followers()
+            else:
+                self._wake()  # the leader sends our frame
+                pending.event.wait(left)
+                pending.event.clear()
+        with self._pending_lock:
+            self._pending.pop(request_id, None)
+        if pending.error is not None:
+            raise pending.error
+        if pending.reply is None:
+            raise SyncUnavailable(f"{op}: no answer from the sync server at {self.address}")
+        return pending.reply
+
+    def close(self, say_bye: bool) -> None:
+        """Stop heartbeats, say goodbye (so others waiting on us know at once), close.
+
+        io_lock stays taken: nobody may touch the closed socket again.
+        """
+        import zmq
+
+        self._closing.set()
+        self._wake()
+        self._thread.join(5.0)
+        if not self.io_lock.acquire(timeout=5.0):
+            LOG.warning("sync client: a call still holds the socket; closing anyway")
+        try:
+            if say_bye:
+                try:
+                    self._sock.send(protocol.encode({"id": 0, "op": "bye"}), zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+            self._sock.close()
+        finally:
+            self._fail_all(SyncError("the sync client is closed"))
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    # -- the I/O, done by whoever holds io_lock -------------------------------------------
+
+    def _pump(self, mine: _Pending | None, deadline: float) -> None:
+        """Send queued frames, read replies, ping, until `mine` is done or `deadline`."""
+        import zmq
+
+        while True:
+            while self._outgoing:
+                self._send(self._outgoing.popleft())
+            now = time.monotonic()
+            if now - self._last_ping >= self.heartbeat:
+                self._send(self._ping)
+                self._last_ping = now
+            self._check_silence(now)
+            if mine is None or mine.done or now >= deadline or self._closing.is_set():
+                return
+            timeout = min(deadline - now, self._last_ping + self.heartbeat - now)
+            events = dict(self._poller.poll(max(1, int(timeout * 1000) + 1)))
+            if self._wake_r in events:
+                os.read(self._wake_r, 4096)
+            if self._sock in events:
+                self._receive(zmq.NOBLOCK)
+
+    def _heartbeats(self) -> None:
+        import zmq
+
+        while not self._closing.wait(self.heartbeat / 2):
+            if self.io_lock.acquire(blocking=False):
+                try:
+                    if self._sock.poll(0):
+                        self._receive(zmq.NOBLOCK)
+                    self._pump(None, 0.0)
+                finally:
+                    self.io_lock.release()
+                    self._wake_followers()
+
+    def _send(self, frame: bytes) -> None:
+        import zmq
+
+        try:
+            self._sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            LOG.debug("sync client send queue full; request dropped, it will time out")
+
+    def _receive(self, flags: int) -> None:
+        import zmq
+
+        while True:
+            try:
+                frame = self._sock.recv(flags)
+            except zmq.Again:
+                return
+            self._last_heard = time.monotonic()
+            try:
+                reply = protocol.decode(frame)
+            except protocol.ProtocolError as exc:
+                LOG.warning("dropped a malformed reply from the sync server: %s", exc)
+                continue
+            request_id = reply.get("id")
+            if not request_id:
+                continue
+            with self._pending_lock:
+                pending = self._pending.get(request_id)
+            if pending is not None:
+                pending.reply = reply
+                pending.event.set()
+
+    def _check_silence(self, now: float) -> None:
+        with self._pending_lock:
+            late = [
+                p
+                for p in self._pending.values()
+                if not p.done and now - max(self._last_heard, p.sent_at) > p.silence
+            ]
+        for pending in late:
+            if pending.op == "hello":
+                message = f"no sync server answering at {self.address} within {pending.silence:g} s"
+            else:
+                message = (
+                    f"{pending.op}: the sync server at {self.address} stopped answering "
+                    f"(nothing heard for {pending.silence:g} s)"
+                )
+            pending.error = SyncUnavailable(message)
+            pending.event.set()
+
+    # -- waking threads ------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # a full pipe wakes the leader just as well
+
+    def _wake_followers(self) -> None:
+        """After leading: let a thread still waiting for its reply take the lead."""
+        with self._pending_lock:
+            waiting = [p for p in self._pending.values() if not p.done]
+        for p in waiting:
+            p.event.set()
+
+    def _fail_all(self, error: SyncError) -> None:
+        with self._pending_lock:
+            pending = list(self._pending.values())
+        for p in pending:
+            if not p.done:
+                p.error = error
+                p.event.set()
