@@ -57,7 +57,7 @@ def test_cold_then_warm_on_a_fresh_host_cache(ssh_host, host_cache: str, frozen_
     warm = ensure_mhtest(ssh_host, remote_cache=cache)
     warm_time = time.monotonic() - started
     assert not warm.cold and (warm.python, warm.env) == (cold.python, cold.env)
-    assert warm_time < 2.0 and warm_time < cold_time
+    assert warm_time < cold_time / 2  # one probe command, nothing installed
 
 
 def test_changed_sources_do_not_rebuild_the_dependency_env(
