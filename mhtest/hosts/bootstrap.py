@@ -175,7 +175,7 @@ def remote_env(probe: dict[str, Any], cold: bool = False) -> RemoteEnv:
 _PROBE = r"""
 py=$(command -v {python} 2>/dev/null) || {{ echo "NOPYTHON"; exit 0; }}
 code='import sys, platform; print("%d.%d" % sys.version_info[:2], platform.machine())'
-info=$("$py" -c "$code" 2>&1) || {{ echo "BADPYTHON $info"; exit 0; }}
+info=$("$py" -S -c "$code" 2>&1) || {{ echo "BADPYTHON $info"; exit 0; }}
 set -- $info
 cache={cache}
 env="$cache/env-{key}-$1-$2"

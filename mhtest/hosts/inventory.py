@@ -1,8 +1,8 @@
 """Host strings, ~/.ssh/config aliases and Ansible-style YAML inventories -> HostConfig.
 
 A host is written ``[user@]name[:port]`` (IPv6 in brackets: ``[::1]:2222``), or is an alias
-from the ssh_config file (HostName, User, Port, IdentityFile, UserKnownHostsFile), or a host or
-group name from an inventory in Ansible's YAML shape::
+from the ssh_config file (HostName, User, Port, IdentityFile, UserKnownHostsFile,
+ConnectTimeout), or a host or group name from an inventory in Ansible's YAML shape::
 
     all:
       hosts:
@@ -14,7 +14,8 @@ group name from an inventory in Ansible's YAML shape::
             web2: {ansible_host: 127.0.0.3}
           vars: {role: client}
 
-Keys that are not ``ansible_*`` become the host's params (host values win over group vars).
+``ansible_timeout`` (or ssh_config's ConnectTimeout) bounds the SSH connect. Keys that are not
+``ansible_*`` become the host's params (host values win over group vars).
 ``local`` (or ``ansible_connection: local``) is this machine, run without SSH.
 """
 
@@ -46,6 +47,8 @@ ANSIBLE_KEYS = {
     "ansible_ssh_user": "user",
     "ansible_ssh_private_key_file": "key_file",
     "ansible_private_key_file": "key_file",
+    "ansible_timeout": "connect_timeout",
+    "ansible_ssh_timeout": "connect_timeout",
 }
 
 
@@ -60,6 +63,7 @@ class HostConfig:
     key_file: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     known_hosts: str | None = None
+    connect_timeout: float | None = None  # seconds; SSHHost's default when None
 
     @property
     def is_local(self) -> bool:
@@ -137,7 +141,7 @@ def _load_ssh_config(path: str | None) -> Any:
 def _from_ssh_config(
     item: str, user: str | None, name: str, port: int | None, ssh_config: Any
 ) -> HostConfig:
-    address, key_file, known_hosts = name, None, None
+    address, key_file, known_hosts, connect_timeout = name, None, None, None
     if ssh_config is not None:
         entry = ssh_config.lookup(name)
         address = entry.get("hostname", name)
@@ -153,6 +157,8 @@ def _from_ssh_config(
             key_file = os.path.expanduser(entry["identityfile"][0])
         if entry.get("userknownhostsfile"):
             known_hosts = os.path.expanduser(entry["userknownhostsfile"].split()[0])
+        if entry.get("connecttimeout"):
+            connect_timeout = _timeout(f"ssh_config entry for {name}", entry["connecttimeout"])
     return HostConfig(
         name=item,
         address=address,
@@ -160,7 +166,18 @@ def _from_ssh_config(
         user=user,
         key_file=key_file,
         known_hosts=known_hosts,
+        connect_timeout=connect_timeout,
     )
+
+
+def _timeout(where: str, value: Any) -> float:
+    try:
+        seconds = float(value)
+        if seconds <= 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise HostSpecError(f"{where}: timeout {value!r} is not a positive number") from None
+    return seconds
 
 
 @dataclass
@@ -268,6 +285,11 @@ def _host_config(path: str, name: str, values: dict[str, Any]) -> HostConfig:
         user=str(fields["user"]) if fields.get("user") is not None else None,
         key_file=os.path.expanduser(str(key_file)) if key_file else None,
         params=params,
+        connect_timeout=(
+            _timeout(f"inventory {path}: host {name!r}", fields["connect_timeout"])
+            if fields.get("connect_timeout") is not None
+            else None
+        ),
     )
 
 
@@ -283,6 +305,8 @@ def make_host(config: HostConfig, **opts: Any):
         opts["known_hosts"] = config.known_hosts
     if config.key_file and "key_file" not in opts:
         opts["key_file"] = config.key_file
+    if config.connect_timeout and "connect_timeout" not in opts:
+        opts["connect_timeout"] = config.connect_timeout
     return SSHHost(
         config.address,
         user=config.user,

@@ -125,9 +125,11 @@ class SSHHost(Host):
             sock = socket.create_connection(
                 (self.hostname, self.port), timeout=self.connect_timeout
             )
-        except socket.gaierror as exc:
+        except (socket.gaierror, UnicodeError) as exc:
+            # UnicodeError: not even a valid DNS name (an empty or over-long label).
+            why = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid DNS name"
             raise HostUnreachable(
-                f"{self.name}: unknown host name {self.hostname!r} ({exc.strerror}); "
+                f"{self.name}: unknown host name {self.hostname!r} ({why}); "
                 "check the spelling, /etc/hosts or the inventory",
                 self.name,
             ) from None
