@@ -57,6 +57,7 @@ class MigrationData:
     ports: dict[str, int] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)  # vm -> QEMU's figures
     vm_objects: dict[str, VM] = field(default_factory=dict, repr=False)
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def role(self) -> str:
@@ -139,10 +140,14 @@ def parse_settings(value: Any, flag_default: Any = True) -> dict[str, Any]:
 class MultihostMigration(mhtest.Test):
     """Base class of multi-host migration tests: write ``migration_scenario()``.
 
-    Params: ``vms`` (names), ``guest`` ("pattern": idle VM with a memory pattern, or "linux":
-    the busybox guest), ``mem`` (MB), ``mig_timeout``, ``migrate_capabilities``,
-    ``migrate_parameters``, ``login_timeout``, ``sync_timeout``; from the multi-host runner:
-    ``host``, ``hosts``, ``host_address``.
+    Params: ``vms`` (names), ``guest`` ("pattern": idle VM with a memory pattern, "idle": an
+    empty VM, or "linux": the busybox guest), ``mem`` (MB), ``accel``, ``mig_timeout``,
+    ``migrate_capabilities``, ``migrate_parameters``, ``login_timeout``, ``sync_timeout``;
+    from the multi-host runner: ``host``, ``hosts``, ``host_address``.
+
+    The whiteboard is JSON: ``{"migrations": [{id, vm, src, dst, status, total-time,
+    downtime, setup-time, transferred, wall, flow-wall}, ...]}`` (QEMU's times in ms; ``wall``
+    is the source's wait for QEMU, ``flow-wall`` this side's whole flow, both in seconds).
     """
 
     # -- what the scenario reads ----------------------------------------------------------
@@ -185,8 +190,10 @@ class MultihostMigration(mhtest.Test):
         guest = str(self.params.get("guest", default="pattern"))
         if guest == "linux":
             return linux_guest().config(name, memory_mb=max(mem, 256))
+        if guest == "idle":
+            return VMConfig(name, memory_mb=mem, accel=accel)
         if guest != "pattern":
-            raise mhtest.TestError(f"param guest={guest!r}: use 'pattern' or 'linux'")
+            raise mhtest.TestError(f"param guest={guest!r}: use 'pattern', 'idle' or 'linux'")
         return self.memory_pattern(name).config(VMConfig(name, memory_mb=mem, accel=accel))
 
     def memory_pattern(self, name: str) -> MemoryPattern:
@@ -421,7 +428,14 @@ class MultihostMigration(mhtest.Test):
             for name in data.vms:
                 fig = data.results.get(name, {})
                 records.append(
-                    {"id": data.mig_id, "vm": name, "src": data.src, "dst": data.dst, **fig}
+                    {
+                        "id": data.mig_id,
+                        "vm": name,
+                        "src": data.src,
+                        "dst": data.dst,
+                        **fig,
+                        "flow-wall": round(time.monotonic() - data.started, 3),
+                    }
                 )
             self.whiteboard = json.dumps({"migrations": records})
 
