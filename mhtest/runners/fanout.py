@@ -4,8 +4,11 @@ One sync server per run_workers() call, expecting every worker by name. Local wo
 run together through one LocalRunner (they must all run at once: they meet at
 barriers); each remote host gets a RemoteTestRunner and, unless --sync-direct, a
 remote port forward on its own SSH connection that leads back to the sync server.
-A worker that cannot start is reported to the server as gone, so the others stop
-waiting for it at once.
+With --sync-direct the hosts are connected first and the server binds the address they
+reach this machine at (the local end of their SSH connections).
+
+A worker that ends badly (or never starts) is declared gone to the server on its
+behalf, so the others stop waiting for it at once instead of at their timeout.
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ from mhtest.spec import TestSpec
 LOG = logging.getLogger(__name__)
 #: After a timeout or a stop, how long the runners get to kill their workers and report.
 STOP_GRACE = 30.0
+#: How long declaring a worker gone may take (the server is local: normally milliseconds).
+GONE_TIMEOUT = 5.0
+#: Failures that a worker suffers because of another one: nothing to declare for it.
+SYNC_VICTIM = frozenset({"SyncAborted", "SyncTimeout"})
+#: How long connecting the hosts first (--sync-direct) may take.
+CONNECT_WAIT = 60.0
+BAD_ENDS = frozenset({"ERROR", "FAIL", "INTERRUPT"})
 
 
 class WorkerRun:
@@ -36,12 +46,15 @@ class WorkerRun:
         self.stop = threading.Event()
         self.results: dict[int, TestResult] = {}
         self._lock = threading.Lock()
+        self._declaring: list[threading.Thread] = []
         self.server: Any = None
 
     def names(self) -> list[str]:
         return [s.env[ENV_WORKER] for s in self.specs]
 
+    # -- events ----------------------------------------------------------------
     def sink(self, event: dict) -> None:
+        """The runners' events: keep each worker's end, declare bad ends to the server."""
         if event.get("type") != "test.end":
             return
         spec = next((s for s in self.specs if s.uid == event.get("uid")), None)
@@ -52,36 +65,58 @@ class WorkerRun:
                 return
             result = worker_result(spec, event)
             self.results[spec.uid] = result
-        if result.status in ("ERROR", "FAIL", "INTERRUPT") and not event.get("reported_gone"):
-            # A worker that ended badly may have left before a barrier: make sure nobody
-            # waits for it (harmless if it already left or was seen to die).
-            self._declare_gone(
-                spec,
-                f"worker {result.name} on {result.host} ended "
-                f"{result.status}: {result.fail_reason}",
+        if result.status in BAD_ENDS and result.fail_class not in SYNC_VICTIM:
+            # A worker that ended badly may have left before a barrier, or never joined:
+            # make sure nobody waits for it. Off this thread: it is a runner's reader.
+            reason = (
+                f"worker {result.name} on {result.host} ended {result.status}: {result.fail_reason}"
             )
+            thread = threading.Thread(
+                target=self._declare_gone, args=(spec, reason), name="declare-gone", daemon=True
+            )
+            with self._lock:
+                self._declaring.append(thread)
+            thread.start()
 
+    def _declare_gone(self, spec: TestSpec, reason: str) -> None:
+        """Abort the others' waits on behalf of a worker that never joined or ended badly."""
+        from mhtest.sync import SyncError
+        from mhtest.sync.client import SyncClient
+
+        name = spec.env[ENV_WORKER]
+        try:
+            with SyncClient(self.server.address, name, timeout=GONE_TIMEOUT) as client:
+                client.abort(reason)
+        except SyncError as exc:
+            # The name is still taken: the worker is connected, and its own end (or its
+            # heartbeats stopping) tells the others.
+            LOG.debug("cannot speak for worker %s: %s", name, exc)
+
+    # -- running ---------------------------------------------------------------
     def run(self, timeout: float | None) -> list[TestResult]:
+        """Start the sync server and every worker; wait (at most `timeout`); results."""
         from mhtest.sync.server import SyncServer
 
-        bind = (
-            "0.0.0.0:0" if self.options.get("sync_direct") and self._any_remote() else "127.0.0.1:0"
-        )
+        _quiet_paramiko()
+        groups = self._groups()
+        remote = [place for place in groups if place != "local"]
+        hosts: dict[str, Any] = {}
+        bind = "127.0.0.1:0"
+        if self.options.get("sync_direct") and remote:
+            hosts = _connect_all({p: groups[p][0] for p in remote}, self._accept_new())
+            bind = _direct_bind(hosts)
         keys = os.environ.get("MHTEST_SYNC_KEYS") or None
         with SyncServer(bind=bind, expected=self.names(), keys_dir=keys) as server:
             self.server = server
-            threads = self._start_groups()
-            deadline = time.monotonic() + timeout if timeout else None
-            for t in threads:
-                while t.is_alive():
-                    if (
-                        deadline is not None
-                        and time.monotonic() > deadline
-                        and not self.stop.is_set()
-                    ):
-                        LOG.warning("workers did not end within %g s: stopping them", timeout)
-                        self.stop.set()
-                    t.join(0.1)
+            threads = [
+                self._start(place, config, specs, hosts.get(place))
+                for place, (config, specs) in groups.items()
+            ]
+            self._wait(threads, timeout)
+            with self._lock:
+                declaring = list(self._declaring)
+            for thread in declaring:
+                thread.join(GONE_TIMEOUT + 1)
         now = time.time()
         for spec in self.specs:
             if spec.uid not in self.results:
@@ -96,49 +131,69 @@ class WorkerRun:
                 )
         return [self.results[s.uid] for s in self.specs]
 
-    def _any_remote(self) -> bool:
-        return any(not c.is_local for c in self.configs)
+    def _wait(self, threads: list[threading.Thread], timeout: float | None) -> None:
+        """Join the runner threads; past `timeout` stop the workers, past the grace give up."""
+        deadline = time.monotonic() + timeout if timeout else None
+        give_up = None
+        for t in threads:
+            while t.is_alive():
+                now = time.monotonic()
+                if deadline is not None and now > deadline and not self.stop.is_set():
+                    LOG.warning("workers did not end within %g s: stopping them", timeout)
+                    self.stop.set()
+                    give_up = now + STOP_GRACE
+                if give_up is not None and now > give_up:
+                    LOG.error("runners did not stop within %g s; leaving them", STOP_GRACE)
+                    return
+                t.join(0.1)
 
-    def _start_groups(self) -> list[threading.Thread]:
-        groups: dict[str, list[TestSpec]] = {}
-        configs: dict[str, Any] = {}
+    def _groups(self) -> dict[str, tuple[Any, list[TestSpec]]]:
+        """Specs by place: "local" for local workers, else the host's name."""
+        groups: dict[str, tuple[Any, list[TestSpec]]] = {}
         for spec, config in zip(self.specs, self.configs):
             place = "local" if config.is_local else config.name
-            groups.setdefault(place, []).append(spec)
-            configs[place] = config
-        threads = []
-        for place, specs in groups.items():
-            target = self._run_local if place == "local" else self._run_remote
-            t = threading.Thread(
-                target=self._guard,
-                args=(target, configs[place], specs),
-                name=f"workers-{place}",
-                daemon=True,
-            )
-            t.start()
-            threads.append(t)
-        return threads
+            groups.setdefault(place, (config, []))[1].append(spec)
+        return groups
 
-    def _guard(self, target: Any, config: Any, specs: list[TestSpec]) -> None:
+    def _accept_new(self) -> bool:
+        return bool(self.options.get("accept_new_host_keys"))
+
+    def _start(self, place: str, config: Any, specs: list[TestSpec], host: Any) -> threading.Thread:
+        if place == "local":
+            target, args = self._run_local, (specs,)
+        else:
+            target, args = self._run_remote, (config, specs, host)
+        thread = threading.Thread(
+            target=self._guard,
+            args=(target, args, config.name, specs),
+            name=f"workers-{place}",
+            daemon=True,
+        )
+        thread.start()
+        return thread
+
+    def _guard(self, target: Any, args: tuple, place: str, specs: list[TestSpec]) -> None:
+        """Run one place's workers; a failure there ends only its workers, as ERROR."""
         try:
-            target(config, specs)
+            target(*args)
         except Exception as exc:  # noqa: BLE001 - one host failing ends only its workers
-            LOG.debug("workers on %s failed", config.name, exc_info=True)
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            reason = text if config.name in text else f"{config.name}: {text}"
-            now = time.time()
-            for spec in specs:
-                self.sink(
-                    {
-                        "type": "test.end",
-                        "uid": spec.uid,
-                        "status": "ERROR",
-                        "fail_reason": reason,
-                        "host": config.name,
-                        "start": now,
-                        "end": now,
-                    }
-                )
+            LOG.debug("workers on %s failed", place, exc_info=True)
+            self._fail(specs, place, _one_line(exc, place))
+
+    def _fail(self, specs: list[TestSpec], place: str, reason: str) -> None:
+        now = time.time()
+        for spec in specs:
+            self.sink(
+                {
+                    "type": "test.end",
+                    "uid": spec.uid,
+                    "status": "ERROR",
+                    "fail_reason": reason,
+                    "host": place,
+                    "start": now,
+                    "end": now,
+                }
+            )
 
     def _sync_env(self, spec: TestSpec, address: str) -> None:
         spec.env.update(
@@ -152,25 +207,26 @@ class WorkerRun:
         if keys:
             spec.env["MHTEST_SYNC_KEYS"] = keys
 
-    def _run_local(self, config: Any, specs: list[TestSpec]) -> None:
+    def _run_local(self, specs: list[TestSpec]) -> None:
         from mhtest.runners.local import LocalRunner
 
         for spec in specs:
             self._sync_env(spec, self.server.address)
         LocalRunner(len(specs), self.sink, self.stop).run(specs)
 
-    def _run_remote(self, config: Any, specs: list[TestSpec]) -> None:
+    def _run_remote(self, config: Any, specs: list[TestSpec], host: Any) -> None:
         from mhtest.hosts.inventory import make_host
         from mhtest.runners.remote import RemoteTestRunner
         from mhtest.runners.tunnel import RemoteForward
 
-        host = make_host(
-            config, accept_new_host_keys=bool(self.options.get("accept_new_host_keys"))
-        )
+        if isinstance(host, BaseException):
+            raise host
+        if host is None:
+            host = make_host(config, accept_new_host_keys=self._accept_new())
         forward = None
         try:
             if self.options.get("sync_direct"):
-                address = self._direct_address(host)
+                address = f"tcp://{_bracket(_local_address(host))}:{self.server.port}"
             else:
                 forward = RemoteForward(host, ("127.0.0.1", self.server.port))
                 address = f"tcp://127.0.0.1:{forward.remote_port}"
@@ -185,26 +241,70 @@ class WorkerRun:
             )
             runner.run(specs)
         finally:
+            # Closing the forward also cuts a worker left running there from the server,
+            # so its heartbeats stop and nobody waits for it.
             if forward is not None:
                 forward.close()
             host.close()
 
-    def _direct_address(self, host: Any) -> str:
-        """The sync server's address as the host sees this machine ($SSH_CONNECTION)."""
-        seen = host.run("echo $SSH_CONNECTION", timeout=30).stdout.split()
-        controller = seen[0] if seen else "127.0.0.1"
-        return f"tcp://{controller}:{self.server.port}"
 
-    def _declare_gone(self, spec: TestSpec, reason: str) -> None:
-        """Abort the others' waits on behalf of a worker that never joined or ended badly."""
-        from mhtest.sync import SyncError
-        from mhtest.sync.client import SyncClient
+def _quiet_paramiko() -> None:
+    """Keep paramiko's per-channel DEBUG lines out of the test's debug.log."""
+    logger = logging.getLogger("paramiko")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
 
-        name = spec.env[ENV_WORKER]
+
+def _connect_all(configs: dict[str, Any], accept_new: bool) -> dict[str, Any]:
+    """{place: connected SSHHost, or the exception connecting raised}, in parallel."""
+    from mhtest.hosts.inventory import make_host
+
+    hosts: dict[str, Any] = {}
+
+    def connect(place: str, config: Any) -> None:
+        host = make_host(config, accept_new_host_keys=accept_new)
         try:
-            with SyncClient(self.server.address, name, timeout=5) as client:
-                client.abort(reason)
-        except SyncError as exc:
-            # The name is still taken: the worker is connected, and its own end (or its
-            # heartbeats stopping) tells the others.
-            LOG.debug("cannot speak for worker %s: %s", name, exc)
+            host.transport()
+            hosts[place] = host
+        except Exception as exc:  # noqa: BLE001 - reported as its workers' ERROR
+            host.close()
+            hosts[place] = exc
+
+    threads = [
+        threading.Thread(target=connect, args=item, name=f"connect-{item[0]}", daemon=True)
+        for item in configs.items()
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(CONNECT_WAIT)
+    for place in configs:
+        hosts.setdefault(
+            place, TimeoutError(f"{place}: no SSH connection within {CONNECT_WAIT:g} s")
+        )
+    return hosts
+
+
+def _local_address(host: Any) -> str:
+    """This machine's address on `host`'s SSH connection: where the host reaches us."""
+    return host.transport().sock.getsockname()[0]
+
+
+def _direct_bind(hosts: dict[str, Any]) -> str:
+    """Where the sync server listens for --sync-direct: the one address the hosts see us at."""
+    seen = {_local_address(h) for h in hosts.values() if not isinstance(h, BaseException)}
+    if len(seen) == 1:
+        return f"{_bracket(seen.pop())}:0"
+    if not seen:
+        return "127.0.0.1:0"
+    LOG.warning("hosts reach this machine at %s: the sync server listens on all addresses", seen)
+    return "0.0.0.0:0"
+
+
+def _bracket(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _one_line(exc: BaseException, place: str) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if place in text else f"{place}: {text}"

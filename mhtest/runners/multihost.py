@@ -10,6 +10,7 @@ with a reason naming the worker, its host and its own reason.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ LOG = logging.getLogger(__name__)
 ENV_HOSTS = "MHTEST_HOSTS"
 ENV_HOST_OPTIONS = "MHTEST_HOST_OPTIONS"
 ENV_WORKER = "MHTEST_WORKER"
+#: The longest worker name (it names a sync participant and a directory).
+MAX_NAME = 100
 #: Parameters of the multi-host test that its workers do not inherit.
 _NOT_INHERITED = {"timeout", "hosts"}
 
@@ -96,9 +99,24 @@ class MultiHostTest(Test):
         params: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> Worker:
-        """Describe a worker: `test_ref` (relative to this test's file) run on `host`."""
+        """Describe a worker: `test_ref` (relative to this test's file) run on `host`.
+
+        The worker's `name` (default: the host's name, numbered when a host has several
+        workers) is its sync participant name and its results directory's name.
+        """
+        if not isinstance(test_ref, str) or not test_ref.strip():
+            raise TestError(f"worker on {host!r}: the test reference must be a non-empty string")
         if host not in self.hosts:
-            raise TestError(f"worker {test_ref!r}: host {host!r} is not one of {self.hosts}")
+            raise TestError(
+                f"worker {test_ref!r}: host {host!r} is not one of this test's hosts "
+                f"({', '.join(self.hosts)}); give it with --hosts or -p hosts=…"
+            )
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise TestError(f"worker {test_ref!r} on {host}: name must be a non-empty string")
+        if name is not None and len(name) > MAX_NAME:
+            raise TestError(f"worker name {name[:40]!r}…: at most {MAX_NAME} characters")
+        if params is not None and not isinstance(params, dict):
+            raise TestError(f"worker {test_ref!r} on {host}: params must be a dict")
         return Worker(ref=test_ref, host=host, params=dict(params or {}), name=name)
 
     def run_workers(
@@ -111,11 +129,18 @@ class MultiHostTest(Test):
         """
         if not workers:
             raise TestError("run_workers() needs at least one worker")
+        strays = [w for w in workers if not isinstance(w, Worker)]
+        if strays:
+            raise TestError(f"run_workers() takes workers made by self.worker(), not {strays[0]!r}")
         from mhtest.runners.fanout import WorkerRun
 
         names = _unique_names(workers)
+        # Numbered on from earlier run_workers() calls: each worker its own directory.
+        first = len(self.worker_results) + 1
+        resolved: dict[str, TestSpec] = {}
         specs = [
-            self._worker_spec(i, w, n, names) for i, (w, n) in enumerate(zip(workers, names), 1)
+            self._worker_spec(i, w, n, names, resolved)
+            for i, (w, n) in enumerate(zip(workers, names), first)
         ]
         run = WorkerRun(self, specs, [self._host_config(w.host) for w in workers])
         started = time.monotonic()
@@ -147,7 +172,8 @@ class MultiHostTest(Test):
     def _host_config(self, name: str) -> Any:
         return next(h for h in self._host_configs if h.name == name)
 
-    def _worker_spec(self, index: int, worker: Worker, name: str, names: list[str]) -> TestSpec:
+    def _resolve(self, worker: Worker, name: str) -> TestSpec:
+        """The one test `worker.ref` names (relative to this test's file), or TestError."""
         from mhtest.plugins.cli_run import resolvers
         from mhtest.resolver import ResolutionError, resolve_references
 
@@ -158,13 +184,25 @@ class MultiHostTest(Test):
         try:
             found = resolve_references([ref], resolvers())
         except ResolutionError as exc:
-            raise TestError(f"worker {name}: {exc}") from None
+            raise TestError(f"worker {name} on {worker.host}: {exc}") from None
         if len(found) != 1:
             raise TestError(
-                f"worker {name}: {worker.ref!r} is {len(found)} tests; name one as "
-                "FILE.py:Class.method"
+                f"worker {name} on {worker.host}: {worker.ref!r} is {len(found)} tests; "
+                "name one as FILE.py:Class.method"
             )
-        spec = found[0]
+        return found[0]
+
+    def _worker_spec(
+        self,
+        index: int,
+        worker: Worker,
+        name: str,
+        names: list[str],
+        resolved: dict[str, TestSpec],
+    ) -> TestSpec:
+        if worker.ref not in resolved:
+            resolved[worker.ref] = self._resolve(worker, name)
+        spec = copy.deepcopy(resolved[worker.ref])
         config = self._host_config(worker.host)
         inherited = {k: v for k, v in self.params.items() if k not in _NOT_INHERITED}
         spec.params = {
@@ -194,8 +232,12 @@ def _unique_names(workers: list[Worker]) -> list[str]:
             names.append(f"{w.host}-{hosts[: i + 1].count(w.host)}")
         else:
             names.append(w.host)
-    if len(set(names)) != len(names):
-        raise TestError(f"worker names must be unique: {names}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TestError(
+            f"worker names must be unique: {', '.join(twice)} given to more than one worker "
+            "(pass name= to self.worker())"
+        )
     return names
 
 

@@ -16,6 +16,10 @@ LOG = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 
 
+class ForwardError(Exception):
+    """A host would not open the port that leads back to this machine."""
+
+
 def _pump(channel: Any, sock: socket.socket, stop: threading.Event) -> None:
     """Copy bytes both ways between an SSH channel and a socket until either closes."""
     try:
@@ -62,7 +66,16 @@ class RemoteForward:
                 name=f"forward-{host.name}",
             ).start()
 
-        self.remote_port = self._transport.request_port_forward("127.0.0.1", 0, handler)
+        import paramiko
+
+        try:
+            self.remote_port = self._transport.request_port_forward("127.0.0.1", 0, handler)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ForwardError(
+                f"{host.name}: the SSH server refused a remote port forward for the sync "
+                f"server ({exc or type(exc).__name__}); allow it (sshd AllowTcpForwarding "
+                "remote) or use --sync-direct"
+            ) from None
 
     def close(self) -> None:
         self._stop.set()

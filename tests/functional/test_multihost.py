@@ -145,7 +145,7 @@ class Victim(Test):
         if self.params.get("drop"):
             # Tell the outside world we are in place: it drops our host.
             (marks / "victim-ready").write_text(str(os.getpid()))
-            self.sync.barrier("never", timeout=120)
+            self.sync.wait("nobody-posts-this", timeout=120)
         else:
             (marks / "victim-died").write_text(repr(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
@@ -157,6 +157,13 @@ class Waiter(Test):
         self.log.info("waiting at the barrier")
         self.sync.barrier("never", timeout=120)
 """
+
+
+def died_at(marks: Path, run: Run) -> float:
+    """When the victim worker killed itself (the time it wrote just before)."""
+    mark = marks / "victim-died"
+    assert mark.exists(), f"the victim never got to kill itself\n{run}\n{run.results()}"
+    return float(mark.read_text())
 
 
 def check_victim_run(run: Run, died: float, victim_host: str, waiters: list[str]) -> dict:
@@ -189,7 +196,7 @@ def test_worker_killed_aborts_the_others_local(mhtest, write_tests, tmp_path) ->
         "-p",
         f"marks={tmp_path}",
     )
-    died = float((tmp_path / "victim-died").read_text())
+    died = died_at(tmp_path, run)
     children = check_victim_run(run, died, "local", ["waiter1", "waiter2"])
     assert "killed by signal 9" in children["victim"]["fail_reason"]
 
@@ -209,7 +216,7 @@ def test_worker_killed_aborts_the_others_on_sshd_hosts(
         timeout=80,
     )
     # The hosts are this machine: the victim's clock is ours.
-    died = float((tmp_path / "victim-died").read_text())
+    died = died_at(tmp_path, run)
     children = check_victim_run(run, died, hosts[0].alias, ["waiter1", "waiter2"])
     assert "killed by signal 9" in children["victim"]["fail_reason"]
     assert [c["host"] for c in children.values()] == [h.alias for h in hosts]
