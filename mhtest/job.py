@@ -152,7 +152,7 @@ class Job:
         try:
             spawner.run(place, specs, self.sink, self.stop)
         except Exception as exc:  # noqa: BLE001 - one place failing must not stop the others
-            LOG.exception("runner for %s failed", place)
+            LOG.debug("runner for %s failed", place, exc_info=True)
             reason = f"{place}: {exc}"
             for spec in specs:
                 self.sink(
@@ -253,8 +253,12 @@ class Job:
             try:
                 func(*args)
             except Exception as exc:  # noqa: BLE001 - a result plugin never stops a job
-                LOG.exception(
-                    "result plugin %s failed in %s", getattr(writer, "name", writer), method
+                # The traceback goes to job.log only; the console gets one line.
+                LOG.debug(
+                    "result plugin %s failed in %s",
+                    getattr(writer, "name", writer),
+                    method,
+                    exc_info=True,
                 )
                 if self.console:
                     self.console.warning(

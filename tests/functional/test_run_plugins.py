@@ -116,12 +116,6 @@ def test_broken_plugins_warn_and_the_job_still_runs(mhtest, write_tests, install
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(
-    strict=True,
-    reason="job.py: Job._call_writers logs the writer's failure with LOG.exception, so the "
-    "traceback and a second 'ERROR mhtest.job' line reach stderr through the CLI's console log "
-    "handler; the traceback belongs in job.log only (LOG.debug(..., exc_info=True))",
-)
 def test_failing_writer_gives_no_traceback_on_the_console(mhtest, write_tests, installed_plugins):
     write_tests({"pass.py": PASS_PY})
     target = installed_plugins["mhtest-broken-plugins"]

@@ -98,13 +98,6 @@ def interrupt_a_job(write_tests, tmp_path, signum) -> dict[str, str]:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="job.py: Job.run waits with Thread.join(0.1); a KeyboardInterrupt inside join makes "
-    "CPython mark the still-running runner thread as stopped, so join(30) returns at once and "
-    "the runner never reports its pending tests as 'not started' (the fork server kills the "
-    "children when the job exits, so nothing is left running)",
-)
 def test_interrupt_lets_the_runner_stop_in_order(write_tests, tmp_path):
     reasons = interrupt_a_job(write_tests, tmp_path, signal.SIGINT)
     assert reasons["NeverStarted.test"] == "not started: interrupted by the user"
