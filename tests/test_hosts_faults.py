@@ -99,7 +99,7 @@ def test_silent_server_times_out_instead_of_hanging(sshd_host) -> None:
         assert time.monotonic() - started < 5
 
 
-def test_connection_lost_mid_command(tmp_path) -> None:
+def test_connection_lost_mid_command(tmp_path: Path) -> None:
     """The host's sshd session dies under a running command: an error, not a hang."""
     import os
     import signal
@@ -112,13 +112,23 @@ def test_connection_lost_mid_command(tmp_path) -> None:
         info = pool.hosts(1)[0]
         with info.make_host() as host:
             host.run("true")
-            sessions = subprocess.run(
-                ["pgrep", "-P", str(info.pid)], capture_output=True, text=True, check=True
-            ).stdout.split()
 
             def cut() -> None:
-                for pid in sessions:  # the per-connection sshd processes of this test's own sshd
-                    os.kill(int(pid), signal.SIGKILL)
+                # Every sshd process serving connections of this test's own sshd (as root one
+                # of them holds the socket, as a user another one does): the link drops.
+                todo, found = [info.pid], []
+                while todo:
+                    children = subprocess.run(
+                        ["pgrep", "-P", str(todo.pop())], capture_output=True, text=True
+                    ).stdout.split()
+                    todo += [int(c) for c in children]
+                    found += [int(c) for c in children]
+                for pid in found:
+                    try:
+                        if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                            os.kill(pid, signal.SIGKILL)
+                    except (FileNotFoundError, ProcessLookupError):
+                        pass  # already gone
 
             threading.Timer(0.5, cut).start()
             with pytest.raises(HostUnreachable, match="connection lost while running 'sleep 5'"):
