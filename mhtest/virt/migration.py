@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import mhtest
+from mhtest.runners.multihost import ENV_WORKER, MultiHostTest
 from mhtest.virt.guest import MemoryPattern, incoming_config, linux_guest
 from mhtest.virt.qemu import VM, VMConfig, VMError
 
@@ -79,6 +83,7 @@ class MigrationHandle:
     def __init__(self, data: MigrationData, target: Callable[[], None] | None) -> None:
         self.data = data
         self.error: BaseException | None = None
+        self.joined = False
         self._thread: threading.Thread | None = None
         if target is not None:
             self._thread = threading.Thread(
@@ -93,6 +98,7 @@ class MigrationHandle:
             self.error = exc
 
     def join(self, timeout: float | None = None) -> MigrationData:
+        self.joined = True
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -137,13 +143,17 @@ def parse_settings(value: Any, flag_default: Any = True) -> dict[str, Any]:
     return out
 
 
-class MultihostMigration(mhtest.Test):
+class MultihostMigration(MultiHostTest):
     """Base class of multi-host migration tests: write ``migration_scenario()``.
+
+    Run with ``mhtest run FILE --hosts A,B`` (or with no hosts: two local workers), the test
+    is first the controller: it runs this same class as a worker on every host and folds
+    their results. Each worker (it has the ``host`` param) runs the scenario.
 
     Params: ``vms`` (names), ``guest`` ("pattern": idle VM with a memory pattern, "idle": an
     empty VM, or "linux": the busybox guest), ``mem`` (MB), ``accel``, ``mig_timeout``,
-    ``migrate_capabilities``, ``migrate_parameters``, ``login_timeout``, ``sync_timeout``;
-    from the multi-host runner: ``host``, ``hosts``, ``host_address``.
+    ``migrate_capabilities``, ``migrate_parameters``, ``login_timeout``, ``sync_timeout``,
+    ``worker_timeout``; from the multi-host runner: ``host``, ``hosts``, ``host_address``.
 
     The whiteboard is JSON: ``{"migrations": [{id, vm, src, dst, status, total-time,
     downtime, setup-time, transferred, wall, flow-wall}, ...]}`` (QEMU's times in ms; ``wall``
@@ -153,7 +163,19 @@ class MultihostMigration(mhtest.Test):
     # -- what the scenario reads ----------------------------------------------------------
 
     @property
+    def is_migration_worker(self) -> bool:
+        """True in a worker (it runs the scenario), False in the controller (it fans out)."""
+        return bool(os.environ.get(ENV_WORKER) or self.params.get("host"))
+
+    def _load_hosts(self) -> list[Any]:
+        # A worker's `hosts` param holds worker names, not host specs to resolve.
+        return [] if self.is_migration_worker else super()._load_hosts()
+
+    @property
     def hosts(self) -> list[str]:
+        """The workers' names, in order (the controller: the hosts it fans out to)."""
+        if not self.is_migration_worker:
+            return super().hosts
         return _as_list(self.params.get("hosts"))
 
     @property
@@ -177,7 +199,14 @@ class MultihostMigration(mhtest.Test):
 
     def _state(self) -> dict[str, Any]:
         if "_mig_state" not in self.__dict__:
-            self._mig_state = {"vms": {}, "count": 0, "records": [], "handles": []}
+            self._mig_state = {
+                "vms": {},
+                "count": 0,
+                "records": [],
+                "handles": [],
+                "patterns": {},
+                "pattern_dir": "",
+            }
             self._mig_lock = threading.Lock()
         return self._mig_state
 
@@ -197,10 +226,19 @@ class MultihostMigration(mhtest.Test):
         return self.memory_pattern(name).config(VMConfig(name, memory_mb=mem, accel=accel))
 
     def memory_pattern(self, name: str) -> MemoryPattern:
-        """The pattern VM ``name`` carries in RAM (the same bytes on every host)."""
-        path = Path(self.workdir) / f"pattern-{name}.bin"
-        Path(self.workdir).mkdir(parents=True, exist_ok=True)
-        return MemoryPattern.create(path, seed=zlib.crc32(name.encode()))
+        """The pattern VM ``name`` carries in RAM (the same bytes on every host).
+
+        The file lives in a temporary directory removed by cleanup_vms(), not in the results.
+        """
+        state = self._state()
+        with self._mig_lock:
+            if name not in state["patterns"]:
+                if not state["pattern_dir"]:
+                    state["pattern_dir"] = tempfile.mkdtemp(prefix="mhtest-pattern-")
+                path = Path(state["pattern_dir"]) / f"{name}.bin"
+                seed = zlib.crc32(name.encode())
+                state["patterns"][name] = MemoryPattern.create(path, seed=seed)
+            return state["patterns"][name]
 
     def get_vm(self, name: str) -> VM:
         vms = self._state()["vms"]
@@ -390,14 +428,16 @@ class MultihostMigration(mhtest.Test):
             self._drop_vms(data)
             raise self._fail(data, data.src, outcome["error"])
         data.results = outcome.get("results", {})
+        completed = []
         for name in data.vms:
             if data.results.get(name, {}).get("status") == "completed":
                 self._wait_resumed(data, data.vm(name))
+                completed.append(name)
             else:  # cancelled on purpose by the scenario: the VM stays on the source
                 self._drop_vm(name)
         self._record(data)
-        if check_work is not None:
-            check_work(data)
+        if check_work is not None and completed:  # the work of the VMs that arrived
+            check_work(replace(data, vms=completed))
 
     def _wait_resumed(self, data: MigrationData, vm: VM, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -442,17 +482,43 @@ class MultihostMigration(mhtest.Test):
     # -- the test -----------------------------------------------------------------------------
 
     def test(self) -> None:
-        """Run the scenario, wait for every migration, and leave no QEMU behind."""
+        """Controller: run this test as a worker on every host. Worker: run the scenario."""
+        if not self.is_migration_worker:
+            self._fan_out()
+            return
         state = self._state()
         try:
             self.migration_scenario()
             for handle in list(state["handles"]):
-                handle.join(self.mig_timeout + self.login_timeout + 2 * self._sync_timeout())
+                if not handle.joined:
+                    handle.join(self.mig_timeout + self.login_timeout + 2 * self._sync_timeout())
         except BaseException as exc:
             self._abort_peers(exc)
             raise
         finally:
             self.cleanup_vms()
+
+    def _fan_out(self) -> None:
+        if len(self.hosts) < 2:
+            raise mhtest.TestError(
+                f"a migration needs two hosts, got {self.hosts}: give them with --hosts A,B"
+            )
+        ref = f"{self.filename}:{type(self).__name__}.test"
+        results = self.run_workers(
+            [self.worker(ref, host) for host in self.hosts],
+            timeout=float(self.params.get("worker_timeout", default=1800)),
+        )
+        records: dict[tuple, dict] = {}
+        for r in results:  # the source's record of a migration has its whole flow
+            try:
+                board = json.loads(r.whiteboard or "{}")
+            except ValueError:
+                continue
+            for rec in board.get("migrations", []):
+                key = (rec.get("id"), rec.get("vm"))
+                if key not in records or rec.get("src") == r.name:
+                    records[key] = rec
+        self.whiteboard = json.dumps({"migrations": list(records.values())})
 
     def _abort_peers(self, exc: BaseException) -> None:
         try:
@@ -470,6 +536,8 @@ class MultihostMigration(mhtest.Test):
                 vm.cleanup()
             except Exception as exc:  # keep cleaning the others
                 log.error("%s: cleaning up VM %s: %s", self.host, vm.name, exc)
+        if self._state()["pattern_dir"]:
+            shutil.rmtree(self._state()["pattern_dir"], ignore_errors=True)
 
     # -- ready-made work checks ---------------------------------------------------------------
 

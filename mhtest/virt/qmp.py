@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import threading
 import time
@@ -50,6 +51,11 @@ class QMPMonitor:
     """
 
     def __init__(self, vm_name: str, socket_path: str) -> None:
+        qmp_log = logging.getLogger("qemu.qmp")
+        if qmp_log.level == logging.NOTSET:
+            # qemu.qmp logs every message as pretty JSON at DEBUG: it would drown a test's
+            # debug.log. Our own log says what was sent and what failed.
+            qmp_log.setLevel(logging.INFO)
         self.vm_name = vm_name
         self.socket_path = socket_path
         self._loop = asyncio.new_event_loop()
@@ -169,6 +175,7 @@ class QMPMonitor:
         async def _exec() -> Any:
             return await self._client.execute(command, args or {})
 
+        log.debug("VM %s: QMP %s %s", self.vm_name, command, json.dumps(args or {}))
         try:
             return self.run(_exec(), timeout, f"QMP command {command!r}")
         except ExecuteError as exc:
