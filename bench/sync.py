@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark: barrier latency through mhtest's sync server vs a raw pyzmq ROUTER barrier.
 
-    python3 bench/sync.py [--sizes 2,8,32] [--seconds 2] [--big 1000]
+    python3 bench/sync.py [--sizes 2,8,32] [--rounds N] [--repeats 4] [--big 1000]
 
 For each size N, N participant processes loop on a barrier; every call's time is one
 sample. The floor is the same loop over a bare ROUTER/DEALER pair (one-byte messages, no
-JSON, no heartbeats, no bookkeeping) run in the same run on the same machine. Prints p50,
+JSON, no heartbeats, no bookkeeping) in the same run on the same machine, the two
+alternating so that both see the same background load. Prints p50,
 p99, barriers/s and the ratio of the p50s (target: mhtest <= 1.5x raw). Then a barrier of
 --big participants (threads, one SyncClient each) must complete, and the server's
 resident memory is read from /proc while they are all connected (target < 100 MB).
@@ -110,7 +111,8 @@ def mhtest_participant(port: int, rounds: int, out: Any, start: Any, name: str) 
 # -- driver ------------------------------------------------------------------------------
 
 
-def run_size(kind: str, size: int, rounds: int) -> dict[str, float]:
+def run_size(kind: str, size: int, rounds: int) -> tuple[list[float], float]:
+    """One run of `rounds` barriers of `size` processes: (call times, barriers/s)."""
     ctx = mp.get_context("fork")
     ports, out = ctx.Queue(), ctx.Queue()
     stop, start = ctx.Event(), ctx.Event()
@@ -137,12 +139,27 @@ def run_size(kind: str, size: int, rounds: int) -> dict[str, float]:
         proc.join(30)
     stop.set()
     server.join(30)
-    samples = sorted(s for r in results for s in r[WARMUP:])
-    return {
-        "p50_ms": statistics.median(samples) * 1e3,
-        "p99_ms": samples[int(len(samples) * 0.99) - 1] * 1e3,
-        "per_s": rounds / wall,
-    }
+    return [s for r in results for s in r[WARMUP:]], rounds / wall
+
+
+def measure(size: int, rounds: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Alternate raw and mhtest runs so that both see the same machine load."""
+    samples: dict[str, list[float]] = {"raw": [], "mhtest": []}
+    rates: dict[str, list[float]] = {"raw": [], "mhtest": []}
+    for i in range(repeats):
+        for kind in ("raw", "mhtest") if i % 2 == 0 else ("mhtest", "raw"):
+            got, rate = run_size(kind, size, rounds // repeats + WARMUP)
+            samples[kind] += got
+            rates[kind].append(rate)
+    out = {}
+    for kind, values in samples.items():
+        values.sort()
+        out[kind] = {
+            "p50_ms": statistics.median(values) * 1e3,
+            "p99_ms": values[int(len(values) * 0.99) - 1] * 1e3,
+            "per_s": statistics.median(rates[kind]),
+        }
+    return out
 
 
 def rss_mb(pid: int) -> float:
@@ -215,6 +232,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2,8,32")
     parser.add_argument("--rounds", type=int, default=0, help="barriers per size (default by size)")
+    parser.add_argument("--repeats", type=int, default=4, help="alternating runs per tool")
     parser.add_argument("--big", type=int, default=1000)
     opts = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -224,8 +242,8 @@ def main() -> int:
     ratios = {}
     for size in (int(s) for s in opts.sizes.split(",")):
         rounds = opts.rounds or {2: 2000, 8: 800}.get(size, 400)
-        raw = run_size("raw", size, rounds)
-        ours = run_size("mhtest", size, rounds)
+        both = measure(size, rounds, opts.repeats)
+        raw, ours = both["raw"], both["mhtest"]
         ratios[size] = ours["p50_ms"] / raw["p50_ms"]
         for tool, r in (("raw", raw), ("mhtest", ours)):
             ratio = f"{ratios[size]:.2f}x" if tool == "mhtest" else ""

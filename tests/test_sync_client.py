@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -118,10 +119,17 @@ def test_count_mismatch_is_refused() -> None:
         SyncClient(server.address, "a") as a,
         SyncClient(server.address, "b") as b,
     ):
-        t = threading.Thread(target=lambda: _swallow(lambda: a.barrier("m", count=2, timeout=3)))
+
+        def first() -> None:
+            a.post("ready")
+            _swallow(lambda: a.barrier("m", count=2, timeout=1))
+
+        t = threading.Thread(target=first)
         t.start()
+        b.wait("ready", timeout=10)
+        time.sleep(0.2)  # a's barrier request follows its post on the same socket
         with pytest.raises(SyncError, match="a waits for 2 participants, b for 3"):
-            _retry_until_arrived(lambda: b.barrier("m", count=3, timeout=3))
+            b.barrier("m", count=3, timeout=3)
         t.join(10)
 
 
@@ -130,19 +138,6 @@ def _swallow(fn: Callable[[], Any]) -> None:
         fn()
     except SyncError:
         pass
-
-
-def _retry_until_arrived(fn: Callable[[], Any]) -> None:
-    """Call fn until the other thread's barrier is in place (it raises the mismatch then)."""
-    import time
-
-    for _ in range(50):
-        try:
-            fn()
-        except SyncError as exc:
-            if "waits for" in str(exc):
-                raise
-        time.sleep(0.05)
 
 
 def test_abort_is_remembered_until_everyone_left() -> None:

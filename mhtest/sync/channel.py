@@ -26,6 +26,10 @@ from mhtest.sync.errors import SyncError, SyncUnavailable
 
 LOG = logging.getLogger(__name__)
 
+SILENCE_CHECK_INTERVAL = 0.1  # seconds between scans for requests the server left unanswered
+# zmq.NOBLOCK, zmq.EVENTS, zmq.POLLIN as plain ints: enum arithmetic is slow at barrier rates
+_NOBLOCK, _EVENTS, _POLLIN = 1, 15, 1
+
 
 class _Pending:
     """A request waiting for its reply."""
@@ -77,9 +81,8 @@ class Channel:
             self._sock.curve_serverkey = curve.server_public
             self._sock.curve_publickey = curve.public
             self._sock.curve_secretkey = curve.secret
-        self._poller = zmq.Poller()
-        self._poller.register(self._sock, zmq.POLLIN)
-        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._poll_items = [(self._sock, zmq.POLLIN), (self._wake_r, zmq.POLLIN)]
+        self._next_silence_check = 0.0
         self._sock.connect(address)
         self._last_heard = self._last_ping = time.monotonic()
         self._ping = protocol.encode({"id": 0, "op": "ping"})
@@ -167,24 +170,25 @@ class Channel:
             if now - self._last_ping >= self.heartbeat:
                 self._send(self._ping)
                 self._last_ping = now
-            self._check_silence(now)
+            if now >= self._next_silence_check:
+                self._next_silence_check = now + SILENCE_CHECK_INTERVAL
+                self._check_silence(now)
             if mine is None or mine.done or now >= deadline or self._closing.is_set():
                 return
             timeout = min(deadline - now, self._last_ping + self.heartbeat - now)
-            events = dict(self._poller.poll(max(1, int(timeout * 1000) + 1)))
-            if self._wake_r in events:
-                os.read(self._wake_r, 4096)
-            if self._sock in events:
-                self._receive(zmq.NOBLOCK)
+            for item, _ in zmq.zmq_poll(self._poll_items, max(1, int(timeout * 1000) + 1)):
+                if item is self._sock:
+                    self._receive(_NOBLOCK)
+                else:
+                    os.read(self._wake_r, 4096)
 
     def _heartbeats(self) -> None:
-        import zmq
 
         while not self._closing.wait(self.heartbeat / 2):
             if self.io_lock.acquire(blocking=False):
                 try:
                     if self._sock.poll(0):
-                        self._receive(zmq.NOBLOCK)
+                        self._receive(_NOBLOCK)
                     self._pump(None, 0.0)
                 finally:
                     self.io_lock.release()
@@ -194,14 +198,14 @@ class Channel:
         import zmq
 
         try:
-            self._sock.send(frame, zmq.NOBLOCK)
+            self._sock.send(frame, _NOBLOCK)
         except zmq.Again:
             LOG.debug("sync client send queue full; request dropped, it will time out")
 
     def _receive(self, flags: int) -> None:
         import zmq
 
-        while True:
+        while self._sock.getsockopt(_EVENTS) & _POLLIN:  # no zmq.Again raised per call
             try:
                 frame = self._sock.recv(flags)
             except zmq.Again:
@@ -249,6 +253,8 @@ class Channel:
 
     def _wake_followers(self) -> None:
         """After leading: let a thread still waiting for its reply take the lead."""
+        if len(self._pending) <= 1:
+            return  # only the leader's own request (or none): nobody to wake
         with self._pending_lock:
             waiting = [p for p in self._pending.values() if not p.done]
         for p in waiting:
