@@ -27,8 +27,6 @@ from pathlib import Path
 
 from mhtest.virt.qemu import VM, VMConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def qemu_args(name: str, mem: int, qmp: str, incoming: bool) -> list[str]:
     args = ["qemu-system-x86_64", "-nodefaults", "-display", "none", "-name", name]
@@ -121,11 +119,10 @@ def vm_round(workdir: Path, count: int, mem: int) -> list[dict]:
 
 
 def multihost_round(workdir: Path, count: int, mem: int) -> list[dict]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_virt_migration import run_workers
+    from mhtest.virt.testing import run_workers
 
     params = {"vms": "vm1", "mem": mem, "guest": "idle", "bench_count": count}
-    results = run_workers(workdir, "BenchPingPong", params, source_file=Path(__file__))
+    results = run_workers(workdir, Path(__file__), "BenchPingPong", params, timeout=600)
     for host, res in results.items():
         if res["status"] != "PASS":
             raise RuntimeError(f"multi-host bench worker {host}: {res}")

@@ -1,8 +1,9 @@
 """MultihostMigration workers, one process per "host", meeting on a real sync server.
 
-Each worker is started the way the multi-host runner starts one: its own process, the params
-``host``/``hosts``/``host_address`` plus the user's, and a SyncClient named after the host.
-The destination listens on its own loopback address (127.0.0.3), as a second host would.
+Each worker is started the way the multi-host runner starts one (mhtest.virt.testing): its
+own process, the params ``host``/``hosts``/``host_address`` plus the user's, and a SyncClient
+named after the host. The destination listens on its own loopback address (127.0.0.3), as a
+second host would. tests/functional/test_migration.py runs the same through `mhtest run`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from mhtest.virt import testing
 from mhtest.virt.migration import MigrationData, MultihostMigration, parse_settings
 from mhtest.virt.qemu import VMConfig
 
@@ -27,98 +26,21 @@ pytestmark = pytest.mark.skipif(
     reason="qemu-system-x86_64 not installed (apt-get install qemu-system-x86)",
 )
 
-HOSTS = {"h1": "127.0.0.2", "h2": "127.0.0.3"}
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tests" / "migration.py"
-
-# The child imports a file by path and runs one worker; its result is one JSON line.
-_CHILD = r"""
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("scenarios", sys.argv[1])
-mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
-sys.path.insert(0, sys.argv[2])
-import test_virt_migration as harness
-result = harness.worker_main(getattr(mod, sys.argv[3]), json.loads(sys.argv[4]))
-print("RESULT " + json.dumps(result))
-"""
-
-
-def worker_main(cls: type, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Run one worker of ``cls`` (in the child process) and report how it ended."""
-    from mhtest.sync import SyncClient
-
-    test = cls(params=cfg["params"], logdir=cfg["workdir"], workdir=cfg["workdir"])
-    test._sync = SyncClient(cfg["sync"], cfg["params"]["host"], count=2)
-    started = time.monotonic()
-    result = {"status": "PASS", "error": ""}
-    try:
-        test.test()
-    except Exception as exc:
-        result = {"status": "FAIL", "error": f"{type(exc).__name__}: {exc}"}
-    finally:
-        test._sync.close()
-    result.update(whiteboard=test.whiteboard, elapsed=time.monotonic() - started)
-    return result
 
 
 def run_workers(
     tmp_path: Path,
     cls_name: str,
-    params: dict[str, Any],
+    params: dict,
     source_file: Path = Path(__file__),
     timeout: float = 120,
-    kill_after: dict[str, float] | None = None,
 ) -> dict[str, dict]:
-    """Start one worker process per host against a fresh sync server; wait for both."""
-    from mhtest.sync import SyncServer
-
-    procs = {}
-    with SyncServer() as server:
-        for host, address in HOSTS.items():
-            cfg = {
-                "sync": server.address,
-                "workdir": str(tmp_path / host),
-                "params": {"host": host, "hosts": list(HOSTS), "host_address": address, **params},
-            }
-            args = [sys.executable, "-c", _CHILD, str(source_file), str(Path(__file__).parent)]
-            procs[host] = subprocess.Popen(
-                [*args, cls_name, json.dumps(cfg)], stdout=subprocess.PIPE, text=True
-            )
-        results = {}
-        try:
-            for host, proc in procs.items():
-                out, _ = proc.communicate(timeout=timeout)
-                lines = [x for x in out.splitlines() if x.startswith("RESULT ")]
-                results[host] = json.loads(lines[-1][7:]) if lines else {"status": "KILLED"}
-        finally:
-            for proc in procs.values():
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-    return results
-
-
-def our_qemus(tmp_path: Path) -> list[int]:
-    """PIDs of live QEMU processes started by this test (their command line names tmp_path)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if "qemu-system" in cmdline and str(tmp_path) in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+    return testing.run_workers(tmp_path, source_file, cls_name, params, timeout=timeout)
 
 
 def assert_no_qemu_left(tmp_path: Path) -> None:
-    deadline = time.monotonic() + 5
-    while our_qemus(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert our_qemus(tmp_path) == []
+    assert testing.wait_no_qemu(tmp_path) == []
 
 
 # -- scenarios (run in the worker processes) -------------------------------------------------

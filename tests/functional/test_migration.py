@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
+
+from mhtest.virt.testing import wait_no_qemu
 
 from .test_multihost import host_args
 
@@ -73,27 +74,8 @@ class DestinationCannotStart(MultihostMigration):
 """
 
 
-def our_qemus(path: Path) -> list[int]:
-    """Live QEMU processes whose command line names ``path`` (the run's results dir)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if "qemu-system" in cmdline and str(path) in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
 def assert_no_qemu_left(path: Path) -> None:
-    deadline = time.monotonic() + 10
-    while our_qemus(path) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert our_qemus(path) == []
+    assert wait_no_qemu(path) == []
 
 
 def migrations(result: dict) -> list[dict]:
