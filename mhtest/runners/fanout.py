@@ -17,6 +17,8 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from mhtest.results import TestResult
@@ -35,14 +37,79 @@ CONNECT_WAIT = 60.0
 BAD_ENDS = frozenset({"ERROR", "FAIL", "INTERRUPT"})
 
 
-class WorkerRun:
-    """The workers of one run_workers() call: `run(timeout)` → their TestResults."""
+class Connections:
+    """SSH connections to the remote hosts, opened in parallel from the start.
 
-    def __init__(self, test: Any, specs: list[TestSpec], configs: list[Any]) -> None:
+    `take(place)` hands over a connected SSHHost (or raises what connecting raised);
+    `close()` closes those never taken.
+    """
+
+    def __init__(self, configs: list[Any], accept_new: bool) -> None:
+        self._futures: dict[str, Future] = {}
+        for config in configs:
+            if config.is_local or config.name in self._futures:
+                continue
+            future: Future = Future()
+            self._futures[config.name] = future
+            threading.Thread(
+                target=_connect,
+                args=(config, accept_new, future),
+                name=f"connect-{config.name}",
+                daemon=True,
+            ).start()
+
+    def take(self, place: str) -> Any:
+        try:
+            return self._futures.pop(place).result(CONNECT_WAIT)
+        except FutureTimeout:
+            raise TimeoutError(f"{place}: no SSH connection within {CONNECT_WAIT:g} s") from None
+
+    def peek_all(self) -> dict[str, Any]:
+        """{place: connected host, or the exception} once every connection is settled."""
+        settled: dict[str, Any] = {}
+        for place, future in self._futures.items():
+            try:
+                settled[place] = future.result(CONNECT_WAIT)
+            except Exception as exc:  # noqa: BLE001 - reported as its workers' ERROR
+                settled[place] = exc
+        return settled
+
+    def close(self) -> None:
+        for future in self._futures.values():
+            future.add_done_callback(_close_host)
+        self._futures.clear()
+
+
+def _connect(config: Any, accept_new: bool, future: Future) -> None:
+    from mhtest.hosts.inventory import make_host
+
+    try:
+        host = make_host(config, accept_new_host_keys=accept_new)
+        host.transport()
+    except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the host
+        future.set_exception(exc)
+    else:
+        future.set_result(host)
+
+
+def _close_host(future: Future) -> None:
+    if future.exception() is None:
+        future.result().close()
+
+
+class WorkerRun:
+    """The workers of one run_workers() call: `run(specs, timeout)` → their TestResults.
+
+    Used as a context manager: the hosts' connections open on creation, and those not
+    used are closed on exit.
+    """
+
+    def __init__(self, test: Any, configs: list[Any]) -> None:
         self.test = test
-        self.specs = specs
+        self.specs: list[TestSpec] = []
         self.configs = configs
         self.options = test.host_options
+        self.connections = Connections(configs, bool(self.options.get("accept_new_host_keys")))
         self.stop = threading.Event()
         self.results: dict[int, TestResult] = {}
         self._lock = threading.Lock()
@@ -93,24 +160,27 @@ class WorkerRun:
             LOG.debug("cannot speak for worker %s: %s", name, exc)
 
     # -- running ---------------------------------------------------------------
-    def run(self, timeout: float | None) -> list[TestResult]:
+    def __enter__(self) -> WorkerRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.connections.close()
+
+    def run(self, specs: list[TestSpec], timeout: float | None) -> list[TestResult]:
         """Start the sync server and every worker; wait (at most `timeout`); results."""
         from mhtest.sync.server import SyncServer
 
         _quiet_paramiko()
+        self.specs = specs
         groups = self._groups()
-        remote = [place for place in groups if place != "local"]
-        hosts: dict[str, Any] = {}
         bind = "127.0.0.1:0"
-        if self.options.get("sync_direct") and remote:
-            hosts = _connect_all({p: groups[p][0] for p in remote}, self._accept_new())
-            bind = _direct_bind(hosts)
+        if self.options.get("sync_direct") and len(groups) > ("local" in groups):
+            bind = _direct_bind(self.connections.peek_all())
         keys = os.environ.get("MHTEST_SYNC_KEYS") or None
         with SyncServer(bind=bind, expected=self.names(), keys_dir=keys) as server:
             self.server = server
             threads = [
-                self._start(place, config, specs, hosts.get(place))
-                for place, (config, specs) in groups.items()
+                self._start(place, config, specs) for place, (config, specs) in groups.items()
             ]
             self._wait(threads, timeout)
             with self._lock:
@@ -155,14 +225,11 @@ class WorkerRun:
             groups.setdefault(place, (config, []))[1].append(spec)
         return groups
 
-    def _accept_new(self) -> bool:
-        return bool(self.options.get("accept_new_host_keys"))
-
-    def _start(self, place: str, config: Any, specs: list[TestSpec], host: Any) -> threading.Thread:
+    def _start(self, place: str, config: Any, specs: list[TestSpec]) -> threading.Thread:
         if place == "local":
             target, args = self._run_local, (specs,)
         else:
-            target, args = self._run_remote, (config, specs, host)
+            target, args = self._run_remote, (place, specs)
         thread = threading.Thread(
             target=self._guard,
             args=(target, args, config.name, specs),
@@ -214,15 +281,11 @@ class WorkerRun:
             self._sync_env(spec, self.server.address)
         LocalRunner(len(specs), self.sink, self.stop).run(specs)
 
-    def _run_remote(self, config: Any, specs: list[TestSpec], host: Any) -> None:
-        from mhtest.hosts.inventory import make_host
+    def _run_remote(self, place: str, specs: list[TestSpec]) -> None:
         from mhtest.runners.remote import RemoteTestRunner
         from mhtest.runners.tunnel import RemoteForward
 
-        if isinstance(host, BaseException):
-            raise host
-        if host is None:
-            host = make_host(config, accept_new_host_keys=self._accept_new())
+        host = self.connections.take(place)
         forward = None
         try:
             if self.options.get("sync_direct"):
@@ -253,36 +316,6 @@ def _quiet_paramiko() -> None:
     logger = logging.getLogger("paramiko")
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.WARNING)
-
-
-def _connect_all(configs: dict[str, Any], accept_new: bool) -> dict[str, Any]:
-    """{place: connected SSHHost, or the exception connecting raised}, in parallel."""
-    from mhtest.hosts.inventory import make_host
-
-    hosts: dict[str, Any] = {}
-
-    def connect(place: str, config: Any) -> None:
-        host = make_host(config, accept_new_host_keys=accept_new)
-        try:
-            host.transport()
-            hosts[place] = host
-        except Exception as exc:  # noqa: BLE001 - reported as its workers' ERROR
-            host.close()
-            hosts[place] = exc
-
-    threads = [
-        threading.Thread(target=connect, args=item, name=f"connect-{item[0]}", daemon=True)
-        for item in configs.items()
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(CONNECT_WAIT)
-    for place in configs:
-        hosts.setdefault(
-            place, TimeoutError(f"{place}: no SSH connection within {CONNECT_WAIT:g} s")
-        )
-    return hosts
 
 
 def _local_address(host: Any) -> str:

@@ -135,16 +135,17 @@ class MultiHostTest(Test):
         from mhtest.runners.fanout import WorkerRun
 
         names = _unique_names(workers)
-        # Numbered on from earlier run_workers() calls: each worker its own directory.
-        first = len(self.worker_results) + 1
-        resolved: dict[str, TestSpec] = {}
-        specs = [
-            self._worker_spec(i, w, n, names, resolved)
-            for i, (w, n) in enumerate(zip(workers, names), first)
-        ]
-        run = WorkerRun(self, specs, [self._host_config(w.host) for w in workers])
         started = time.monotonic()
-        results = run.run(timeout)
+        # The hosts' SSH connections open while the workers are resolved.
+        with WorkerRun(self, [self._host_config(w.host) for w in workers]) as run:
+            # Numbered on from earlier run_workers() calls: each worker its own directory.
+            first = len(self.worker_results) + 1
+            resolved: dict[str, TestSpec] = {}
+            specs = [
+                self._worker_spec(i, w, n, names, resolved)
+                for i, (w, n) in enumerate(zip(workers, names), first)
+            ]
+            results = run.run(specs, timeout)
         self.worker_results.extend(results)
         self.log.info("workers ended after %.2f s", time.monotonic() - started)
         for r in results:
