@@ -106,6 +106,16 @@ class DestinationCannotStart(MultihostMigration):
         self.migrate_wait(["vm1"], self.hosts[0], self.hosts[1])
 
 
+class DestinationDiesBeforeThePort(MultihostMigration):
+    def vm_config(self, name: str) -> VMConfig:
+        if self.host == self.hosts[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().vm_config(name)
+
+    def migration_scenario(self) -> None:
+        self.migrate_wait(["vm1"], self.hosts[0], self.hosts[1])
+
+
 class DestinationDies(MultihostMigration):
     def migrate_vms_dest(self, mig_data: MigrationData) -> None:
         time.sleep(0.5)  # the source is sending by now (at 1 MiB/s it cannot finish)
@@ -180,6 +190,17 @@ def test_destination_dies_source_fails_fast(tmp_path: Path) -> None:
     assert r["status"] == "FAIL", r
     assert "vm1" in r["error"] and "h1->h2" in r["error"], r
     assert r["elapsed"] < 15 and time.monotonic() - started < 30, r
+    assert_no_qemu_left(tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_port_never_arrives_source_fails_fast(tmp_path: Path) -> None:
+    results = run_workers(tmp_path, "DestinationDiesBeforeThePort", {"vms": "vm1", "mem": 64})
+    assert results["h2"]["status"] == "KILLED"
+    r = results["h1"]
+    assert r["status"] == "FAIL", r
+    assert "lost h2 at 'ready'" in r["error"] and "vm1" in r["error"], r
+    assert r["elapsed"] < 15, r
     assert_no_qemu_left(tmp_path)
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
-from mhtest.virt.testing import wait_no_qemu
+from mhtest.virt.testing import qemu_pids, wait_no_qemu
 
+from .conftest import running_mhtest, wait_for
 from .test_multihost import host_args
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "tests" / "migration.py")
@@ -60,6 +62,14 @@ class CancelMidway(MultihostMigration):
         # and it still migrates afterwards, at full speed again
         fast = {"migrate_parameters": "max-bandwidth=100000000000"}
         self.migrate_wait("vm1", h1, h2, check_work=self.check_memory_pattern, params_append=fast)
+
+
+class SlowMigration(MultihostMigration):
+    # capped at 1 MiB/s: the 8 MiB pattern keeps it busy for a while
+
+    def migration_scenario(self):
+        cap = {"migrate_parameters": "max-bandwidth=1048576"}
+        self.migrate_wait("vm1", self.hosts[0], self.hosts[1], params_append=cap)
 
 
 class DestinationCannotStart(MultihostMigration):
@@ -149,6 +159,20 @@ def test_round_trips_cancel_and_failure_on_sshd_hosts(
     for child in failed["children"]:
         assert child["status"] == "FAIL", child
         assert child["end"] - child["start"] < 15, child
+    assert_no_qemu_left(tmp_path)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_during_migration_leaves_no_qemu(write_tests, tmp_path, signum) -> None:
+    base = write_tests({"scenarios.py": SCENARIOS})
+    args = ["run", f"{base / 'scenarios.py'}:SlowMigration.test"]
+    with running_mhtest(args, tmp_path, tmp_path / "results") as proc:
+        # both QEMUs are up (source and destination): the migration is under way
+        wait_for(lambda: len(qemu_pids(tmp_path)) == 2, timeout=60, what="two QEMUs")
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, (out, err)
     assert_no_qemu_left(tmp_path)
 
 
