@@ -172,12 +172,27 @@ def remote_env(probe: dict[str, Any], cold: bool = False) -> RemoteEnv:
     )
 
 
+# The interpreter's version and machine are remembered next to the environments (`hint`):
+# asking the interpreter costs a Python start (more behind a pyenv shim) on every run.
+# The hint is trusted while `command -v` finds the same path and that file (symlinks
+# followed) is not newer than the hint; a python3 that changes version behind an unchanged
+# file (a pyenv shim after `pyenv global`) keeps its old environment until the hint is removed.
 _PROBE = r"""
 py=$(command -v {python} 2>/dev/null) || {{ echo "NOPYTHON"; exit 0; }}
-code='import sys, platform; print("%d.%d" % sys.version_info[:2], platform.machine())'
-info=$("$py" -S -c "$code" 2>&1) || {{ echo "BADPYTHON $info"; exit 0; }}
-set -- $info
 cache={cache}
+hint="$cache/python-{python_key}"
+info=
+fresh=
+if [ -f "$hint" ] && [ ! "$py" -nt "$hint" ]; then
+  read -r hpy info < "$hint" || info=
+  [ "$hpy" = "$py" ] || info=
+fi
+if [ -z "$info" ]; then
+  code='import sys, platform; print("%d.%d" % sys.version_info[:2], platform.machine())'
+  info=$("$py" -S -c "$code" 2>&1) || {{ echo "BADPYTHON $info"; exit 0; }}
+  fresh=1
+fi
+set -- $info
 env="$cache/env-{key}-$1-$2"
 src="$cache/src-{src_key}"
 echo "PY $py $1 $2"
@@ -186,6 +201,9 @@ echo "SRC $src"
 ok=1
 [ -f "$env/{ready}" ] && [ -x "$env/bin/python" ] && echo ENVOK || ok=0
 [ -f "$src/{ready}" ] && echo SRCOK || ok=0
+if [ "$ok" = 1 ] && [ -n "$fresh" ]; then
+  {{ printf '%s %s %s\n' "$py" "$1" "$2" > "$hint.$$" && mv -f "$hint.$$" "$hint"; }} 2>/dev/null
+fi
 {then}
 exit 0
 """
@@ -199,6 +217,7 @@ def probe_script(python: str, key: str, src_key: str, cache: str, then: str = ""
     """
     return _PROBE.format(
         python=shlex.quote(python),
+        python_key=hashlib.sha256(python.encode()).hexdigest()[:12],
         cache=_remote_path(cache),
         key=key,
         src_key=src_key,
