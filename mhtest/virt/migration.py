@@ -29,118 +29,28 @@ import tempfile
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import mhtest
 from mhtest.runners.multihost import ENV_WORKER, MultiHostTest
 from mhtest.virt.guest import MemoryPattern, incoming_config, linux_guest
+from mhtest.virt.migration_data import (
+    MigrationData,
+    MigrationFailed,
+    MigrationHandle,
+    as_list,
+    migration_figures,
+    parse_settings,
+)
 from mhtest.virt.qemu import VM, VMConfig, VMError
+
+__all__ = ["MigrationData", "MigrationFailed", "MigrationHandle", "MultihostMigration"]
 
 log = logging.getLogger(__name__)
 
 Work = Callable[["MigrationData"], None]
-
-
-class MigrationFailed(mhtest.TestFail):
-    """A migration did not complete; the message names the hosts, the VM and QEMU's reason."""
-
-
-@dataclass
-class MigrationData:
-    """What one migration's hooks (start_work, check_work, the two halves) get to see."""
-
-    mig_id: str
-    vms: list[str]
-    src: str
-    dst: str
-    host: str
-    params: dict[str, Any]
-    dst_address: str = ""
-    ports: dict[str, int] = field(default_factory=dict)
-    results: dict[str, dict] = field(default_factory=dict)  # vm -> QEMU's figures
-    vm_objects: dict[str, VM] = field(default_factory=dict, repr=False)
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def role(self) -> str:
-        return "src" if self.host == self.src else "dst" if self.host == self.dst else "none"
-
-    def is_src(self) -> bool:
-        return self.role == "src"
-
-    def is_dst(self) -> bool:
-        return self.role == "dst"
-
-    def vm(self, name: str) -> VM:
-        return self.vm_objects[name]
-
-
-class MigrationHandle:
-    """A migration running in the background; ``join()`` waits and re-raises its error."""
-
-    def __init__(self, data: MigrationData, target: Callable[[], None] | None) -> None:
-        self.data = data
-        self.error: BaseException | None = None
-        self.joined = False
-        self._thread: threading.Thread | None = None
-        if target is not None:
-            self._thread = threading.Thread(
-                target=self._run, args=(target,), name=f"migrate-{data.mig_id}", daemon=True
-            )
-            self._thread.start()
-
-    def _run(self, target: Callable[[], None]) -> None:
-        try:
-            target()
-        except BaseException as exc:  # handed to join() in the scenario's thread
-            self.error = exc
-
-    def join(self, timeout: float | None = None) -> MigrationData:
-        self.joined = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise MigrationFailed(
-                    f"{self.data.mig_id} on {self.data.host}: still running after {timeout}s"
-                )
-        if self.error is not None:
-            raise self.error
-        return self.data
-
-
-def _as_list(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [x.strip() for x in value.replace(" ", ",").split(",") if x.strip()]
-    return [str(x) for x in value]
-
-
-def _scalar(text: str) -> Any:
-    low = text.strip().lower()
-    if low in ("on", "true", "yes"):
-        return True
-    if low in ("off", "false", "no"):
-        return False
-    try:
-        return int(text)
-    except ValueError:
-        return text.strip()
-
-
-def parse_settings(value: Any, flag_default: Any = True) -> dict[str, Any]:
-    """``{"a": 1}``, ``"a=1,b=on"`` or ``"xbzrle auto-converge"`` -> dict (flags become True)."""
-    if not value:
-        return {}
-    if isinstance(value, dict):
-        return dict(value)
-    out: dict[str, Any] = {}
-    for item in _as_list(value):
-        key, sep, val = item.partition("=")
-        out[key.strip()] = _scalar(val) if sep else flag_default
-    return out
 
 
 class MultihostMigration(MultiHostTest):
@@ -176,7 +86,7 @@ class MultihostMigration(MultiHostTest):
         """The workers' names, in order (the controller: the hosts it fans out to)."""
         if not self.is_migration_worker:
             return super().hosts
-        return _as_list(self.params.get("hosts"))
+        return as_list(self.params.get("hosts"))
 
     @property
     def host(self) -> str:
@@ -280,7 +190,7 @@ class MultihostMigration(MultiHostTest):
         params = dict(self.params)
         params.update(params_append or {})
         mig_id = f"mig{state['count']}"
-        data = MigrationData(mig_id, _as_list(vms), srchost, dsthost, self.host, params)
+        data = MigrationData(mig_id, as_list(vms), srchost, dsthost, self.host, params)
         if srchost == dsthost:
             raise mhtest.TestError(f"{data.mig_id}: source and destination are both {srchost}")
         if data.role == "none":
@@ -554,16 +464,3 @@ class MultihostMigration(MultiHostTest):
                     f"after migration from {mig_data.src} (sha256 {got[:12]}, "
                     f"expected {pattern.sha256[:12]})"
                 )
-
-
-def migration_figures(info: dict, wall: float) -> dict[str, Any]:
-    """QEMU's own figures of a finished migration, plus our wall time (seconds)."""
-    ram = info.get("ram", {})
-    return {
-        "status": info.get("status"),
-        "total-time": info.get("total-time"),
-        "downtime": info.get("downtime"),
-        "setup-time": info.get("setup-time"),
-        "transferred": ram.get("transferred"),
-        "wall": round(wall, 3),
-    }
