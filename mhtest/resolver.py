@@ -23,6 +23,8 @@ LOG = logging.getLogger(__name__)
 #: Base classes that make a class an instrumented test.
 TEST_BASES = {"Test", "MultiHostTest", "MultihostMigration"}
 MULTIHOST_BASES = {"MultiHostTest", "MultihostMigration"}
+#: Framework bases that bring their own test method: a subclass that writes none runs it.
+INHERITED_METHODS = {"MultihostMigration": ["test"]}
 _DIRECTIVE = re.compile(r":(?:mhtest|avocado):\s*(\w+)(?:=(\S*))?")
 _SKIP_DIRS = {"__pycache__", ".git", ".tox", ".venv", "venv", "node_modules"}
 
@@ -118,6 +120,10 @@ def analyse_python(source: str, filename: str) -> list[tuple[ClassInfo, bool, li
         methods: list[str] = []
         for c in chain:
             methods += [m for m in c.methods if m not in methods]
+        if not methods:
+            methods = next(
+                (INHERITED_METHODS[b] for b in sorted(bases) if b in INHERITED_METHODS), []
+            )
         if info.timeout is None:
             info.timeout = next((c.timeout for c in chain if c.timeout is not None), None)
         found.append((info, bool(bases & MULTIHOST_BASES), methods))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mhtest.test import FAILED_STATUSES, STATUSES
@@ -37,7 +37,10 @@ class TestResult:
         return self.status in FAILED_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Shallow on purpose: dataclasses.asdict deep-copies every value, which showed up
+        # as the largest cost of rewriting results.json after each test end.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["tags"] = list(self.tags)
         data["time"] = round(self.time, 6)
         data["children"] = [c.to_dict() for c in self.children]
         return data

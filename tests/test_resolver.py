@@ -217,3 +217,29 @@ def test_filter_by_tags(expressions, include_empty, expected):
     ]
     kept = filter_by_tags(specs, expressions, include_empty)
     assert refs(kept) == expected
+
+
+def test_framework_base_with_its_own_test_method(tmp_path, resolvers, monkeypatch):
+    """A MultihostMigration subclass writes a scenario, not a test method: it runs `test`."""
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path / "mig.py",
+        """
+        from mhtest.virt.migration import MultihostMigration
+
+
+        class Scenario(MultihostMigration):
+            def migration_scenario(self):
+                pass
+
+
+        class Custom(Scenario):
+            def test_custom(self):
+                pass
+        """,
+    )
+    specs = resolve_references(["mig.py"], resolvers)
+    assert [(s.ref, s.multihost) for s in specs] == [
+        ("mig.py:Scenario.test", True),
+        ("mig.py:Custom.test_custom", True),
+    ]

@@ -13,6 +13,11 @@ from mhtest.results import count_statuses
 def job_summary(job: Any) -> dict[str, Any]:
     """The job's results as plain data (Avocado's results.json keys, plus hosts)."""
     results = sorted(job.results, key=lambda r: r.uid)
+    return {**summary_fields(job, results), "tests": [r.to_dict() for r in results]}
+
+
+def summary_fields(job: Any, results: list[Any]) -> dict[str, Any]:
+    """Everything in results.json but the list of tests."""
     counts = count_statuses(results)
     return {
         "job_id": job.unique_id,
@@ -29,7 +34,6 @@ def job_summary(job: Any) -> dict[str, Any]:
         "cancel": counts["CANCEL"],
         "interrupt": counts["INTERRUPT"],
         "interrupted": job.interrupted,
-        "tests": [r.to_dict() for r in results],
     }
 
 
@@ -42,12 +46,31 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class JSONResult:
-    """results.json in the job's directory."""
+    """results.json in the job's directory, one line per test.
+
+    It is rewritten after every test end; each finished test is encoded once and kept, so
+    a rewrite costs a string join rather than encoding every result again (a job of N tests
+    would otherwise spend O(N^2) on it). The final render encodes everything afresh.
+    """
 
     name = "json"
 
+    def __init__(self) -> None:
+        self._encoded: dict[int, tuple[Any, str]] = {}  # uid -> (result, its JSON)
+
+    def _test_json(self, result: Any) -> str:
+        cached = self._encoded.get(result.uid)
+        if cached is None or cached[0] is not result:
+            cached = (result, json.dumps(result.to_dict()))
+            self._encoded[result.uid] = cached
+        return cached[1]
+
     def _write(self, job: Any) -> None:
-        write_atomic(job.logdir / "results.json", json.dumps(job_summary(job), indent=1))
+        results = sorted(job.results, key=lambda r: r.uid)
+        head = json.dumps(summary_fields(job, results), indent=1)
+        tests = ",\n  ".join(self._test_json(r) for r in results)
+        text = f'{head[:-2]},\n "tests": [\n  {tests}\n ]\n}}\n'
+        write_atomic(job.logdir / "results.json", text)
 
     def job_start(self, job: Any) -> None:
         self._write(job)
@@ -56,4 +79,5 @@ class JSONResult:
         self._write(job)
 
     def render(self, job: Any) -> None:
+        self._encoded.clear()
         self._write(job)

@@ -7,9 +7,7 @@ test's results directory, its events to the file descriptor it is given.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import inspect
 import logging
 import os
 import subprocess
@@ -120,7 +118,11 @@ def load_test_class(spec: TestSpec) -> type:
 
 def _call(func: Callable[[], Any]) -> None:
     result = func()
-    if inspect.isawaitable(result):
+    if hasattr(result, "__await__"):
+        # Imported here: asyncio (and the ssl it pulls in) would cost every forked child
+        # page faults and the fork server ~20 ms of start-up, for async tests only.
+        import asyncio
+
         asyncio.run(_await(result))
 
 

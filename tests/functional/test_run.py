@@ -483,3 +483,42 @@ def test_examples_directory_as_in_the_readme(mhtest, tmp_path):
         "true.sh": "PASS",
     }
     assert run.result("params.py")["whiteboard"] == "size='4' sizes=[1, 2, 4]"
+
+
+RENDEZVOUS_PY = """
+import os
+import time
+
+from mhtest import Test
+
+
+def meet(me, other):
+    # Each test waits for the other's file: they can only both pass if they run at once.
+    marks = os.environ["MARKS"]
+    open(os.path.join(marks, me), "w").close()
+    for _ in range(200):
+        if os.path.exists(os.path.join(marks, other)):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{other} never ran beside {me}")
+
+
+class A(Test):
+    def test(self):
+        meet("a", "b")
+
+
+class B(Test):
+    def test(self):
+        meet("b", "a")
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("parallel, statuses", [("2", ["PASS", "PASS"]), ("1", ["FAIL", "PASS"])])
+def test_max_parallel(mhtest, write_tests, tmp_path, parallel, statuses):
+    write_tests({"rendezvous.py": RENDEZVOUS_PY})
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    run = mhtest("run", "t/rendezvous.py", "--max-parallel", parallel, env={"MARKS": str(marks)})
+    assert [t["status"] for t in run.results()["tests"]] == statuses, run

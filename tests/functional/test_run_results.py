@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -271,3 +273,50 @@ def test_results_json_is_updated_after_every_test_end(write_tests, tmp_path):
     assert proc.returncode == 0, out + err
     final = json.loads((results / "latest" / "results.json").read_text())
     assert [t["status"] for t in final["tests"]] == ["PASS", "PASS"]
+
+
+@pytest.mark.timeout(60)
+def test_console_on_a_terminal_shows_a_live_line(write_tests, tmp_path):
+    """On a terminal: colours and a live `running:` line that each result line replaces."""
+    import pty
+    import select
+
+    write_tests({"long.py": LONG_PY})
+    release = tmp_path / "release"
+    master, slave = pty.openpty()
+    cmd = mhtest_command(["run", "t/long.py:Waits", "--max-parallel", "1"], tmp_path / "results")
+    env = {**os.environ, "RELEASE": str(release)}
+    output = b""
+    with subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
+    ) as proc:
+        os.close(slave)
+        try:
+            # The live line appears while the test waits; then the test is released.
+            deadline = time.monotonic() + 20
+            while b"running:" not in output and time.monotonic() < deadline:
+                if select.select([master], [], [], 0.1)[0]:
+                    output += os.read(master, 65536)
+            release.touch()
+            while True:
+                if select.select([master], [], [], 0.1)[0]:
+                    try:
+                        chunk = os.read(master, 65536)
+                    except OSError:  # the terminal closed: mhtest is done
+                        break
+                    if not chunk:
+                        break
+                    output += chunk
+                elif proc.poll() is not None:
+                    break
+                elif time.monotonic() > deadline + 20:
+                    pytest.fail("mhtest did not finish on the terminal")
+        finally:
+            release.touch()
+            os.close(master)
+            proc.wait(timeout=30)
+    text = output.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert re.search(r"\[0/1\] running: 1-t/long.py:Waits.test \(\d+s\)", text), text
+    # The result line clears the live line first, and its status is coloured.
+    assert "\r\x1b[K (1/1) t/long.py:Waits.test: \x1b[32mPASS\x1b[0m" in text, text
