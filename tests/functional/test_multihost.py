@@ -290,6 +290,30 @@ def test_host_that_drops_aborts_the_others(write_tests, tmp_path) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_unreachable_host_fails_its_worker_and_stops_the_others(mhtest, sshd_hosts) -> None:
+    from mhtest.hosts.testing import free_port
+
+    hosts = sshd_hosts(2)
+    nobody = f"root@{hosts[0].address}:{free_port(hosts[0].address)}"
+    hosts_arg = f"{hosts[0].alias},{hosts[1].alias},{nobody}"
+    run = mhtest("run", PINGPONG, "--hosts", hosts_arg, "--ssh-config", hosts[0].ssh_config)
+    ping = run.result("pingpong.py:PingPong.test")
+    assert ping["status"] == "FAIL", run
+    assert ping["fail_reason"].startswith(
+        f"worker {nobody} on {nobody}: ERROR: {nobody}: connection refused on port "
+    ), ping["fail_reason"]
+    children = {c["name"]: c for c in ping["children"]}
+    for info in hosts:
+        # They were waiting for a peer that could never join: stopped at once, not at
+        # their timeout, with their own results fetched.
+        child = children[info.alias]
+        assert child["fail_class"] == "SyncAborted", child
+        assert nobody in child["fail_reason"]
+        assert child["end"] - child["start"] < 10
+        assert Path(child["logdir"], "debug.log").exists()
+
+
+@pytest.mark.timeout(60)
 def test_plain_fanout_stays(mhtest, sshd_hosts) -> None:
     hosts = sshd_hosts(2)
     run = mhtest("run", PASSTEST, *host_args(hosts))
