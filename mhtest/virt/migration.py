@@ -67,7 +67,8 @@ class MultihostMigration(MultiHostTest):
 
     The whiteboard is JSON: ``{"migrations": [{id, vm, src, dst, status, total-time,
     downtime, setup-time, transferred, wall, flow-wall}, ...]}`` (QEMU's times in ms; ``wall``
-    is the source's wait for QEMU, ``flow-wall`` this side's whole flow, both in seconds).
+    runs from the source's migrate command to seeing it completed, ``flow-wall`` is this
+    side's whole flow from migrate(), both in seconds).
     """
 
     # -- what the scenario reads ----------------------------------------------------------
@@ -220,16 +221,16 @@ class MultihostMigration(MultiHostTest):
 
     def migrate_vms_src(self, mig_data: MigrationData) -> None:
         """Migrate every VM of ``mig_data`` to its destination port and wait for the end."""
+        started = {}
         for name in mig_data.vms:
+            started[name] = time.monotonic()
             mig_data.vm(name).migrate(f"tcp:{mig_data.dst_address}:{mig_data.ports[name]}")
         timeout = float(mig_data.params.get("mig_timeout", self.mig_timeout))
         for name in mig_data.vms:
-            vm = mig_data.vm(name)
-            started = time.monotonic()
-            info = vm.wait_migration(timeout)
+            info = mig_data.vm(name).wait_migration(timeout)
             if info.get("status") != "completed":
                 raise MigrationFailed(f"VM {name}: migration {info.get('status')}")
-            mig_data.results[name] = migration_figures(info, time.monotonic() - started)
+            mig_data.results[name] = migration_figures(info, time.monotonic() - started[name])
 
     def migrate_vms_dest(self, mig_data: MigrationData) -> None:
         """Hook run on the destination while the source migrates (default: nothing)."""
