@@ -26,6 +26,7 @@ from mhtest.sync.errors import SyncError, SyncUnavailable
 
 LOG = logging.getLogger(__name__)
 
+BYE_TIMEOUT = 1.0  # how long close() waits for the server to acknowledge the goodbye
 SILENCE_CHECK_INTERVAL = 0.1  # seconds between scans for requests the server left unanswered
 # zmq.NOBLOCK, zmq.EVENTS, zmq.POLLIN as plain ints: enum arithmetic is slow at barrier rates
 _NOBLOCK, _EVENTS, _POLLIN = 1, 15, 1
@@ -38,7 +39,7 @@ class _Pending:
 
     def __init__(self, op: str, silence: float) -> None:
         self.op = op
-        self.event = threading.Event()
+        self.event: threading.Event | None = None  # made when a follower has to wait
         self.reply: dict[str, Any] | None = None
         self.error: SyncError | None = None
         self.sent_at = time.monotonic()
@@ -74,7 +75,7 @@ class Channel:
             os.close(self._wake_r)
             os.close(self._wake_w)
             raise SyncUnavailable(f"cannot open a socket to {address}: {exc}") from None
-        self._sock.setsockopt(zmq.LINGER, 500)
+        self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
         self._sock.setsockopt(zmq.MAXMSGSIZE, protocol.SOCKET_MAX_BYTES)
         if curve is not None:
@@ -122,9 +123,15 @@ class Channel:
                     self.io_lock.release()
                     self._wake_followers()
             else:
+                with self._pending_lock:  # replies are set under this lock too: no lost wake-up
+                    if pending.done:
+                        break
+                    if pending.event is None:
+                        pending.event = threading.Event()
+                    event = pending.event
                 self._wake()  # the leader sends our frame
-                pending.event.wait(left)
-                pending.event.clear()
+                event.wait(left)
+                event.clear()
         with self._pending_lock:
             self._pending.pop(request_id, None)
         if pending.error is not None:
@@ -138,20 +145,18 @@ class Channel:
 
         io_lock stays taken: nobody may touch the closed socket again.
         """
-        import zmq
-
+        if say_bye:
+            try:  # answered, so we know it left before the process may exit
+                self.request("bye", BYE_TIMEOUT, BYE_TIMEOUT)
+            except SyncError as exc:
+                LOG.debug("sync client: no answer to bye: %s", exc)
         self._closing.set()
         self._wake()
         self._thread.join(5.0)
         if not self.io_lock.acquire(timeout=5.0):
             LOG.warning("sync client: a call still holds the socket; closing anyway")
         try:
-            if say_bye:
-                try:
-                    self._sock.send(protocol.encode({"id": 0, "op": "bye"}), zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass
-            self._sock.close()
+            self._sock.close(0)
         finally:
             self._fail_all(SyncError("the sync client is closed"))
             os.close(self._wake_r)
@@ -205,7 +210,7 @@ class Channel:
     def _receive(self, flags: int) -> None:
         import zmq
 
-        while self._sock.getsockopt(_EVENTS) & _POLLIN:  # no zmq.Again raised per call
+        while True:
             try:
                 frame = self._sock.recv(flags)
             except zmq.Again:
@@ -217,33 +222,38 @@ class Channel:
                 LOG.warning("dropped a malformed reply from the sync server: %s", exc)
                 continue
             request_id = reply.get("id")
-            if not request_id:
-                continue
-            with self._pending_lock:
-                pending = self._pending.get(request_id)
-            if pending is not None:
-                pending.reply = reply
-                pending.event.set()
+            if request_id:
+                with self._pending_lock:
+                    pending = self._pending.get(request_id)
+                    if pending is not None:
+                        pending.reply = reply
+                        if pending.event is not None:
+                            pending.event.set()
+            if not self._sock.getsockopt(_EVENTS) & _POLLIN:
+                return  # drained, without paying for a zmq.Again
 
     def _check_silence(self, now: float) -> None:
         with self._pending_lock:
-            late = [
-                p
-                for p in self._pending.values()
-                if not p.done and now - max(self._last_heard, p.sent_at) > p.silence
-            ]
-        for pending in late:
-            if pending.op == "hello":
-                message = f"no sync server answering at {self.address} within {pending.silence:g} s"
-            else:
-                message = (
-                    f"{pending.op}: the sync server at {self.address} stopped answering "
-                    f"(nothing heard for {pending.silence:g} s)"
-                )
-            pending.error = SyncUnavailable(message)
-            pending.event.set()
+            for p in self._pending.values():
+                if not p.done and now - max(self._last_heard, p.sent_at) > p.silence:
+                    self._settle(p, SyncUnavailable(self._silence_message(p)))
+
+    def _silence_message(self, pending: _Pending) -> str:
+        if pending.op == "hello":
+            return f"no sync server answering at {self.address} within {pending.silence:g} s"
+        return (
+            f"{pending.op}: the sync server at {self.address} stopped answering "
+            f"(nothing heard for {pending.silence:g} s)"
+        )
 
     # -- waking threads ------------------------------------------------------------------
+
+    @staticmethod
+    def _settle(pending: _Pending, error: SyncError) -> None:
+        """Fail a request (caller holds _pending_lock, so no follower misses the wake-up)."""
+        pending.error = error
+        if pending.event is not None:
+            pending.event.set()
 
     def _wake(self) -> None:
         try:
@@ -256,14 +266,12 @@ class Channel:
         if len(self._pending) <= 1:
             return  # only the leader's own request (or none): nobody to wake
         with self._pending_lock:
-            waiting = [p for p in self._pending.values() if not p.done]
-        for p in waiting:
-            p.event.set()
+            for p in self._pending.values():
+                if not p.done and p.event is not None:
+                    p.event.set()
 
     def _fail_all(self, error: SyncError) -> None:
         with self._pending_lock:
-            pending = list(self._pending.values())
-        for p in pending:
-            if not p.done:
-                p.error = error
-                p.event.set()
+            for p in self._pending.values():
+                if not p.done:
+                    self._settle(p, error)

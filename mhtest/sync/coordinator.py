@@ -201,6 +201,7 @@ class Coordinator:
 
     def _op_bye(self, p: Participant, req: Request, now: float) -> None:
         self._remove(p, f"{p.name} left (closed its sync client)")
+        self._send(p.identity, reply_ok(req.id))
 
     def _op_abort(self, p: Participant, req: Request, now: float) -> None:
         reason = req.reason or "no reason given"
