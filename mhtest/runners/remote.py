@@ -160,8 +160,12 @@ class RemoteTestRunner:
             }
             channel = proc.channel
             channel.settimeout(PROBE_TIMEOUT)
-            channel.sendall(json.dumps(header).encode() + b"\n")
-            channel.sendall(archive)
+            try:
+                channel.sendall(json.dumps(header).encode() + b"\n")
+                channel.sendall(archive)
+            except (OSError, EOFError) as exc:
+                # The executor is gone: its stderr (read below) says why.
+                LOG.debug("%s: sending the tests failed: %s", self.host.name, exc)
             self._relay(proc, stream, {s.uid: (local, s) for local, s in zip(specs, remote_specs)})
         finally:
             proc.close()
@@ -170,13 +174,18 @@ class RemoteTestRunner:
             if self.stop.is_set():
                 self._fail_rest(missing, "interrupted by the user", "INTERRUPT")
                 return
-            status = channel.exit_status if channel.exit_status_ready() else "unknown"
-            why = stream.stderr_line()
-            self._fail_rest(
-                missing,
-                f"{self.host.name}: the remote runner ended before the test did "
-                f"(exit status {status}{': ' + why if why else ''})",
-            )
+            self._fail_rest(missing, self._why_ended(channel, stream))
+
+    def _why_ended(self, channel: Any, stream: _Stream) -> str:
+        transport = channel.get_transport()
+        if not channel.exit_status_ready() and (transport is None or not transport.is_active()):
+            return f"{self.host.name}: connection lost while the test ran"
+        status = channel.exit_status if channel.exit_status_ready() else "unknown"
+        why = stream.stderr_line()
+        return (
+            f"{self.host.name}: the remote runner ended before the test did "
+            f"(exit status {status}{': ' + why if why else ''})"
+        )
 
     # starting ------------------------------------------------------------------------------
 
@@ -204,10 +213,12 @@ class RemoteTestRunner:
             bootstrap.complete(
                 self.host, probe, sources.archive, self.remote_cache, INSTALL_TIMEOUT
             )
+            what = (("dependencies", probe["env_ok"]), ("sources", probe["src_ok"]))
             LOG.info(
-                "%s: mhtest installed in %s (%.2f s)",
+                "%s: mhtest installed in %s (%s, %.2f s)",
                 self.host.name,
                 self.remote_cache,
+                " and ".join(w for w, ok in what if not ok),
                 time.monotonic() - started,
             )
         raise AssertionError("unreachable")
