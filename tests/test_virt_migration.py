@@ -95,6 +95,37 @@ class CancelMidway(MultihostMigration):
             assert "vm1" not in self._state()["vms"]
 
 
+class SettingsReachBothEnds(MultihostMigration):
+    """Capabilities and parameters from params are set on both QEMUs; postcopy switches over."""
+
+    def start_work(self, mig_data: MigrationData) -> None:
+        self._assert_settings(mig_data.vm("vm1"))
+
+    def check_work(self, mig_data: MigrationData) -> None:
+        self._assert_settings(mig_data.vm("vm1"))
+        self.check_memory_pattern(mig_data)
+
+    @staticmethod
+    def _assert_settings(vm) -> None:
+        caps = {c["capability"]: c["state"] for c in vm.cmd("query-migrate-capabilities")}
+        assert caps["xbzrle"] and caps["auto-converge"] and caps["postcopy-ram"], caps
+        assert vm.cmd("query-migrate-parameters")["downtime-limit"] == 400
+
+    def migrate_vms_src(self, mig_data: MigrationData) -> None:
+        mark = mig_data.vm("vm1").event_mark()
+        super().migrate_vms_src(mig_data)
+        seen = [
+            e["data"]["status"]
+            for e in mig_data.vm("vm1").qmp.events(mark)
+            if e["event"] == "MIGRATION"
+        ]
+        assert "postcopy-active" in seen, seen
+
+    def migration_scenario(self) -> None:
+        h1, h2 = self.hosts
+        self.migrate_wait("vm1", h1, h2, start_work=self.start_work, check_work=self.check_work)
+
+
 class DestinationCannotStart(MultihostMigration):
     def vm_config(self, name: str) -> VMConfig:
         config = super().vm_config(name)
@@ -159,6 +190,20 @@ def test_two_migrations_at_once(tmp_path: Path) -> None:
     assert [r["status"] for r in results.values()] == ["PASS", "PASS"], results
     records = json.loads(results["h2"]["whiteboard"])["migrations"]
     assert sorted(r["vm"] for r in records) == ["vm1", "vm2"]
+    assert_no_qemu_left(tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_capabilities_parameters_and_postcopy(tmp_path: Path) -> None:
+    params = {
+        "vms": "vm1",
+        "mem": 128,
+        "migrate_capabilities": "xbzrle auto-converge",
+        "migrate_parameters": "downtime-limit=400,max-bandwidth=8388608",
+        "postcopy": "yes",
+    }
+    results = run_workers(tmp_path, "SettingsReachBothEnds", params)
+    assert [r["status"] for r in results.values()] == ["PASS", "PASS"], results
     assert_no_qemu_left(tmp_path)
 
 

@@ -9,7 +9,7 @@ numbers its migrate() calls in the same order):
     prepare the VMs (start if not running)   start them with -incoming defer, set caps/params,
                                              migrate-incoming tcp:<host_address>:0
             ── exchange mig<N>:ready ──  (the real ports read back from query-migrate, or an error)
-    start_work, set caps/params, migrate,
+    set caps/params, start_work, migrate,
     follow query-migrate/MIGRATION events
             ── exchange mig<N>:done ──   (QEMU's figures, or which VM failed and QEMU's words)
     quit the source VMs                      check the VMs run, check_work
@@ -53,6 +53,12 @@ log = logging.getLogger(__name__)
 Work = Callable[["MigrationData"], None]
 
 
+def _postcopy(params: dict[str, Any]) -> bool:
+    """Whether the ``postcopy`` param asks for postcopy (True, yes, on, true, 1)."""
+    value = params.get("postcopy", False)
+    return value is True or str(value).strip().lower() in ("yes", "on", "true", "1")
+
+
 class MultihostMigration(MultiHostTest):
     """Base class of multi-host migration tests: write ``migration_scenario()``.
 
@@ -62,8 +68,9 @@ class MultihostMigration(MultiHostTest):
 
     Params: ``vms`` (names), ``guest`` ("pattern": idle VM with a memory pattern, "idle": an
     empty VM, or "linux": the busybox guest), ``mem`` (MB), ``accel``, ``mig_timeout``,
-    ``migrate_capabilities``, ``migrate_parameters``, ``login_timeout``, ``sync_timeout``,
-    ``worker_timeout``; from the multi-host runner: ``host``, ``hosts``, ``host_address``.
+    ``migrate_capabilities``, ``migrate_parameters``, ``postcopy`` (switch to postcopy once
+    the first pass is under way), ``login_timeout``, ``sync_timeout``, ``worker_timeout``;
+    from the multi-host runner: ``host``, ``hosts``, ``host_address``.
 
     The whiteboard is JSON: ``{"migrations": [{id, vm, src, dst, status, total-time,
     downtime, setup-time, transferred, wall, flow-wall}, ...]}`` (QEMU's times in ms; ``wall``
@@ -225,6 +232,9 @@ class MultihostMigration(MultiHostTest):
         for name in mig_data.vms:
             started[name] = time.monotonic()
             mig_data.vm(name).migrate(f"tcp:{mig_data.dst_address}:{mig_data.ports[name]}")
+        if _postcopy(mig_data.params):
+            for name in mig_data.vms:  # QEMU switches over after its first precopy pass
+                mig_data.vm(name).cmd("migrate-start-postcopy")
         timeout = float(mig_data.params.get("mig_timeout", self.mig_timeout))
         for name in mig_data.vms:
             info = mig_data.vm(name).wait_migration(timeout)
@@ -270,6 +280,8 @@ class MultihostMigration(MultiHostTest):
         caps = parse_settings(params.get("migrate_capabilities"))
         if source:
             caps.setdefault("events", True)
+        if _postcopy(params):
+            caps["postcopy-ram"] = True
         vm.set_migrate_capabilities(caps)
         vm.set_migrate_parameters(parse_settings(params.get("migrate_parameters")))
 
@@ -290,10 +302,10 @@ class MultihostMigration(MultiHostTest):
         data.dst_address, data.ports = peer["address"], peer["ports"]
         outcome: dict[str, Any] = {"error": None}
         try:
-            if start_work is not None:
-                start_work(data)
             for name in data.vms:
                 self._set_migration_settings(data.vm(name), data.params, source=True)
+            if start_work is not None:
+                start_work(data)
             self.migrate_vms_src(data)
             outcome["results"] = data.results
         except Exception as exc:
