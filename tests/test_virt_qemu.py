@@ -138,6 +138,14 @@ def test_destination_cannot_start_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_missing_qemu_binary_clear_error(tmp_path: Path) -> None:
+    vm = VM(VMConfig("nobin", qemu_binary=str(tmp_path / "no-qemu")), tmp_path)
+    with pytest.raises(VMStartError, match="nobin: cannot run .*no-qemu: not found"):
+        vm.start()
+    assert vm.pid is None
+
+
+@pytest.mark.timeout(30)
 def test_migration_to_gone_destination_fails_with_qemu_reason(tmp_path: Path) -> None:
     config = VMConfig("lonely", memory_mb=64)
     src, dst, port = started_pair(tmp_path, config)

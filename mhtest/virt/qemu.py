@@ -163,6 +163,11 @@ class VM:
         """Start QEMU (``-incoming defer`` when ``incoming``) and connect QMP; returns self."""
         if self.proc is not None:
             raise VMError(f"VM {self.name}: already started (pid {self.pid})")
+        if shutil.which(self.config.qemu_binary) is None:
+            raise VMStartError(
+                f"VM {self.name}: cannot run {self.config.qemu_binary}: not found "
+                "(install it: apt-get install qemu-system-x86)"
+            )
         qmp_path = self._socket_path("qmp.sock")
         if os.path.exists(qmp_path):
             os.unlink(qmp_path)
@@ -172,8 +177,12 @@ class VM:
         atexit.register(self.cleanup)
         self.qmp.listen()
         log.info("VM %s: starting %s", self.name, shlex.join(args))
-        with open(self.log_path, "ab") as stderr:
-            self.proc = self.qmp.call_in_loop(lambda: self._spawn(args, stderr))
+        try:
+            with open(self.log_path, "ab") as stderr:
+                self.proc = self.qmp.call_in_loop(lambda: self._spawn(args, stderr))
+        except VMError:
+            self.cleanup()
+            raise
         try:
             self.qmp.accept(timeout, self.is_alive)
         except QMPError as exc:
