@@ -178,8 +178,11 @@ class RemoteTestRunner:
 
     def _why_ended(self, channel: Any, stream: _Stream) -> str:
         transport = channel.get_transport()
-        if not channel.exit_status_ready() and (transport is None or not transport.is_active()):
-            return f"{self.host.name}: connection lost while the test ran"
+        if transport is None or not transport.is_active():
+            if not channel.exit_status_ready():
+                return f"{self.host.name}: connection lost while the test ran"
+        else:
+            channel.status_event.wait(5)  # the exit status follows the end of output
         status = channel.exit_status if channel.exit_status_ready() else "unknown"
         why = stream.stderr_line()
         return (

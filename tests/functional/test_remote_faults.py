@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import wait_gone
 from .test_remote import WHERE_PY, warm_hosts, write_ssh_config
 
 pytestmark = pytest.mark.timeout(90)
@@ -176,3 +177,48 @@ def test_full_remote_disk_is_error_and_local_goes_on(
     reason = results[info.alias]["fail_reason"]
     assert results[info.alias]["status"] == "ERROR"
     assert "disk full" in reason and str(small / "cache") in reason and "\n" not in reason
+
+
+KILLER_PY = '''
+import os
+import signal
+import time
+
+from mhtest import Test
+
+
+def parent(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+class KillsItsRunner(Test):
+    """Kills the executor on its host (the parent of the fork server that forked it)."""
+
+    def test(self):
+        with open(os.path.join(self.params.get("marks"), "pid"), "w") as out:
+            out.write(str(os.getpid()))
+        os.kill(parent(os.getppid()), signal.SIGKILL)
+        time.sleep(30)
+'''
+
+
+def test_executor_dying_is_error_with_reason(mhtest, write_tests, sshd_hosts, tmp_path) -> None:
+    (info,) = warm_hosts(sshd_hosts, 1)
+    tests = write_tests({"killer.py": KILLER_PY})
+    run = mhtest(
+        "run",
+        str(tests / "killer.py"),
+        "--hosts",
+        info.alias,
+        "--ssh-config",
+        info.ssh_config,
+        "-p",
+        f"marks={tmp_path}",
+    )
+    assert run.code == 1, run
+    result = by_host(run)[info.alias]
+    assert result["status"] == "ERROR"
+    assert "the remote runner ended before the test did (exit status" in result["fail_reason"]
+    # the fork server left behind stops the orphaned test
+    assert wait_gone([int((tmp_path / "pid").read_text())], 10) == []
