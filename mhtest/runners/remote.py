@@ -183,11 +183,15 @@ class RemoteTestRunner:
                 return f"{self.host.name}: connection lost while the test ran"
         else:
             channel.status_event.wait(5)  # the exit status follows the end of output
-        status = channel.exit_status if channel.exit_status_ready() else "unknown"
+        signal_name = getattr(channel, "exit_signal", None)  # recorded by SSHHost's transport
+        if signal_name:
+            how = f"killed by SIG{signal_name}"
+        else:
+            how = f"exit status {channel.exit_status if channel.exit_status_ready() else 'unknown'}"
         why = stream.stderr_line()
         return (
             f"{self.host.name}: the remote runner ended before the test did "
-            f"(exit status {status}{': ' + why if why else ''})"
+            f"({how}{': ' + why if why else ''})"
         )
 
     # starting ------------------------------------------------------------------------------

@@ -219,6 +219,6 @@ def test_executor_dying_is_error_with_reason(mhtest, write_tests, sshd_hosts, tm
     assert run.code == 1, run
     result = by_host(run)[info.alias]
     assert result["status"] == "ERROR"
-    assert "the remote runner ended before the test did (exit status" in result["fail_reason"]
+    assert "the remote runner ended before the test did (killed by SIGKILL" in result["fail_reason"]
     # the fork server left behind stops the orphaned test
     assert wait_gone([int((tmp_path / "pid").read_text())], 10) == []
