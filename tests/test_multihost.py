@@ -178,3 +178,27 @@ def test_a_worker_failure_is_folded_with_its_name_and_host(tmp_path: Path) -> No
     assert str(info.value) == "worker local-2 on local: FAIL: wrong answer"
     results = test.run_workers(workers, fail=False)
     assert [r.status for r in results] == ["PASS", "FAIL"]
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_ends_without_joining_is_not_waited_for(tmp_path: Path) -> None:
+    """A skipped worker never joins: the one waiting at a barrier for it is told at once."""
+    (tmp_path / "pair.py").write_text(
+        "from mhtest import Test, skip\n\n\n"
+        "class Skipper(Test):\n"
+        "    @skip('not today')\n"
+        "    def test(self):\n        pass\n\n\n"
+        "class Waiter(Test):\n"
+        "    def test(self):\n        self.sync.barrier('together', timeout=120)\n"
+    )
+    test = make(tmp_path)
+    workers = [
+        test.worker("pair.py:Skipper.test", "local", name="skipper"),
+        test.worker("pair.py:Waiter.test", "local", name="waiter"),
+    ]
+    results = test.run_workers(workers, fail=False, timeout=150)
+    skipper, waiter = results
+    assert skipper.status == "SKIP"
+    assert waiter.status == "ERROR" and waiter.fail_class == "SyncAborted", waiter
+    assert "skipper left" in waiter.fail_reason
+    assert waiter.time < 10

@@ -7,8 +7,9 @@ remote port forward on its own SSH connection that leads back to the sync server
 With --sync-direct the hosts are connected first and the server binds the address they
 reach this machine at (the local end of their SSH connections).
 
-A worker that ends badly (or never starts) is declared gone to the server on its
-behalf, so the others stop waiting for it at once instead of at their timeout.
+A worker that has ended (badly, or well while others still run, or never started) is
+declared gone to the server on its behalf, so the others stop waiting for it at once
+instead of at their timeout.
 """
 
 from __future__ import annotations
@@ -132,28 +133,41 @@ class WorkerRun:
                 return
             result = worker_result(spec, event)
             self.results[spec.uid] = result
-        if result.status in BAD_ENDS and result.fail_class not in SYNC_VICTIM:
-            # A worker that ended badly may have left before a barrier, or never joined:
-            # make sure nobody waits for it. Off this thread: it is a runner's reader.
-            reason = (
+            others_running = len(self.results) < len(self.specs)
+        if result.fail_class in SYNC_VICTIM:
+            return  # stopped by another worker's end, which the others already know of
+        if result.status in BAD_ENDS:
+            # It may have left before a barrier, or never joined: make sure nobody waits
+            # for it, and tell them why.
+            reason: str | None = (
                 f"worker {result.name} on {result.host} ended {result.status}: {result.fail_reason}"
             )
-            thread = threading.Thread(
-                target=self._declare_gone, args=(spec, reason), name="declare-gone", daemon=True
-            )
-            with self._lock:
-                self._declaring.append(thread)
-            thread.start()
+        elif others_running:
+            reason = None  # ended well (or skipped) while others run: it leaves
+        else:
+            return
+        # Off this thread: it is a runner's reader.
+        thread = threading.Thread(
+            target=self._declare_gone, args=(spec, reason), name="declare-gone", daemon=True
+        )
+        with self._lock:
+            self._declaring.append(thread)
+        thread.start()
 
-    def _declare_gone(self, spec: TestSpec, reason: str) -> None:
-        """Abort the others' waits on behalf of a worker that never joined or ended badly."""
+    def _declare_gone(self, spec: TestSpec, reason: str | None) -> None:
+        """Leave (or, with a `reason`, abort) on behalf of a worker that has ended.
+
+        A worker that never joined would otherwise be waited for until the others'
+        timeouts; one that has left already is simply seen leaving again.
+        """
         from mhtest.sync import SyncError
         from mhtest.sync.client import SyncClient
 
         name = spec.env[ENV_WORKER]
         try:
             with SyncClient(self.server.address, name, timeout=GONE_TIMEOUT) as client:
-                client.abort(reason)
+                if reason is not None:
+                    client.abort(reason)
         except SyncError as exc:
             # The name is still taken: the worker is connected, and its own end (or its
             # heartbeats stopping) tells the others.
