@@ -27,6 +27,7 @@ from mhtest.sync.errors import SyncError, SyncUnavailable
 LOG = logging.getLogger(__name__)
 
 BYE_TIMEOUT = 1.0  # how long close() waits for the server to acknowledge the goodbye
+MAX_CACHED_BODIES = 256
 SILENCE_CHECK_INTERVAL = 0.1  # seconds between scans for requests the server left unanswered
 # zmq.NOBLOCK, zmq.EVENTS, zmq.POLLIN as plain ints: enum arithmetic is slow at barrier rates
 _NOBLOCK, _EVENTS, _POLLIN = 1, 15, 1
@@ -61,6 +62,7 @@ class Channel:
         self.address = address
         self.heartbeat = heartbeat
         self._ids = itertools.count(1)
+        self._bodies: dict[tuple, bytes] = {}
         self._outgoing: collections.deque[bytes] = collections.deque()
         self._pending: dict[int, _Pending] = {}
         self._pending_lock = threading.Lock()
@@ -99,7 +101,7 @@ class Channel:
             raise SyncError(f"{op}: the sync client is closed")
         request_id = next(self._ids)
         try:
-            frame = protocol.encode({"id": request_id, "op": op, **fields})
+            frame = protocol.encode_request(request_id, self._body(op, fields))
         except (TypeError, ValueError) as exc:
             raise SyncError(f"{op} {fields.get('name', '')!r}: data is not JSON: {exc}") from None
         if len(frame) > protocol.MAX_MESSAGE_BYTES:
@@ -139,6 +141,21 @@ class Channel:
         if pending.reply is None:
             raise SyncUnavailable(f"{op}: no answer from the sync server at {self.address}")
         return pending.reply
+
+    def _body(self, op: str, fields: dict[str, Any]) -> bytes:
+        """The encoded request minus its id; repeated barriers reuse it (a measurable win)."""
+        if "data" in fields or "reason" in fields:
+            return protocol.request_body(op, fields)
+        key = (op, *fields.items())
+        try:
+            body = self._bodies.get(key)
+        except TypeError:  # an unhashable field: nothing to reuse
+            return protocol.request_body(op, fields)
+        if body is None:
+            body = protocol.request_body(op, fields)
+            if len(self._bodies) < MAX_CACHED_BODIES:
+                self._bodies[key] = body
+        return body
 
     def close(self, say_bye: bool) -> None:
         """Stop heartbeats, say goodbye (so others waiting on us know at once), close.

@@ -296,7 +296,7 @@ class Coordinator:
         if rv.kind == "exchange":
             result: Any = {name: w.data for name, w in rv.waiters.items()}
         else:
-            result = {"generation": rv.generation, "participants": list(rv.waiters)}
+            result = {"generation": rv.generation}  # small: every waiter parses it
         encoded = protocol.encode_value(result)
         for w in rv.waiters.values():
             self._send(w.identity, protocol.reply_ok_encoded(w.request_id, encoded))

@@ -65,6 +65,16 @@ def encode(message: dict[str, Any]) -> bytes:
     return _ENCODER.encode({"v": VERSION, **message}).encode()
 
 
+def encode_request(request_id: int, body: bytes) -> bytes:
+    """A request frame from its id and `request_body()` (the rest, cacheable per call site)."""
+    return b'{"v":%d,"id":%d,%s' % (VERSION, request_id, body)
+
+
+def request_body(op: str, fields: dict[str, Any]) -> bytes:
+    """Everything of a request but its version and id (for `encode_request`)."""
+    return _ENCODER.encode({"op": op, **fields})[1:].encode()
+
+
 def encode_value(value: Any) -> bytes:
     """Serialise one JSON value (a result shared by several replies is encoded once)."""
     return _ENCODER.encode(value).encode()
