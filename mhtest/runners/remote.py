@@ -153,28 +153,30 @@ class RemoteTestRunner:
         proc, stream = self._launch()
         LOG.info("%s: executor started in %.2f s", self.host.name, time.monotonic() - started)
         try:
-            header = {
-                "max_parallel": self.max_parallel,
-                "archive": len(archive),
-                "specs": [s.to_dict() for s in remote_specs],
-            }
-            channel = proc.channel
-            channel.settimeout(PROBE_TIMEOUT)
-            try:
-                channel.sendall(json.dumps(header).encode() + b"\n")
-                channel.sendall(archive)
-            except (OSError, EOFError) as exc:
-                # The executor is gone: its stderr (read below) says why.
-                LOG.debug("%s: sending the tests failed: %s", self.host.name, exc)
+            self._send(proc.channel, remote_specs, archive)
             self._relay(proc, stream, {s.uid: (local, s) for local, s in zip(specs, remote_specs)})
+            missing = [s for s in specs if s.uid not in self.ended]
+            if missing and not self.stop.is_set():
+                self._fail_rest(missing, self._why_ended(proc.channel, stream))
         finally:
             proc.close()
-        missing = [s for s in specs if s.uid not in self.ended]
-        if missing:
-            if self.stop.is_set():
-                self._fail_rest(missing, "interrupted by the user", "INTERRUPT")
-                return
-            self._fail_rest(missing, self._why_ended(channel, stream))
+        # Only a stop can leave tests unreported here.
+        self._fail_rest(specs, "interrupted by the user", "INTERRUPT")
+
+    def _send(self, channel: Any, specs: list[TestSpec], archive: bytes) -> None:
+        """The executor's input: a header line (specs, archive size), then the tar."""
+        header = {
+            "max_parallel": self.max_parallel,
+            "archive": len(archive),
+            "specs": [s.to_dict() for s in specs],
+        }
+        channel.settimeout(PROBE_TIMEOUT)
+        try:
+            channel.sendall(json.dumps(header).encode() + b"\n")
+            channel.sendall(archive)
+        except (OSError, EOFError) as exc:
+            # The executor is gone: its stderr (read by the relay) says why.
+            LOG.debug("%s: sending the tests failed: %s", self.host.name, exc)
 
     def _why_ended(self, channel: Any, stream: _Stream) -> str:
         transport = channel.get_transport()
