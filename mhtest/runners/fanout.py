@@ -112,6 +112,8 @@ class WorkerRun:
         self.options = test.host_options
         self.connections = Connections(configs, bool(self.options.get("accept_new_host_keys")))
         self.stop = threading.Event()
+        #: The timeout (s) after which the workers were stopped, if they were.
+        self.timed_out: float | None = None
         self.results: dict[int, TestResult] = {}
         self._lock = threading.Lock()
         self._declaring: list[threading.Thread] = []
@@ -128,6 +130,8 @@ class WorkerRun:
         spec = next((s for s in self.specs if s.uid == event.get("uid")), None)
         if spec is None:
             return
+        if self.timed_out is not None and event.get("status") == "INTERRUPT":
+            event = {**event, "fail_reason": f"stopped: no end within {self.timed_out:.3g} s"}
         with self._lock:
             if spec.uid in self.results:
                 return
@@ -224,6 +228,7 @@ class WorkerRun:
                 now = time.monotonic()
                 if deadline is not None and now > deadline and not self.stop.is_set():
                     LOG.warning("workers did not end within %g s: stopping them", timeout)
+                    self.timed_out = timeout
                     self.stop.set()
                     give_up = now + STOP_GRACE
                 if give_up is not None and now > give_up:

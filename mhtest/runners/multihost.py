@@ -21,7 +21,7 @@ from typing import Any
 
 from mhtest.results import TestResult
 from mhtest.spec import TestSpec, dir_name
-from mhtest.test import FAILED_STATUSES, Test, TestError, TestFail
+from mhtest.test import FAILED_STATUSES, Test, TestError, TestFail, TestInterrupt
 
 LOG = logging.getLogger(__name__)
 ENV_HOSTS = "MHTEST_HOSTS"
@@ -29,6 +29,8 @@ ENV_HOST_OPTIONS = "MHTEST_HOST_OPTIONS"
 ENV_WORKER = "MHTEST_WORKER"
 #: The longest worker name (it names a sync participant and a directory).
 MAX_NAME = 100
+#: Workers are stopped this long (at most a fifth of the timeout) before this test's timeout.
+STOP_MARGIN = 5.0
 #: Parameters of the multi-host test that its workers do not inherit.
 _NOT_INHERITED = {"timeout", "hosts"}
 
@@ -57,6 +59,7 @@ class MultiHostTest(Test):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.worker_results: list[TestResult] = []
+        self._born = time.monotonic()  # about when the runner started this test's clock
         self._host_configs = self._load_hosts()
 
     # -- hosts -----------------------------------------------------------------
@@ -145,7 +148,7 @@ class MultiHostTest(Test):
                 self._worker_spec(i, w, n, names, resolved)
                 for i, (w, n) in enumerate(zip(workers, names), first)
             ]
-            results = run.run(specs, timeout)
+            results = run.run(specs, self._workers_timeout(timeout))
         self.worker_results.extend(results)
         self.log.info("workers ended after %.2f s", time.monotonic() - started)
         for r in results:
@@ -162,13 +165,27 @@ class MultiHostTest(Test):
             key=lambda r: (r.fail_class in ("SyncAborted", "SyncTimeout"), r.uid),
         )
         if fail and failed:
-            raise TestFail(
-                "; ".join(
-                    f"worker {r.name} on {r.host}: {r.status}: {r.fail_reason or 'no reason given'}"
-                    for r in failed
-                )
+            text = "; ".join(
+                f"worker {r.name} on {r.host}: {r.status}: {r.fail_reason or 'no reason given'}"
+                for r in failed
             )
+            if run.timed_out is not None:
+                raise TestInterrupt(f"workers did not end within {run.timed_out:.3g} s: {text}")
+            raise TestFail(text)
         return results
+
+    def _workers_timeout(self, timeout: float | None) -> float | None:
+        """`timeout`, cut so that workers are stopped and fetched before this test's own.
+
+        The runner kills a test outright at its timeout: the workers' results would be
+        lost, so run_workers() stops them a little earlier.
+        """
+        if not self.timeout:
+            return timeout
+        left = self.timeout - (time.monotonic() - self._born)
+        left -= min(STOP_MARGIN, 0.2 * self.timeout)
+        left = max(left, 0.1)
+        return left if timeout is None else min(timeout, left)
 
     def _host_config(self, name: str) -> Any:
         return next(h for h in self._host_configs if h.name == name)

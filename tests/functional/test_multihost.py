@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -311,6 +312,45 @@ def test_unreachable_host_fails_its_worker_and_stops_the_others(mhtest, sshd_hos
         assert nobody in child["fail_reason"]
         assert child["end"] - child["start"] < 10
         assert Path(child["logdir"], "debug.log").exists()
+
+
+SLOW_WORKERS = """
+import time
+
+from mhtest import MultiHostTest, Test
+
+
+class Slow(MultiHostTest):
+    timeout = 4
+
+    def test(self):
+        self.run_workers([self.worker("slow.py:Sleeper.test", h) for h in self.hosts])
+
+
+class Sleeper(Test):
+    def test(self):
+        self.sync.barrier("start")
+        self.log.info("sleeping")
+        time.sleep(100)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_timeout_stops_the_workers_and_keeps_their_results(mhtest, write_tests) -> None:
+    base = write_tests({"slow.py": SLOW_WORKERS})
+    run = mhtest("run", f"{base}/slow.py:Slow.test")
+    slow = run.result("slow.py:Slow.test")
+    # Stopped before the runner kills the test at 4 s: the workers' results are kept.
+    assert slow["status"] == "INTERRUPT", run
+    # (4 s less a fifth, less the moments before the test started its clock)
+    assert re.match(
+        r"workers did not end within 3\.[0-9]+ s: worker local-1 on local: ", slow["fail_reason"]
+    ), slow
+    assert slow["time"] < 4
+    for child in slow["children"]:
+        assert child["status"] == "INTERRUPT"
+        assert re.fullmatch(r"stopped: no end within 3\.[0-9]+ s", child["fail_reason"])
+        assert "sleeping" in Path(child["logdir"], "debug.log").read_text()
 
 
 @pytest.mark.timeout(60)
