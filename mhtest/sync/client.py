@@ -26,6 +26,7 @@ LOG = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_HEARTBEAT = 0.5
 CONNECT_TIMEOUT = 30.0  # how long a new client waits for the server to answer its hello
+SERVER_SILENCE_BEATS = 10  # heartbeats without a word from the server before it counts as gone
 REPLY_GRACE = 5.0  # extra time past a call's timeout before the server counts as gone
 ENV_ADDRESS = "MHTEST_SYNC_ADDRESS"
 ENV_PARTICIPANT = "MHTEST_SYNC_PARTICIPANT"
@@ -171,7 +172,7 @@ class SyncClient:
         if self._closed:
             raise SyncError(f"sync client {self.participant} is closed")
         if silence is None:
-            silence = max(4.0 * self.heartbeat, 2.0)
+            silence = max(SERVER_SILENCE_BEATS * self.heartbeat, 2.0)
         reply = self._channel.request(op, wait + REPLY_GRACE, silence, **fields)
         if reply.get("ok"):
             return reply.get("result")

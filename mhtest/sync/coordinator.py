@@ -24,6 +24,7 @@ from mhtest.sync.protocol import ProtocolError, Request, reply_error, reply_ok
 LOG = logging.getLogger(__name__)
 
 Expected = Union[list, int, None]
+LIVENESS_BEATS = 6  # missed heartbeats (0.5 s each by default) before a participant is dead
 LIVENESS_CHECK_INTERVAL = 0.2  # seconds between scans for silent participants
 
 
@@ -189,7 +190,7 @@ class Coordinator:
         if old is not None and old != name:
             self._send(identity, reply_error(req.id, "refused", f"already joined as {old!r}"))
             return
-        liveness = max(4.0 * req.heartbeat, 1.0)
+        liveness = max(LIVENESS_BEATS * req.heartbeat, 1.0)
         self.participants[name] = Participant(name, identity, liveness, now, req.count)
         self.by_identity[identity] = name
         self.gone.pop(name, None)
