@@ -58,7 +58,7 @@ def wait_gone(pids: Iterable[int], timeout: float = 5.0) -> list[int]:
     return alive
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
     """Poll `predicate` until it returns something true; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
