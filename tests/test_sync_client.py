@@ -203,3 +203,30 @@ def test_curve_keys_admit_listed_clients_only(tmp_path: Path) -> None:
             SyncClient(server.address, "h1", connect_timeout=1)
     with pytest.raises(SyncError, match="server.key_secret is missing"):
         SyncServer(keys_dir=tmp_path / "nothing").start()
+
+
+def test_one_client_serves_several_threads_at_once() -> None:
+    """A thread blocked in wait() must not hold up another thread's calls on the same client."""
+    with (
+        SyncServer() as server,
+        SyncClient(server.address, "a") as a,
+        SyncClient(server.address, "b") as b,
+    ):
+        got: dict[str, Any] = {}
+        blocked = threading.Thread(target=lambda: got.update(x=a.wait("x", timeout=20)))
+        blocked.start()
+        time.sleep(0.2)  # the waiting thread now owns the socket
+        started = time.monotonic()
+        for i in range(8):  # each would wait up to a heartbeat (0.5 s) if nobody woke the leader
+            a.post(f"p{i}", i)
+        assert time.monotonic() - started < 1.0, "posts waited for the blocked wait()"
+        with ThreadPoolExecutor(4) as pool:  # and several threads at once
+            futures = {i: pool.submit(a.exchange, "many", i, count=1) for i in range(8)}
+            assert {i: f.result(timeout=10) for i, f in futures.items()} == {
+                i: {"a": i} for i in range(8)
+            }
+        assert blocked.is_alive()
+        assert b.wait("p7", timeout=5) == {"a": 7}
+        b.post("x", "done")
+        blocked.join(10)
+        assert got["x"] == {"b": "done"}

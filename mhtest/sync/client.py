@@ -140,8 +140,13 @@ class SyncClient:
         self._call("lock", t, name=name, timeout=t)
         try:
             yield
-        finally:
-            self._call("unlock", self.timeout, name=name)
+        except BaseException:
+            try:
+                self._call("unlock", self.timeout, name=name)
+            except SyncError as exc:  # the block's own error is the one to see
+                LOG.warning("could not release lock %r: %s", name, exc)
+            raise
+        self._call("unlock", self.timeout, name=name)
 
     def abort(self, reason: str) -> None:
         """Abort every other participant's waits with `reason`."""
