@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 import threading
@@ -67,7 +68,8 @@ class MultihostMigration(MultiHostTest):
     their results. Each worker (it has the ``host`` param) runs the scenario.
 
     Params: ``vms`` (names), ``guest`` ("pattern": idle VM with a memory pattern, "idle": an
-    empty VM, or "linux": the busybox guest), ``mem`` (MB), ``accel``, ``mig_timeout``,
+    empty VM, or "linux": the busybox guest), ``mem`` (MB), ``accel``, ``qemu_args`` (more
+    QEMU arguments for every VM, shell-quoted), ``mig_timeout``,
     ``migrate_capabilities``, ``migrate_parameters``, ``postcopy`` (switch to postcopy once
     the first pass is under way), ``login_timeout``, ``sync_timeout``, ``worker_timeout``;
     from the multi-host runner: ``host``, ``hosts``, ``host_address``.
@@ -135,13 +137,20 @@ class MultihostMigration(MultiHostTest):
         mem = int(self.params.get("mem", default=128))
         accel = str(self.params.get("accel", default="auto"))
         guest = str(self.params.get("guest", default="pattern"))
+        extra = self.params.get("qemu_args", default="")
+        extra = shlex.split(extra) if isinstance(extra, str) else [str(x) for x in extra]
         if guest == "linux":
-            return linux_guest().config(name, memory_mb=max(mem, 256))
-        if guest == "idle":
-            return VMConfig(name, memory_mb=mem, accel=accel)
-        if guest != "pattern":
+            config = linux_guest().config(name, memory_mb=max(mem, 256))
+            if accel != "auto":
+                config.accel = accel
+        elif guest == "idle":
+            config = VMConfig(name, memory_mb=mem, accel=accel)
+        elif guest == "pattern":
+            config = self.memory_pattern(name).config(VMConfig(name, memory_mb=mem, accel=accel))
+        else:
             raise mhtest.TestError(f"param guest={guest!r}: use 'pattern', 'idle' or 'linux'")
-        return self.memory_pattern(name).config(VMConfig(name, memory_mb=mem, accel=accel))
+        config.extra_args += extra
+        return config
 
     def memory_pattern(self, name: str) -> MemoryPattern:
         """The pattern VM ``name`` carries in RAM (the same bytes on every host).

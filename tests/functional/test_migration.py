@@ -2,22 +2,26 @@
 
 On two local workers, and on two real sshd hosts on loopback (127.0.0.2, 127.0.0.3...): the
 destination QEMU listens on its own host's address, the port travels through mhtest's sync,
-and no QEMU is left behind (checked by the command lines naming this test's results dir).
+and no QEMU is left behind: each run tags its QEMUs with ``-p qemu_args=-uuid <fresh uuid>``
+and the check looks for that tag in every process's command line.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from mhtest.virt.testing import qemu_pids, wait_no_qemu
 
-from .conftest import running_mhtest, wait_for
-from .test_multihost import host_args
+from .conftest import MHTEST, Run, mhtest_command, running_mhtest, wait_for
+from .test_multihost import descendants, host_args
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "tests" / "migration.py")
 
@@ -84,8 +88,14 @@ class DestinationCannotStart(MultihostMigration):
 """
 
 
-def assert_no_qemu_left(path: Path) -> None:
-    assert wait_no_qemu(path) == []
+def tagged() -> tuple[str, list[str]]:
+    """A tag for this run's QEMUs (on any host, whatever their paths) and the -p that sets it."""
+    tag = str(uuid.uuid4())
+    return tag, ["-p", f"qemu_args=-uuid {tag}"]
+
+
+def assert_no_qemu_left(tag: str | Path) -> None:
+    assert wait_no_qemu(tag) == []
 
 
 def migrations(result: dict) -> list[dict]:
@@ -93,8 +103,9 @@ def migrations(result: dict) -> list[dict]:
 
 
 @pytest.mark.timeout(120)
-def test_example_on_local_workers(mhtest, tmp_path) -> None:
-    run = mhtest("run", EXAMPLE, "-p", "vms=vm1,vm2", timeout=100)
+def test_example_on_local_workers(mhtest) -> None:
+    tag, tag_args = tagged()
+    run = mhtest("run", EXAMPLE, "-p", "vms=vm1,vm2", *tag_args, timeout=100)
     assert run.code == 0, run
     result = run.result("migration.py:PingPongMigration.test")
     assert [c["name"] for c in result["children"]] == ["local-1", "local-2"]
@@ -107,13 +118,14 @@ def test_example_on_local_workers(mhtest, tmp_path) -> None:
     ]
     for r in records:
         assert r["status"] == "completed" and r["total-time"] > 0 and r["transferred"] > 0
-    assert_no_qemu_left(tmp_path)
+    assert_no_qemu_left(tag)
 
 
 @pytest.mark.timeout(200)
-def test_example_on_two_sshd_hosts(mhtest, sshd_hosts, tmp_path) -> None:
+def test_example_on_two_sshd_hosts(mhtest, sshd_hosts) -> None:
     hosts = sshd_hosts(2)
-    run = mhtest("run", EXAMPLE, *host_args(hosts), timeout=180)
+    tag, tag_args = tagged()
+    run = mhtest("run", EXAMPLE, *tag_args, *host_args(hosts), timeout=180)
     assert run.code == 0, run
     result = run.result("migration.py:PingPongMigration.test")
     names = [h.alias for h in hosts]
@@ -128,17 +140,16 @@ def test_example_on_two_sshd_hosts(mhtest, sshd_hosts, tmp_path) -> None:
     for host, worker_dir in zip(hosts, sorted((test_dir / "workers").iterdir())):
         log = (worker_dir / "debug.log").read_text()
         assert f'migrate-incoming {{"uri": "tcp:{host.address}:0"}}' in log
-    assert_no_qemu_left(tmp_path)
+    assert_no_qemu_left(tag)
 
 
 @pytest.mark.timeout(300)
-def test_round_trips_cancel_and_failure_on_sshd_hosts(
-    mhtest, sshd_hosts, write_tests, tmp_path
-) -> None:
+def test_round_trips_cancel_and_failure_on_sshd_hosts(mhtest, sshd_hosts, write_tests) -> None:
     hosts = sshd_hosts(2)
     names = [h.alias for h in hosts]
     base = write_tests({"scenarios.py": SCENARIOS})
-    run = mhtest("run", str(base / "scenarios.py"), *host_args(hosts), timeout=280)
+    tag, tag_args = tagged()
+    run = mhtest("run", str(base / "scenarios.py"), *tag_args, *host_args(hosts), timeout=280)
     assert run.code == 1, run  # DestinationCannotStart fails, the others pass
     trips = run.result("scenarios.py:ThreeRoundTrips.test")
     assert trips["status"] == "PASS", run
@@ -159,34 +170,72 @@ def test_round_trips_cancel_and_failure_on_sshd_hosts(
     for child in failed["children"]:
         assert child["status"] == "FAIL", child
         assert child["end"] - child["start"] < 15, child
-    assert_no_qemu_left(tmp_path)
+    assert_no_qemu_left(tag)
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_during_migration_leaves_no_qemu(write_tests, tmp_path, signum) -> None:
     base = write_tests({"scenarios.py": SCENARIOS})
-    args = ["run", f"{base / 'scenarios.py'}:SlowMigration.test"]
+    tag, tag_args = tagged()
+    args = ["run", f"{base / 'scenarios.py'}:SlowMigration.test", *tag_args]
     with running_mhtest(args, tmp_path, tmp_path / "results") as proc:
         # both QEMUs are up (source and destination): the migration is under way
-        wait_for(lambda: len(qemu_pids(tmp_path)) == 2, timeout=60, what="two QEMUs")
+        wait_for(lambda: len(qemu_pids(tag)) == 2, timeout=60, what="two QEMUs")
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0, (out, err)
-    assert_no_qemu_left(tmp_path)
+    assert_no_qemu_left(tag)
+
+
+@pytest.mark.timeout(150)
+def test_destination_host_drops_mid_migration(write_tests, tmp_path) -> None:
+    from mhtest.hosts.testing import SshdPool, find_sshd
+
+    if find_sshd() is None:
+        pytest.skip("sshd not found: install openssh-server to run tests against real hosts")
+    base = write_tests({"scenarios.py": SCENARIOS})
+    results = tmp_path / "results"
+    with SshdPool(tmp_path / "sshd") as pool:
+        hosts = pool.hosts(2)
+        tag, tag_args = tagged()
+        args = ["run", f"{base / 'scenarios.py'}:SlowMigration.test", *tag_args, *host_args(hosts)]
+        with running_mhtest(args, tmp_path, results) as proc:
+            wait_for(lambda: len(qemu_pids(tag)) == 2, timeout=90, what="two QEMUs")
+            time.sleep(0.5)  # the migration is under way (8 MiB at 1 MiB/s)
+            # The destination host drops: its sshd and everything under it, QEMU included.
+            victim = hosts[1]
+            sessions = descendants(victim.pid)
+            pool.stop_host(victim)
+            for pid in sessions:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            dropped = time.time()
+            out, err = proc.communicate(timeout=90)
+    run = Run(mhtest_command(args, results)[len(MHTEST) :], proc.returncode, out, err, results)
+    result = run.result("scenarios.py:SlowMigration.test")
+    assert result["status"] == "FAIL", run
+    source = {c["name"]: c for c in result["children"]}[hosts[0].alias]
+    assert source["status"] == "FAIL", source
+    assert "vm1" in source["fail_reason"], source
+    assert source["end"] - dropped < 15, (source["end"] - dropped, source)
+    assert_no_qemu_left(tag)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_example_work_survives_on_two_sshd_hosts(mhtest, sshd_hosts, tmp_path) -> None:
+def test_example_work_survives_on_two_sshd_hosts(mhtest, sshd_hosts) -> None:
     """The busybox guest: a dd started over the serial console survives both migrations."""
     from mhtest.virt.guest import linux_guest
 
     linux_guest()  # build and probe once here, not in both workers at the same time
     hosts = sshd_hosts(2)
-    params = ["-p", "guest=linux", "-p", "login_timeout=180"]
+    tag, tag_args = tagged()
+    params = ["-p", "guest=linux", "-p", "login_timeout=180", *tag_args]
     run = mhtest("run", EXAMPLE, *params, *host_args(hosts), timeout=560)
     assert run.code == 0, run
     result = run.result("migration.py:PingPongMigration.test")
     assert [r["status"] for r in migrations(result)] == ["completed", "completed"]
-    assert_no_qemu_left(tmp_path)
+    assert_no_qemu_left(tag)
