@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -227,6 +228,8 @@ def main() -> int:
     parser.add_argument("--no-ssh", action="store_true", help="skip the mhtest run on sshd hosts")
     opts = parser.parse_args()
     accel = "kvm" if "kvm" in VMConfig("x").accel_args() else "tcg"
+    load = os.getloadavg()[0]
+    print(f"load average {load:.1f} on {os.cpu_count()} CPUs (other work inflates the worst cases)")
     print(
         f"idle {opts.mem} MB VM, {opts.count} migrations each way of running, "
         f"loopback TCP, accel {accel} (first choice)"
