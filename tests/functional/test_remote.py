@@ -24,17 +24,18 @@ from .conftest import MHTEST, pid_alive, wait_for, wait_gone
 pytestmark = pytest.mark.timeout(120)
 
 
-def warm_hosts(sshd_hosts, count: int) -> list[HostInfo]:
-    """`count` hosts whose cached mhtest environment is ready (installed once if needed).
+@pytest.fixture(scope="session")
+def warm_hosts(sshd_hosts):
+    """Factory: warm_hosts(n) -> n sshd hosts whose cached mhtest environment is ready.
 
-    Every test host is this machine and user, so one install serves them all.
+    Every test host is this machine and user, so one install serves them all; it happens
+    here, in fixture setup, outside the tests' timeouts (a fresh CI machine builds it once).
     """
     from mhtest.hosts.bootstrap import ensure_mhtest
 
-    infos = sshd_hosts(count)
-    with infos[0].make_host() as host:
-        ensure_mhtest(host, timeout=300)
-    return infos
+    with sshd_hosts(1)[0].make_host() as host:
+        ensure_mhtest(host, timeout=600)
+    return sshd_hosts
 
 
 def write_ssh_config(path: Path, hosts: dict[str, HostInfo], extra: str = "") -> Path:
@@ -99,8 +100,8 @@ class Short(Sleeper):
 
 
 @pytest.mark.timeout(120)
-def test_one_test_on_three_hosts_is_three_results(mhtest, write_tests, sshd_hosts) -> None:
-    infos = warm_hosts(sshd_hosts, 3)
+def test_one_test_on_three_hosts_is_three_results(mhtest, write_tests, warm_hosts) -> None:
+    infos = warm_hosts(3)
     tests = write_tests({"where.py": WHERE_PY, "data.txt": "data-file-came-along"})
     run = mhtest(
         "run",
@@ -136,8 +137,8 @@ def test_one_test_on_three_hosts_is_three_results(mhtest, write_tests, sshd_host
 
 
 @pytest.mark.timeout(90)
-def test_ctrl_c_interrupts_and_leaves_no_test_process(write_tests, sshd_hosts, tmp_path) -> None:
-    infos = warm_hosts(sshd_hosts, 2)
+def test_ctrl_c_interrupts_and_leaves_no_test_process(write_tests, warm_hosts, tmp_path) -> None:
+    infos = warm_hosts(2)
     tests = write_tests({"sleeper.py": SLEEPER_PY})
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -181,8 +182,8 @@ def test_ctrl_c_interrupts_and_leaves_no_test_process(write_tests, sshd_hosts, t
 
 
 @pytest.mark.timeout(60)
-def test_remote_timeout_is_enforced(mhtest, write_tests, sshd_hosts, tmp_path) -> None:
-    (info,) = warm_hosts(sshd_hosts, 1)
+def test_remote_timeout_is_enforced(mhtest, write_tests, warm_hosts, tmp_path) -> None:
+    (info,) = warm_hosts(1)
     tests = write_tests({"sleeper.py": SLEEPER_PY})
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -232,8 +233,8 @@ all:
 
 
 @pytest.mark.timeout(60)
-def test_inventory_hosts_and_their_params(mhtest, write_tests, sshd_hosts, tmp_path) -> None:
-    a, b = warm_hosts(sshd_hosts, 2)
+def test_inventory_hosts_and_their_params(mhtest, write_tests, warm_hosts, tmp_path) -> None:
+    a, b = warm_hosts(2)
     tests = write_tests({"where.py": WHERE_PY, "data.txt": "d"})
     inventory = tmp_path / "hosts.yaml"
     inventory.write_text(INVENTORY.format(a=a, b=b))
@@ -282,9 +283,12 @@ def test_malformed_hosts_and_inventories_are_one_line_errors(
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_second_run_reuses_the_cached_environment(mhtest, write_tests, sshd_hosts, tmp_path):
-    """A fresh host cache: the first run installs mhtest, the second only starts it."""
-    (info,) = sshd_hosts(1)
+def test_second_run_reuses_the_cached_environment(mhtest, write_tests, warm_hosts, tmp_path):
+    """A fresh host cache: the first run installs mhtest, the second only starts it.
+
+    (The controller's wheels are built by then: `warm_hosts` made them.)
+    """
+    (info,) = warm_hosts(1)
     tests = write_tests({"where.py": WHERE_PY, "data.txt": "d"})
     env = {"MHTEST_REMOTE_CACHE": str(tmp_path / "host-cache")}
     args = ["run", str(tests / "where.py"), "--hosts", info.alias, "--ssh-config", info.ssh_config]

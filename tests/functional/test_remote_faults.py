@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from . import test_remote
 from .conftest import wait_gone
-from .test_remote import WHERE_PY, warm_hosts, write_ssh_config
+from .test_remote import WHERE_PY, write_ssh_config
+
+warm_hosts = test_remote.warm_hosts  # the session fixture, shared
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,9 +30,9 @@ def assert_passed_on_disk(result: dict) -> None:
 
 
 def test_each_broken_host_is_error_with_its_reason_and_the_others_go_on(
-    mhtest, write_tests, sshd_hosts, broken_host, tmp_path
+    mhtest, write_tests, warm_hosts, broken_host, tmp_path
 ) -> None:
-    good, other = warm_hosts(sshd_hosts, 2)
+    good, other = warm_hosts(2)
     tests = write_tests({"where.py": WHERE_PY, "data.txt": "d"})
     refused = broken_host("refused")
     bad_key = broken_host("bad-key")
@@ -89,9 +92,9 @@ def test_each_broken_host_is_error_with_its_reason_and_the_others_go_on(
 
 
 def test_accept_new_host_keys_records_an_unknown_key(
-    mhtest, write_tests, sshd_hosts, broken_host, tmp_path
+    mhtest, write_tests, warm_hosts, broken_host, tmp_path
 ) -> None:
-    warm_hosts(sshd_hosts, 1)
+    warm_hosts(1)
     tests = write_tests({"where.py": WHERE_PY, "data.txt": "d"})
     unknown = broken_host("unknown-host-key")
     config = write_ssh_config(tmp_path / "ssh_config", {"newhost": unknown})
@@ -203,8 +206,8 @@ class KillsItsRunner(Test):
 '''
 
 
-def test_executor_dying_is_error_with_reason(mhtest, write_tests, sshd_hosts, tmp_path) -> None:
-    (info,) = warm_hosts(sshd_hosts, 1)
+def test_executor_dying_is_error_with_reason(mhtest, write_tests, warm_hosts, tmp_path) -> None:
+    (info,) = warm_hosts(1)
     tests = write_tests({"killer.py": KILLER_PY})
     run = mhtest(
         "run",
