@@ -143,7 +143,7 @@ def parse_request(frame: bytes) -> Request:
             request_id,
         )
     op = message.get("op")
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:
         raise ProtocolError(f"unknown operation {op!r}", request_id)
     req = Request(op=op, id=request_id, data=message.get("data"))
     if op in OPS_WITH_NAME:

@@ -25,7 +25,7 @@ LOG = logging.getLogger(__name__)
 MAX_POLL_MS = 250  # the loop wakes at least this often to check deadlines
 _NOBLOCK = 1  # zmq.NOBLOCK (ZMQ_DONTWAIT), as a plain int
 _SNDMORE = 2  # zmq.SNDMORE
-_EVENTS, _POLLIN = 15, 1  # zmq.EVENTS, zmq.POLLIN
+_EVENTS, _POLLIN, _RCVMORE = 15, 1, 13  # zmq.EVENTS, zmq.POLLIN, zmq.RCVMORE
 START_TIMEOUT = 10.0
 
 
@@ -200,7 +200,9 @@ class SyncServer:
 
         for _ in range(10_000):
             try:
-                frames = sock.recv_multipart(_NOBLOCK)
+                frames = [sock.recv(_NOBLOCK)]
+                while sock.getsockopt(_RCVMORE):
+                    frames.append(sock.recv(_NOBLOCK))
             except zmq.Again:
                 return
             if len(frames) != 2:
