@@ -126,6 +126,19 @@ class SettingsReachBothEnds(MultihostMigration):
         self.migrate_wait("vm1", h1, h2, start_work=self.start_work, check_work=self.check_work)
 
 
+class PausedStaysPaused(MultihostMigration):
+    def pause(self, mig_data: MigrationData) -> None:
+        mig_data.vm("vm1").stop()
+
+    def check_paused(self, mig_data: MigrationData) -> None:
+        assert mig_data.vm("vm1").status() == "paused"
+        self.check_memory_pattern(mig_data)
+
+    def migration_scenario(self) -> None:
+        h1, h2 = self.hosts
+        self.migrate_wait("vm1", h1, h2, start_work=self.pause, check_work=self.check_paused)
+
+
 class DestinationCannotStart(MultihostMigration):
     def vm_config(self, name: str) -> VMConfig:
         config = super().vm_config(name)
@@ -204,6 +217,15 @@ def test_capabilities_parameters_and_postcopy(tmp_path: Path) -> None:
     }
     results = run_workers(tmp_path, "SettingsReachBothEnds", params)
     assert [r["status"] for r in results.values()] == ["PASS", "PASS"], results
+    assert_no_qemu_left(tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_paused_vm_arrives_paused(tmp_path: Path) -> None:
+    results = run_workers(tmp_path, "PausedStaysPaused", {"vms": "vm1", "mem": 64})
+    assert [r["status"] for r in results.values()] == ["PASS", "PASS"], results
+    records = json.loads(results["h2"]["whiteboard"])["migrations"]
+    assert records[0]["source-running"] is False
     assert_no_qemu_left(tmp_path)
 
 

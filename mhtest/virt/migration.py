@@ -315,7 +315,10 @@ class MultihostMigration(MultiHostTest):
                 self._set_migration_settings(data.vm(name), data.params, source=True)
             if start_work is not None:
                 start_work(data)
+            running = {name: data.vm(name).is_running() for name in data.vms}
             self.migrate_vms_src(data)
+            for name, was_running in running.items():  # a paused VM arrives paused
+                data.results.setdefault(name, {}).setdefault("source-running", was_running)
             outcome["results"] = data.results
         except Exception as exc:
             outcome["error"] = str(exc)
@@ -362,8 +365,9 @@ class MultihostMigration(MultiHostTest):
         data.results = outcome.get("results", {})
         completed = []
         for name in data.vms:
-            if data.results.get(name, {}).get("status") == "completed":
-                self._wait_resumed(data, data.vm(name))
+            result = data.results.get(name, {})
+            if result.get("status") == "completed":
+                self._wait_arrived(data, data.vm(name), result.get("source-running", True))
                 completed.append(name)
             else:  # cancelled on purpose by the scenario: the VM stays on the source
                 self._drop_vm(name)
@@ -371,14 +375,17 @@ class MultihostMigration(MultiHostTest):
         if check_work is not None and completed:  # the work of the VMs that arrived
             check_work(replace(data, vms=completed))
 
-    def _wait_resumed(self, data: MigrationData, vm: VM, timeout: float = 30.0) -> None:
+    def _wait_arrived(
+        self, data: MigrationData, vm: VM, running: bool, timeout: float = 30.0
+    ) -> None:
+        """Wait until ``vm`` has loaded the migration: running again, or paused if it was."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 status = vm.status()
             except VMError as exc:
                 raise self._fail(data, data.dst, str(exc)) from None
-            if status == "running":
+            if status == "running" or (status == "paused" and not running):
                 return
             if status not in ("inmigrate", "paused") or time.monotonic() > deadline:
                 info = vm.query_migrate()
