@@ -139,9 +139,14 @@ def test_warnings_are_counted_per_test():
         def test_quiet(self):
             self.log.info("fine")
 
-    assert run(T)[1]["status"] == "WARN"
-    # A second test in the same process does not inherit the first one's warnings.
+    first, outcome = run(T)
+    assert outcome["status"] == "WARN"
+    # A second test in the same process does not inherit the first one's warnings,
+    # and the first one stops counting once it has ended.
     assert run(T, "test_quiet")[1]["status"] == "PASS"
+    assert run(T)[1]["status"] == "WARN"
+    assert first.warnings_logged == 1
+    assert first._warnings not in first.log.handlers
 
 
 def test_async_lifecycle():

@@ -205,6 +205,8 @@ def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
                 status = "ERROR"
                 fail_reason = f"tearDown: {_status_of(exc)[1]}"
                 fail_class = type(exc).__name__
+    # The counter sits on the shared "mhtest.test" logger: stop counting for this test.
+    test.log.removeHandler(test._warnings)
     if status == "PASS" and test.warnings_logged:
         status = "WARN"
         fail_reason = f"the test logged {test.warnings_logged} warning(s)"
