@@ -138,6 +138,16 @@ def test_destination_cannot_start_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_paths_with_commas(tmp_path: Path) -> None:
+    """QEMU separates options with commas: paths holding one must still work."""
+    pattern = MemoryPattern.create(tmp_path / "a,pattern.bin", seed=3, size=1 << 20)
+    config = pattern.config(VMConfig("comma", memory_mb=64))
+    with VM(config, tmp_path / "dir,with,commas").start() as vm:
+        assert pattern.dump_sha256(vm, tmp_path / "dump.bin") == pattern.sha256
+        assert (tmp_path / "dir,with,commas" / "qemu.log").exists()
+
+
+@pytest.mark.timeout(30)
 def test_missing_qemu_binary_clear_error(tmp_path: Path) -> None:
     vm = VM(VMConfig("nobin", qemu_binary=str(tmp_path / "no-qemu")), tmp_path)
     with pytest.raises(VMStartError, match="nobin: cannot run .*no-qemu: not found"):

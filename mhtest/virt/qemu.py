@@ -64,6 +64,11 @@ class MigrationError(VMError):
     """QEMU reported a migration as failed or it did not finish in time."""
 
 
+def _opt(value: object) -> str:
+    """A value inside a QEMU option string (commas separate options: a literal one is doubled)."""
+    return str(value).replace(",", ",,")
+
+
 def kvm_usable() -> bool:
     """True when /dev/kvm exists and this user may open it read-write."""
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
@@ -142,8 +147,8 @@ class VM:
         args += ["-m", str(c.memory_mb), "-smp", str(c.smp)]
         args += [
             "-chardev",
-            f"socket,id=console0,path={console},server=on,wait=off,"
-            f"logfile={self.console_log_path.absolute()},logappend=on",
+            f"socket,id=console0,path={_opt(console)},server=on,wait=off,"
+            f"logfile={_opt(self.console_log_path.absolute())},logappend=on",
             "-serial",
             "chardev:console0",
         ]
@@ -154,7 +159,7 @@ class VM:
         if c.append:
             args += ["-append", c.append]
         for path, addr in c.loaders:
-            args += ["-device", f"loader,file={path},addr={addr:#x}"]
+            args += ["-device", f"loader,file={_opt(path)},addr={addr:#x}"]
         if incoming:
             args += ["-incoming", "defer"]
         return args + list(c.extra_args)
@@ -172,17 +177,21 @@ class VM:
         if os.path.exists(qmp_path):
             os.unlink(qmp_path)
         args = self.build_args(incoming)
-        args += ["-chardev", f"socket,id=qmp0,path={qmp_path}", "-mon", "chardev=qmp0,mode=control"]
+        args += ["-chardev", f"socket,id=qmp0,path={_opt(qmp_path)}"]
+        args += ["-mon", "chardev=qmp0,mode=control"]
         self.qmp = QMPMonitor(self.name, qmp_path)
         atexit.register(self.cleanup)
-        self.qmp.listen()
         log.info("VM %s: starting %s", self.name, shlex.join(args))
         try:
+            self.qmp.listen()
             with open(self.log_path, "ab") as stderr:
                 self.proc = self.qmp.call_in_loop(lambda: self._spawn(args, stderr))
         except VMError:
             self.cleanup()
             raise
+        except QMPError as exc:  # its message names the VM already
+            self.cleanup()
+            raise VMStartError(str(exc)) from None
         try:
             self.qmp.accept(timeout, self.is_alive)
         except QMPError as exc:
