@@ -178,7 +178,12 @@ class Test:
         self._sync: Any = None
         param_timeout = self.params.get("timeout")
         if param_timeout is not None:
-            self.timeout = float(param_timeout)
+            try:
+                self.timeout = float(param_timeout)
+            except (TypeError, ValueError):
+                raise TestError(
+                    f"the timeout param must be a number of seconds, not {param_timeout!r}"
+                ) from None
 
     # Avocado names ---------------------------------------------------------
     def setUp(self) -> None:  # noqa: N802

@@ -255,5 +255,7 @@ def test_attributes(tmp_path):
     assert test.params.get("x") == 1
     assert isinstance(test.log, logging.Logger)
     assert T(params={"timeout": "1.5"}).timeout == 1.5  # the param overrides the attribute
+    with pytest.raises(mhtest.TestError, match="timeout param must be a number.*'soon'"):
+        T(params={"timeout": "soon"})
     with pytest.raises(mhtest.TestError, match="no sync server"):
         test.sync  # noqa: B018

@@ -57,8 +57,9 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
         outcome = {"status": "ERROR", "fail_reason": spec.error, "fail_class": "ResolutionError"}
         emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=None)
     elif spec.kind == SIMPLE:
-        emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=spec.timeout)
-        outcome = _run_simple(spec, logdir)
+        timeout, problem = _simple_timeout(spec)
+        emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=timeout)
+        outcome = _run_simple(spec, logdir) if problem is None else problem
     else:
         outcome = _run_instrumented(spec, logdir, emit)
     whiteboard = outcome.pop("whiteboard", "")
@@ -78,6 +79,21 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
         **outcome,
     )
     return 0
+
+
+def _simple_timeout(spec: TestSpec) -> tuple[float | None, dict[str, Any] | None]:
+    """A simple test's timeout: the `timeout` param, as for instrumented tests.
+
+    Returns (timeout, None), or (None, an ERROR outcome) when the param is not a number.
+    """
+    value = spec.params.get("timeout")
+    if value is None:
+        return spec.timeout, None
+    try:
+        return float(value), None
+    except (TypeError, ValueError):
+        reason = f"the timeout param must be a number of seconds, not {value!r}"
+        return None, {"status": "ERROR", "fail_reason": reason, "fail_class": "ParamError"}
 
 
 def _run_simple(spec: TestSpec, logdir: Path) -> dict[str, Any]:

@@ -522,3 +522,28 @@ def test_max_parallel(mhtest, write_tests, tmp_path, parallel, statuses):
     marks.mkdir()
     run = mhtest("run", "t/rendezvous.py", "--max-parallel", parallel, env={"MARKS": str(marks)})
     assert [t["status"] for t in run.results()["tests"]] == statuses, run
+
+
+HANGS_SH = """
+#!/bin/sh
+echo $$ > "$MARKS/hangs"
+sleep 30
+"""
+
+
+@pytest.mark.timeout(60)
+def test_simple_test_honours_the_timeout_param(mhtest, write_tests, tmp_path):
+    write_tests({"hangs.sh": HANGS_SH}, executable=("hangs.sh",))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    run = mhtest("run", "t/hangs.sh", "-p", "timeout=1", env={"MARKS": str(marks)})
+    assert run.code == 1, run
+    result = run.result("t/hangs.sh")
+    assert result["status"] == "INTERRUPT"
+    assert result["fail_reason"] == "timeout of 1 s reached; test killed"
+    assert wait_gone([int((marks / "hangs").read_text())]) == []
+    bad = mhtest("run", "t/hangs.sh", "-p", "timeout=soon", env={"MARKS": str(marks)})
+    assert bad.code == 1, bad
+    assert bad.result("t/hangs.sh")["fail_reason"] == (
+        "the timeout param must be a number of seconds, not 'soon'"
+    )
