@@ -320,3 +320,23 @@ def test_console_on_a_terminal_shows_a_live_line(write_tests, tmp_path):
     assert re.search(r"\[0/1\] running: 1-t/long.py:Waits.test \(\d+s\)", text), text
     # The result line clears the live line first, and its status is coloured.
     assert "\r\x1b[K (1/1) t/long.py:Waits.test: \x1b[32mPASS\x1b[0m" in text, text
+
+
+@pytest.mark.timeout(60)
+def test_default_results_dir_is_under_home(write_tests, tmp_path):
+    from .conftest import MHTEST
+
+    write_tests({"long.py": LONG_PY})
+    home = tmp_path / "home"
+    proc = subprocess.run(
+        [*MHTEST, "run", "t/long.py:Quick"],
+        cwd=tmp_path,
+        env={**os.environ, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    latest = home / "mhtest" / "job-results" / "latest"
+    assert json.loads((latest / "results.json").read_text())["pass"] == 1
+    assert f"JOB LOG    : {latest.resolve()}/job.log" in proc.stdout
