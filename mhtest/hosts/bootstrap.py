@@ -174,32 +174,39 @@ def remote_env(probe: dict[str, Any], cold: bool = False) -> RemoteEnv:
 
 # The interpreter's version and machine are remembered next to the environments (`hint`):
 # asking the interpreter costs a Python start (more behind a pyenv shim) on every run.
-# The hint is trusted while `command -v` finds the same path and that file (symlinks
-# followed) is not newer than the hint; a python3 that changes version behind an unchanged
-# file (a pyenv shim after `pyenv global`) keeps its old environment until the hint is removed.
+# The hint is used while `command -v` finds the same path, that file (symlinks followed)
+# is not newer than the hint, and it leads to a ready environment; otherwise the
+# interpreter is asked. (A python3 that changes version behind an unchanged file, like a
+# pyenv shim after `pyenv global`, keeps the environment it had while that still exists.)
 _PROBE = r"""
 py=$(command -v {python} 2>/dev/null) || {{ echo "NOPYTHON"; exit 0; }}
 cache={cache}
 hint="$cache/python-{python_key}"
+code='import sys, platform; print("%d.%d" % sys.version_info[:2], platform.machine())'
 info=
 fresh=
 if [ -f "$hint" ] && [ ! "$py" -nt "$hint" ]; then
   read -r hpy info < "$hint" || info=
   [ "$hpy" = "$py" ] || info=
 fi
-if [ -z "$info" ]; then
-  code='import sys, platform; print("%d.%d" % sys.version_info[:2], platform.machine())'
-  info=$("$py" -S -c "$code" 2>&1) || {{ echo "BADPYTHON $info"; exit 0; }}
-  fresh=1
-fi
-set -- $info
-env="$cache/env-{key}-$1-$2"
+for attempt in hint asked; do
+  if [ -z "$info" ]; then
+    info=$("$py" -S -c "$code" 2>&1) || {{ echo "BADPYTHON $info"; exit 0; }}
+    fresh=1
+  fi
+  set -- $info
+  env="$cache/env-{key}-$1-$2"
+  envok=1
+  [ -f "$env/{ready}" ] && [ -x "$env/bin/python" ] || envok=0
+  if [ "$envok" = 1 ] || [ -n "$fresh" ]; then break; fi
+  info=
+done
 src="$cache/src-{src_key}"
 echo "PY $py $1 $2"
 echo "ENV $env"
 echo "SRC $src"
-ok=1
-[ -f "$env/{ready}" ] && [ -x "$env/bin/python" ] && echo ENVOK || ok=0
+ok=$envok
+[ "$envok" = 1 ] && echo ENVOK
 [ -f "$src/{ready}" ] && echo SRCOK || ok=0
 if [ "$ok" = 1 ] && [ -n "$fresh" ]; then
   {{ printf '%s %s %s\n' "$py" "$1" "$2" > "$hint.$$" && mv -f "$hint.$$" "$hint"; }} 2>/dev/null
