@@ -309,3 +309,43 @@ def test_second_run_reuses_the_cached_environment(mhtest, write_tests, warm_host
     assert "(dependencies" not in logs[1]
     assert ready.stat().st_mtime_ns == stamp
     assert times[1] < times[0], f"cold run {times[0]:.2f} s, warm run {times[1]:.2f} s"
+
+
+FAILING_PY = """
+from mhtest import Test
+
+
+class Wrong(Test):
+    def test(self):
+        self.log.info("about to fail")
+        self.fail("the answer is 41")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_several_tests_from_several_directories_per_host(mhtest, write_tests, warm_hosts):
+    infos = warm_hosts(2)
+    tests = write_tests({"a/where.py": WHERE_PY, "a/data.txt": "from-a", "b/wrong.py": FAILING_PY})
+    run = mhtest(
+        "run",
+        str(tests / "a" / "where.py"),
+        str(tests / "b" / "wrong.py"),
+        "--hosts",
+        ",".join(i.alias for i in infos),
+        "--ssh-config",
+        infos[0].ssh_config,
+    )
+    assert run.code == 1, run
+    results = run.results()["tests"]
+    assert sorted((r["host"], r["ref"].rsplit(":", 1)[1], r["status"]) for r in results) == sorted(
+        (i.alias, test, status)
+        for i in infos
+        for test, status in (("Where.test", "PASS"), ("Wrong.test", "FAIL"))
+    )
+    for result in results:
+        debug = (Path(result["logdir"]) / "debug.log").read_text()
+        if result["status"] == "FAIL":
+            assert result["fail_reason"] == "the answer is 41"
+            assert "about to fail" in debug
+        else:
+            assert result["whiteboard"].split()[1] == "from-a"
