@@ -93,6 +93,15 @@ def _connect(config: Any, accept_new: bool, future: Future) -> None:
         future.set_result(host)
 
 
+def _build_sources(future: Future) -> None:
+    from mhtest.runners.remote import Sources
+
+    try:
+        future.set_result(Sources.build())
+    except BaseException as exc:  # noqa: BLE001 - raised in every host's thread
+        future.set_exception(exc)
+
+
 def _close_host(future: Future) -> None:
     if future.exception() is None:
         future.result().close()
@@ -111,6 +120,10 @@ class WorkerRun:
         self.configs = configs
         self.options = test.host_options
         self.connections = Connections(configs, bool(self.options.get("accept_new_host_keys")))
+        # mhtest's packed sources, for every host: built once, while the hosts connect.
+        self._sources: Future = Future()
+        if any(not c.is_local for c in configs):
+            threading.Thread(target=_build_sources, args=(self._sources,), daemon=True).start()
         self.stop = threading.Event()
         #: The timeout (s) after which the workers were stopped, if they were.
         self.timed_out: float | None = None
@@ -320,6 +333,7 @@ class WorkerRun:
                 self.stop,
                 python=self.options.get("remote_python") or "python3",
                 max_parallel=len(specs),
+                sources=self._sources.result(CONNECT_WAIT),
             )
             runner.run(specs)
         finally:
