@@ -31,6 +31,7 @@ def test_parse_request_accepts_a_valid_barrier() -> None:
     [
         (b"\xff\x00", "not JSON"),
         (b"[1, 2]", "not a JSON object"),
+        (b'{"v": 1} {"v": 1}', "extra data after the object"),
         (json.dumps({"v": 1, "op": "ping"}).encode(), "missing integer id"),
         (_frame(v=2, op="ping"), "protocol version 2 not supported"),
         (_frame(op="eval"), "unknown operation 'eval'"),

@@ -95,9 +95,15 @@ def decode(frame: bytes) -> dict[str, Any]:
     if len(frame) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(frame)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        message = _DECODER.decode(frame.decode("utf-8"))
+        text = frame.decode("utf-8")
+        if text[:1].isspace():
+            text = text.lstrip()
+        # raw_decode: json.loads' own wrapper costs more than the parse of a small message
+        message, end = _DECODER.raw_decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
+    if end != len(text) and text[end:].strip():
+        raise ProtocolError("not JSON: extra data after the object")
     if not isinstance(message, dict):
         raise ProtocolError("message is not a JSON object")
     return message
