@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,8 +148,32 @@ def test_json_writer_rewrites_at_each_step(tmp_path):
     job = FinishedJob(tmp_path, [])
     writer = JSONResult()
     writer.job_start(job)
-    assert json.loads((tmp_path / "results.json").read_text())["tests"] == []
+    path = tmp_path / "results.json"
+    assert json.loads(path.read_text())["tests"] == []
     job.results.append(result(1, "FAIL", NASTY))
     writer.test_end(job, job.results[0])
-    data = json.loads((tmp_path / "results.json").read_text())
-    assert data["tests"][0]["fail_reason"] == NASTY  # JSON carries every character
+    deadline = time.monotonic() + 10
+    while not json.loads(path.read_text())["tests"] and time.monotonic() < deadline:
+        time.sleep(0.01)  # written by the writer's own thread, soon after the test end
+    assert json.loads(path.read_text())["tests"][0]["fail_reason"] == NASTY
+    for uid in range(2, 50):
+        job.results.append(result(uid, "PASS"))
+        writer.test_end(job, job.results[-1])
+    writer.render(job)
+    data = json.loads(path.read_text())
+    assert [t["uid"] for t in data["tests"]] == list(range(1, 50))
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    assert not [t for t in threading.enumerate() if t.name == "writer-results.json"]
+
+
+def test_json_writer_reports_a_write_error_at_the_end(tmp_path):
+    job = FinishedJob(tmp_path / "job", [])
+    job.logdir.mkdir()
+    writer = JSONResult()
+    writer.job_start(job)
+    (job.logdir / "results.json").unlink()
+    job.logdir.rmdir()  # the results directory disappears under the job
+    job.results.append(result(1, "PASS"))
+    writer.test_end(job, job.results[0])
+    with pytest.raises(FileNotFoundError):
+        writer.render(job)
