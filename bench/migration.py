@@ -68,34 +68,36 @@ class RawVM:
         return self.qmp.cmd(name, **args)
 
     def close(self) -> None:
-        self.qmp.close()
-        self.proc.kill()
-        self.proc.wait()
+        if self.proc.poll() is None:
+            self.qmp.close()
+            self.proc.kill()
+            self.proc.wait()
 
 
 def raw_round(workdir: Path, count: int, mem: int) -> list[dict]:
     rows = []
-    src = RawVM(workdir / "raw-0", "raw", mem, incoming=False)
+    vms = [RawVM(workdir / "raw-0", "raw", mem, incoming=False)]
     try:
         for n in range(count):
             started = time.perf_counter()
+            src = vms[-1]
             dst = RawVM(workdir / f"raw-{n + 1}", "raw", mem, incoming=True)
-            old, src = src, dst  # closed in `finally` even if this round fails
-            old_cmd = old.cmd
+            vms.append(dst)
             dst.cmd("migrate-incoming", uri="tcp:127.0.0.1:0")
             port = dst.cmd("query-migrate")["socket-address"][0]["port"]
-            old_cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+            src.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
             while True:
-                info = old_cmd("query-migrate")
+                info = src.cmd("query-migrate")
                 if info["status"] in ("completed", "failed", "cancelled"):
                     break
                 time.sleep(0.01)
             while dst.cmd("query-status")["status"] != "running":
                 time.sleep(0.005)
-            old.close()
+            src.close()
             rows.append(row(info, time.perf_counter() - started))
     finally:
-        src.close()
+        for vm in vms:  # whatever happened, no QEMU outlives the benchmark
+            vm.close()
     return rows
 
 
