@@ -205,13 +205,24 @@ class Channel:
                     os.read(self._wake_r, 4096)
 
     def _heartbeats(self) -> None:
+        """Ping while no call is under way; sleep while calls ping on their own.
 
-        while not self._closing.wait(self.heartbeat / 2):
-            if self.io_lock.acquire(blocking=False):
+        It wakes as seldom as it can: each wake-up takes the GIL from a busy caller.
+        """
+        delay = self.heartbeat
+        while not self._closing.wait(delay):
+            due = self._last_ping + self.heartbeat - time.monotonic()  # a float read: atomic
+            if due > 0.01:
+                delay = due
+                continue
+            delay = self.heartbeat
+            if self.io_lock.acquire(blocking=False):  # else a caller is pinging anyway
                 try:
                     if self._sock.poll(0):
                         self._receive(_NOBLOCK)
-                    self._pump(None, 0.0)
+                    self._send(self._ping)
+                    self._last_ping = time.monotonic()
+                    self._pump(None, 0.0)  # anything queued, and the silence check
                 finally:
                     self.io_lock.release()
                     self._wake_followers()
