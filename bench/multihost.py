@@ -15,6 +15,8 @@ and the folding of the results. Target: pingpong at most 1.25x the fan-out.
 
 The hosts are this machine: on a loaded machine the remote runner's start on each host
 dominates and varies from run to run, hence the best-of figures next to the medians.
+mhtest runs from a snapshot of its sources taken at the start, so that edits to the tree
+during the run do not make the hosts' caches cold again.
 
     python3 bench/multihost.py [--sizes 2,8,16] [--rounds 5]
 """
@@ -26,6 +28,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import mhtest
 from mhtest.hosts.testing import SshdPool
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "tests"
@@ -49,7 +53,18 @@ class Timing:
     results: dict
 
 
-def mhtest_run(ref: Path, hosts: list, results: Path) -> Timing:
+def snapshot(work: Path) -> dict[str, str]:
+    """A copy of the mhtest package in `work`; the environment that runs it."""
+    target = work / "src"
+    shutil.copytree(
+        Path(mhtest.__file__).parent,
+        target / "mhtest",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return {**os.environ, "PYTHONPATH": str(target)}
+
+
+def mhtest_run(ref: Path, hosts: list, results: Path, env: dict[str, str]) -> Timing:
     """Run `mhtest run REF --hosts …` (it must pass) and time it."""
     command = [
         sys.executable,
@@ -66,7 +81,7 @@ def mhtest_run(ref: Path, hosts: list, results: Path) -> Timing:
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     elapsed = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -91,9 +106,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="mhtest-bench-") as tmp:
         work = Path(tmp)
+        env = snapshot(work)
         with SshdPool(work / "sshd") as pool:
             all_hosts = pool.hosts(max(sizes))
-            warm = mhtest_run(EXAMPLES / "passtest.py", all_hosts, work / "warm")
+            warm = mhtest_run(EXAMPLES / "passtest.py", all_hosts, work / "warm", env)
             print(
                 f"{len(all_hosts)} loopback sshd hosts; warm-up fan-out {warm.wall:.2f} s; "
                 f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
@@ -112,11 +128,11 @@ def main() -> int:
                 fan: list[Timing] = []
                 ping: list[Timing] = []
                 for _ in range(opts.rounds):
-                    done = mhtest_run(EXAMPLES / "passtest.py", hosts, work / f"f{n}")
+                    done = mhtest_run(EXAMPLES / "passtest.py", hosts, work / f"f{n}", env)
                     tests = done.results["tests"]
                     assert len(tests) == n and all(t["status"] == "PASS" for t in tests)
                     fan.append(done)
-                    done = mhtest_run(EXAMPLES / "pingpong.py", hosts, work / f"p{n}")
+                    done = mhtest_run(EXAMPLES / "pingpong.py", hosts, work / f"p{n}", env)
                     assert len(done.results["tests"][0]["children"]) == n
                     ping.append(done)
                 f_med = statistics.median(t.wall for t in fan)
