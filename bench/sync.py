@@ -70,7 +70,7 @@ def raw_participant(port: int, rounds: int, out: Any, start: Any) -> None:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(f"tcp://127.0.0.1:{port}")
-    start.wait()
+    start.wait()  # a multiprocessing.Barrier: everybody connected, and the clock starts
     samples = []
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -99,13 +99,13 @@ def mhtest_participant(port: int, rounds: int, out: Any, start: Any, name: str) 
     from mhtest.sync.client import SyncClient
 
     with SyncClient(f"tcp://127.0.0.1:{port}", name, timeout=BARRIER_TIMEOUT) as client:
-        start.wait()
+        start.wait()  # connected (hello answered)
         samples = []
         for _ in range(rounds):
             t0 = time.perf_counter()
             client.barrier("bench")
             samples.append(time.perf_counter() - t0)
-    out.put(samples)
+        out.put(samples)  # before closing, as the raw participant does
 
 
 # -- driver ------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def run_size(kind: str, size: int, rounds: int) -> tuple[list[float], float]:
     """One run of `rounds` barriers of `size` processes: (call times, barriers/s)."""
     ctx = mp.get_context("fork")
     ports, out = ctx.Queue(), ctx.Queue()
-    stop, start = ctx.Event(), ctx.Event()
+    stop, start = ctx.Event(), ctx.Barrier(size + 1, timeout=120)
     server_fn = raw_server if kind == "raw" else mhtest_server
     server = ctx.Process(target=server_fn, args=(ports, size, stop), daemon=True)
     server.start()
@@ -130,9 +130,8 @@ def run_size(kind: str, size: int, rounds: int) -> tuple[list[float], float]:
         proc = ctx.Process(target=target, args=args, daemon=True)
         proc.start()
         procs.append(proc)
-    time.sleep(0.5 + size * 0.03)  # everybody connected
+    start.wait()  # everybody connected
     t0 = time.perf_counter()
-    start.set()
     results = [out.get(timeout=BARRIER_TIMEOUT * 2) for _ in procs]
     wall = time.perf_counter() - t0
     for proc in procs:
@@ -240,7 +239,7 @@ def main() -> int:
     print(f"sync barrier benchmark, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     print(f"{'N':>4} {'tool':<7} {'p50 ms':>8} {'p99 ms':>8} {'barriers/s':>11} {'p50 ratio':>10}")
     ratios = {}
-    for size in (int(s) for s in opts.sizes.split(",")):
+    for size in (int(s) for s in opts.sizes.split(",") if s):
         rounds = opts.rounds or {2: 2000, 8: 800}.get(size, 400)
         both = measure(size, rounds, opts.repeats)
         raw, ours = both["raw"], both["mhtest"]
