@@ -203,6 +203,8 @@ class Channel:
                     self._receive(_NOBLOCK)
                 else:
                     os.read(self._wake_r, 4096)
+            if mine.done and not self._outgoing:
+                return  # the common case: our reply came, nothing else to send
 
     def _heartbeats(self) -> None:
         """Ping while no call is under way; sleep while calls ping on their own.

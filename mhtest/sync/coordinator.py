@@ -124,9 +124,9 @@ class Coordinator:
                     reply_error(req.id, "refused", "unknown participant: say hello first"),
                 )
             return
-        self.participants[name].last_seen = now
-        handler = getattr(self, "_op_" + req.op)
-        handler(self.participants[name], req, now)
+        participant = self.participants[name]
+        participant.last_seen = now
+        getattr(self, "_op_" + req.op)(participant, req, now)
 
     def tick(self, now: float) -> None:
         """Fail waits whose timeout passed and declare silent participants dead."""
