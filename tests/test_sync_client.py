@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -27,6 +28,17 @@ def _together(address: str, names: list[str], fn: Callable[[SyncClient], Any], *
     with ThreadPoolExecutor(len(names)) as pool:
         futures = {name: pool.submit(one, name) for name in names}
         return {name: f.result(timeout=30) for name, f in futures.items()}
+
+
+@contextlib.contextmanager
+def _two_clients() -> Iterator[tuple[SyncClient, SyncClient]]:
+    """A server with participants "a" and "b" connected (no expected list)."""
+    with (
+        SyncServer() as server,
+        SyncClient(server.address, "a") as a,
+        SyncClient(server.address, "b") as b,
+    ):
+        yield a, b
 
 
 def test_barrier_generations_and_exchange_across_processes() -> None:
@@ -81,11 +93,7 @@ def test_exchange_carries_any_json_and_includes_own_data() -> None:
 
 
 def test_post_and_wait() -> None:
-    with (
-        SyncServer() as server,
-        SyncClient(server.address, "a") as a,
-        SyncClient(server.address, "b") as b,
-    ):
+    with _two_clients() as (a, b):
         results: dict[str, Any] = {}
         waiter = threading.Thread(target=lambda: results.update(w=b.wait("port", timeout=10)))
         waiter.start()
@@ -114,11 +122,7 @@ def test_count_from_client_server_or_nowhere() -> None:
 
 
 def test_count_mismatch_is_refused() -> None:
-    with (
-        SyncServer() as server,
-        SyncClient(server.address, "a") as a,
-        SyncClient(server.address, "b") as b,
-    ):
+    with _two_clients() as (a, b):
 
         def first() -> None:
             a.post("ready")
@@ -207,11 +211,7 @@ def test_curve_keys_admit_listed_clients_only(tmp_path: Path) -> None:
 
 def test_one_client_serves_several_threads_at_once() -> None:
     """A thread blocked in wait() must not hold up another thread's calls on the same client."""
-    with (
-        SyncServer() as server,
-        SyncClient(server.address, "a") as a,
-        SyncClient(server.address, "b") as b,
-    ):
+    with _two_clients() as (a, b):
         got: dict[str, Any] = {}
         blocked = threading.Thread(target=lambda: got.update(x=a.wait("x", timeout=20)))
         blocked.start()
