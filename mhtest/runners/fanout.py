@@ -4,8 +4,9 @@ One sync server per run_workers() call, expecting every worker by name. Local wo
 run together through one LocalRunner (they must all run at once: they meet at
 barriers); each remote host gets a RemoteTestRunner and, unless --sync-direct, a
 remote port forward on its own SSH connection that leads back to the sync server.
-With --sync-direct the hosts are connected first and the server binds the address they
-reach this machine at (the local end of their SSH connections).
+The hosts' SSH connections open as soon as the run is created, while the workers are
+resolved; with --sync-direct the server then binds the address the hosts reach this
+machine at (the local end of their SSH connections).
 
 A worker that has ended (badly, or well while others still run, or never started) is
 declared gone to the server on its behalf, so the others stop waiting for it at once
@@ -33,7 +34,7 @@ STOP_GRACE = 30.0
 GONE_TIMEOUT = 5.0
 #: Failures that a worker suffers because of another one: nothing to declare for it.
 SYNC_VICTIM = frozenset({"SyncAborted", "SyncTimeout"})
-#: How long connecting the hosts first (--sync-direct) may take.
+#: How long a host's connection (and packing mhtest's sources) may take.
 CONNECT_WAIT = 60.0
 BAD_ENDS = frozenset({"ERROR", "FAIL", "INTERRUPT"})
 

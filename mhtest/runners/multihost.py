@@ -51,6 +51,11 @@ class MultiHostTest(Test):
     `self.hosts` lists the hosts given with --hosts/--inventory (or the `hosts` param);
     with none, two `local` workers run as local processes, so every example runs on a
     bare machine.
+
+    A worker gets this test's params (but `timeout` and `hosts`), its host's params from
+    the inventory, the params given to `self.worker()`, and: `host`, its own name (its
+    sync participant name); `hosts`, the names of all the workers of its run, in order;
+    `host_address`, the address its host is reached at (127.0.0.1 for `local`).
     """
 
     #: How many `local` workers to use when no hosts are given.

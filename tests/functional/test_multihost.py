@@ -242,8 +242,13 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 @pytest.mark.timeout(90)
-def test_host_that_drops_aborts_the_others(write_tests, tmp_path) -> None:
+@pytest.mark.parametrize("how", ["host-drops", "executor-killed"])
+def test_host_that_drops_aborts_the_others(write_tests, tmp_path, how) -> None:
     from mhtest.hosts.testing import SshdPool, find_sshd
 
     if find_sshd() is None:
@@ -273,11 +278,16 @@ def test_host_that_drops_aborts_the_others(write_tests, tmp_path) -> None:
                 time.sleep(0.05)
             assert ready.exists(), proc.communicate(timeout=30)
             time.sleep(0.3)  # the waiters reach their barrier
-            # The host drops: its sshd and every session under it (the worker included).
             victim = hosts[0]
-            sessions = descendants(victim.pid)
-            pool.stop_host(victim)
-            for pid in sessions:
+            if how == "host-drops":
+                # Its sshd and every session under it (the worker included) go.
+                doomed = descendants(victim.pid)
+                pool.stop_host(victim)
+            else:
+                # The executor (the worker's fork server's parent) dies; the SSH
+                # connection and the worker itself stay: the worker must be cut off.
+                doomed = [parent(parent(int(ready.read_text())))]
+            for pid in doomed:
                 try:
                     os.kill(pid, 9)
                 except ProcessLookupError:
@@ -286,8 +296,10 @@ def test_host_that_drops_aborts_the_others(write_tests, tmp_path) -> None:
             stdout, stderr = proc.communicate(timeout=60)
     run = Run(args[len(MHTEST) :], proc.returncode, stdout, stderr, results)
     children = check_victim_run(run, dropped, victim.alias, ["waiter1", "waiter2"])
-    # The victim's result names its host; what its host had written is gone with it.
-    assert victim.alias in children["victim"]["fail_reason"], children["victim"]
+    # The victim's result names its host and what happened there.
+    assert children["victim"]["fail_reason"].startswith(f"{victim.alias}: "), children["victim"]
+    if how == "executor-killed":
+        assert "remote runner ended before the test did" in children["victim"]["fail_reason"]
 
 
 @pytest.mark.timeout(60)
