@@ -29,7 +29,7 @@ ENV_HOST_OPTIONS = "MHTEST_HOST_OPTIONS"
 ENV_WORKER = "MHTEST_WORKER"
 #: The longest worker name (it names a sync participant and a directory).
 MAX_NAME = 100
-#: Workers are stopped this long (at most a fifth of the timeout) before this test's timeout.
+#: Workers are stopped this long (at most a quarter of it) before this test's timeout.
 STOP_MARGIN = 5.0
 #: Parameters of the multi-host test that its workers do not inherit.
 _NOT_INHERITED = {"timeout", "hosts"}
@@ -64,7 +64,7 @@ class MultiHostTest(Test):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.worker_results: list[TestResult] = []
-        self._born = time.monotonic()  # about when the runner started this test's clock
+        self._born = time.monotonic() - _process_age()  # when the runner started its clock
         self._host_configs = self._load_hosts()
 
     # -- hosts -----------------------------------------------------------------
@@ -188,7 +188,7 @@ class MultiHostTest(Test):
         if not self.timeout:
             return timeout
         left = self.timeout - (time.monotonic() - self._born)
-        left -= min(STOP_MARGIN, 0.2 * self.timeout)
+        left -= min(STOP_MARGIN, 0.25 * self.timeout)
         left = max(left, 0.1)
         return left if timeout is None else min(timeout, left)
 
@@ -242,6 +242,20 @@ class MultiHostTest(Test):
         spec.logdir = str(Path(self.logdir) / "workers" / dir_name(f"{index}-{name}"))
         spec.env = {ENV_WORKER: name}
         return spec
+
+
+def _process_age() -> float:
+    """Seconds since this process started (0 where /proc cannot tell).
+
+    The runner's clock for this test starts when it forks the test's process, before
+    the test's module is even imported.
+    """
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 def _unique_names(workers: list[Worker]) -> list[str]:
