@@ -259,9 +259,12 @@ class Coordinator:
         self._arrive("exchange", p, req, now)
 
     def _arrive(self, kind: str, p: Participant, req: Request, now: float) -> None:
-        what = f"{kind} {req.name!r}"
-        count = self._resolve_count(p, req, what)
-        if count is None or self._refuse_if_aborted(p, req, what):
+        count = req.count or p.count or self.expected_count
+        if count is None or self.aborted is not None:
+            what = f"{kind} {req.name!r}"
+            self._resolve_count(p, req, what)  # both send the error reply
+            if count is not None:
+                self._refuse_if_aborted(p, req, what)
             return
         key = (kind, req.name)
         rv = self.rendezvous.get(key)
@@ -271,17 +274,17 @@ class Coordinator:
             rv = self.rendezvous[key] = Rendezvous(kind, req.name, count, generation)
         if rv.count != count:
             first = next(iter(rv.waiters))
-            msg = f"{what}: {first} waits for {rv.count} participants, {p.name} for {count}"
+            msg = f"{rv.label}: {first} waits for {rv.count} participants, {p.name} for {count}"
             self._send(p.identity, reply_error(req.id, "invalid", msg))
             return
         if p.name in rv.waiters:
-            msg = f"{what}: {p.name} is already waiting there"
+            msg = f"{rv.label}: {p.name} is already waiting there"
             self._send(p.identity, reply_error(req.id, "invalid", msg))
             return
-        rv.waiters[p.name] = Waiter(
-            p.name, p.identity, req.id, now + req.timeout, req.timeout, req.data
-        )
-        rv.deadline = min(rv.deadline, now + req.timeout)
+        deadline = now + req.timeout
+        rv.waiters[p.name] = Waiter(p.name, p.identity, req.id, deadline, req.timeout, req.data)
+        if deadline < rv.deadline:
+            rv.deadline = deadline
         if len(rv.waiters) >= rv.count:
             self._complete(rv)
             return
