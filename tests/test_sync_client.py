@@ -230,3 +230,23 @@ def test_one_client_serves_several_threads_at_once() -> None:
         b.post("x", "done")
         blocked.join(10)
         assert got["x"] == {"b": "done"}
+
+
+def test_many_threads_share_one_client_without_stalls() -> None:
+    """Six threads on one client: every call gets its own answer, and none stalls (a call
+    that missed its wake-up would wait for the heartbeat thread, 5 s here)."""
+    with SyncServer() as server, SyncClient(server.address, "a", heartbeat=5.0) as a:
+        slowest: list[float] = []
+
+        def worker(t: int) -> list[Any]:
+            got = []
+            for j in range(60):
+                started = time.monotonic()
+                got.append(a.exchange(f"t{t}", j, count=1))
+                slowest.append(time.monotonic() - started)
+            return got
+
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(worker, range(6)))
+        assert results == [[{"a": j} for j in range(60)]] * 6
+        assert max(slowest) < 2.0, f"a call stalled {max(slowest):.1f} s"

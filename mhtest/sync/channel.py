@@ -123,17 +123,22 @@ class Channel:
                     self._pump(pending, deadline)
                 finally:
                     self.io_lock.release()
-                    self._wake_followers()
-            else:
-                with self._pending_lock:  # replies are set under this lock too: no lost wake-up
-                    if pending.done:
-                        break
-                    if pending.event is None:
-                        pending.event = threading.Event()
-                    event = pending.event
-                self._wake()  # the leader sends our frame
-                event.wait(left)
-                event.clear()
+                    self._wake_followers(own=1)
+                continue
+            with self._pending_lock:  # replies are set under this lock too: no lost wake-up
+                if pending.done:
+                    break
+                if pending.event is None:
+                    pending.event = threading.Event()
+                event = pending.event
+            if self.io_lock.acquire(blocking=False):
+                # The leader left between our two tries, maybe before our event existed
+                # for it to set: lead instead of waiting for a wake-up that won't come.
+                self.io_lock.release()
+                continue
+            self._wake()  # the leader sends our frame
+            event.wait(left)
+            event.clear()
         with self._pending_lock:
             self._pending.pop(request_id, None)
         if pending.error is not None:
@@ -291,10 +296,13 @@ class Channel:
         except (BlockingIOError, OSError):
             pass  # a full pipe wakes the leader just as well
 
-    def _wake_followers(self) -> None:
-        """After leading: let a thread still waiting for its reply take the lead."""
-        if len(self._pending) <= 1:
-            return  # only the leader's own request (or none): nobody to wake
+    def _wake_followers(self, own: int = 0) -> None:
+        """After leading: let a thread still waiting for its reply take the lead.
+
+        `own` is 1 when the leader's own request is still listed (it is not a follower).
+        """
+        if len(self._pending) <= own:
+            return  # nobody else waits: skip the lock
         with self._pending_lock:
             for p in self._pending.values():
                 if not p.done and p.event is not None:
