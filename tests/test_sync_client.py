@@ -250,3 +250,24 @@ def test_many_threads_share_one_client_without_stalls() -> None:
             results = list(pool.map(worker, range(6)))
         assert results == [[{"a": j} for j in range(60)]] * 6
         assert max(slowest) < 2.0, f"a call stalled {max(slowest):.1f} s"
+
+
+def test_close_while_another_thread_waits_ends_that_wait() -> None:
+    with SyncServer() as server:
+        client = SyncClient(server.address, "a")
+        errors: list[SyncError] = []
+
+        def waiter() -> None:
+            try:
+                client.barrier("never", count=2, timeout=30)
+            except SyncError as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        client.close()
+        t.join(10)
+        assert not t.is_alive() and time.monotonic() - started < 5
+        assert len(errors) == 1  # closed, or aborted because "a" left: either way it ends

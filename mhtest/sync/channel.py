@@ -116,7 +116,7 @@ class Channel:
         deadline = time.monotonic() + wait
         while not pending.done:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._closing.is_set():
                 break
             if self.io_lock.acquire(blocking=False):
                 try:
@@ -144,6 +144,8 @@ class Channel:
         if pending.error is not None:
             raise pending.error
         if pending.reply is None:
+            if self._closing.is_set():
+                raise SyncError(f"{op}: the sync client was closed while waiting")
             raise SyncUnavailable(f"{op}: no answer from the sync server at {self.address}")
         return pending.reply
 
