@@ -7,6 +7,9 @@ SSH channel alike.
 Types:
   test.start   uid, name, time, pid, timeout
   test.end     uid, status, fail_reason, fail_class, time, whiteboard, [children]
+  test.files   uid, data, last                (a remote test's results directory: base64
+                                               pieces of an uncompressed tar, before test.end)
+  test.skipped uid, reason                     (never started: the job was interrupted)
   log          uid, level, message            (optional, for live consoles)
   runner.error message                         (the runner itself failed)
 """

@@ -95,9 +95,9 @@ class RunCommand(CLICommand):
         parser.add_argument(
             "--max-parallel",
             type=int,
-            default=os.cpu_count() or 1,
+            default=None,
             metavar="N",
-            help="tests run at once per place (default: CPU count)",
+            help="tests run at once per place (default: that place's CPU count)",
         )
         parser.add_argument(
             "--job-results-dir",
@@ -151,7 +151,7 @@ class RunCommand(CLICommand):
         from mhtest.console import Console
         from mhtest.job import DEFAULT_RESULTS_DIR, Job, JobConfig, JobError
 
-        if args.max_parallel < 1:
+        if args.max_parallel is not None and args.max_parallel < 1:
             raise UsageError("--max-parallel must be 1 or more")
         try:
             layers = [params_mod.load_yaml(f) for f in args.params]
@@ -162,7 +162,7 @@ class RunCommand(CLICommand):
         specs = resolve_selection(args)
         hosts = self._hosts(args)
         config = JobConfig(
-            max_parallel=args.max_parallel,
+            max_parallel=args.max_parallel or os.cpu_count() or 1,
             results_dir=args.job_results_dir or DEFAULT_RESULTS_DIR,
             hosts=hosts,
             options={
