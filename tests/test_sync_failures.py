@@ -186,3 +186,17 @@ def test_leaving_participant_aborts_barrier_that_needs_it() -> None:
             out = a.outcome()
             assert out["error"] == "SyncAborted" and out["by"] == "b", out
             assert "left" in out["message"]
+
+
+def test_participant_declared_dead_is_told_why_when_it_comes_back() -> None:
+    with SyncServer() as server:
+        body = "report(ready=1); time.sleep(2.2); attempt(lambda: c.barrier('x', count=1))"
+        with participant(server.address, "z", body, **FAST) as zombie:
+            zombie.outcome()  # ready
+            zombie.signal(signal.SIGSTOP)
+            time.sleep(1.8)  # past its 1.2 s of liveness
+            zombie.signal(signal.SIGCONT)
+            out = zombie.outcome()
+            assert out["error"] == "SyncError", out
+            assert "not a participant" in out["message"]
+            assert "z stopped answering" in out["message"]

@@ -26,6 +26,7 @@ LOG = logging.getLogger(__name__)
 Expected = Union[list, int, None]
 LIVENESS_BEATS = 6  # missed heartbeats (0.5 s each by default) before a participant is dead
 LIVENESS_CHECK_INTERVAL = 0.2  # seconds between scans for silent participants
+MAX_FORGOTTEN = 10_000  # identities of removed participants remembered for error messages
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Coordinator:
         self.participants: dict[str, Participant] = {}
         self.by_identity: dict[bytes, str] = {}
         self.gone: dict[str, str] = {}  # name -> why it is gone (died, left)
+        self.forgotten: dict[bytes, str] = {}  # identity -> why (to explain a late request)
         self.rendezvous: dict[tuple[str, str], Rendezvous] = {}
         self.generations: dict[tuple[str, str], int] = {}
         self.posts: dict[str, dict[str, Any]] = {}
@@ -119,10 +121,9 @@ class Coordinator:
         name = self.by_identity.get(identity)
         if name is None:
             if req.op not in ("bye", "ping"):
-                self._send(
-                    identity,
-                    reply_error(req.id, "refused", "unknown participant: say hello first"),
-                )
+                why = self.forgotten.get(identity, "it never said hello")
+                msg = f"this client is not a participant of the sync server: {why}"
+                self._send(identity, reply_error(req.id, "refused", msg))
             return
         participant = self.participants[name]
         participant.last_seen = now
@@ -362,6 +363,9 @@ class Coordinator:
         del self.participants[p.name]
         self.by_identity.pop(p.identity, None)
         self.gone[p.name] = why
+        if len(self.forgotten) >= MAX_FORGOTTEN:
+            self.forgotten.pop(next(iter(self.forgotten)))
+        self.forgotten[p.identity] = why
         for rv in list(self.rendezvous.values()):
             arrived = p.name in rv.waiters
             counts_on_it = self.expected_names is None or p.name in self.expected_names
