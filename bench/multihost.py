@@ -4,14 +4,17 @@ Starts its own loopback sshd hosts (mhtest.hosts.testing.SshdPool, the code of t
 fixtures), warms the hosts' caches with one fan-out run, then for 2, 8 and 16 hosts
 alternates, in the same run:
 
-- fan-out:  mhtest run examples/tests/passtest.py --hosts h1,…,hN   (N results)
-- pingpong: mhtest run examples/tests/pingpong.py --hosts h1,…,hN   (one test, N workers)
+- fan-out:   mhtest run examples/tests/passtest.py --hosts h1,…,hN  (N results)
+- multipass: a multi-host test whose workers are that same passtest, one per host: the
+             orchestration alone (its own process, run_workers, the sync server, the port
+             forwards, the folding of the results) around the fan-out's work
+- pingpong:  mhtest run examples/tests/pingpong.py --hosts h1,…,hN  (one test, N workers
+             that also meet at barriers, exchange ports and ping each other)
 
-and prints the median and the best wall time of each `mhtest run`, their ratios, and the
-CPU time the controller's processes used (the `mhtest run` process tree on this machine;
-the hosts' side is not in it). The difference is what the multi-host test adds: its own
-process, run_workers, the sync server, the port forwards, the ring's barriers and pings,
-and the folding of the results. Target: pingpong at most 1.25x the fan-out.
+and prints the median and the best wall time of each `mhtest run`, their ratios to the
+fan-out, and the CPU time the controller's processes used (the `mhtest run` process tree
+on this machine; the hosts' side is not in it). Target: the multi-host test at most 1.25x
+the fan-out.
 
 The hosts are this machine: on a loaded machine the remote runner's start on each host
 dominates and varies from run to run, hence the best-of figures next to the medians.
@@ -42,6 +45,14 @@ from mhtest.hosts.testing import SshdPool
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "tests"
 TARGET = 1.25
+MULTIPASS = f"""
+from mhtest import MultiHostTest
+
+
+class MultiPass(MultiHostTest):
+    def test(self):
+        self.run_workers([self.worker({str(EXAMPLES / "passtest.py")!r}, h) for h in self.hosts])
+"""
 
 
 @dataclass
@@ -90,6 +101,16 @@ def mhtest_run(ref: Path, hosts: list, results: Path, env: dict[str, str]) -> Ti
     return Timing(elapsed, cpu, json.loads((results / "latest" / "results.json").read_text()))
 
 
+def check(name: str, done: Timing, hosts: int) -> None:
+    """Every run must have done its work: N passes, or one test with N passing workers."""
+    tests = done.results["tests"]
+    if name == "fan-out":
+        assert len(tests) == hosts and all(t["status"] == "PASS" for t in tests), tests
+    else:
+        children = tests[0]["children"]
+        assert len(children) == hosts and all(c["status"] == "PASS" for c in children)
+
+
 def workers_time(results: dict) -> float:
     """run_workers()'s own time, from the multi-host test's debug.log."""
     log = Path(results["tests"][0]["logdir"], "debug.log").read_text()
@@ -114,38 +135,46 @@ def main() -> int:
                 f"{len(all_hosts)} loopback sshd hosts; warm-up fan-out {warm.wall:.2f} s; "
                 f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
             )
+            multipass = work / "multipass.py"
+            multipass.write_text(MULTIPASS)
+            refs = {
+                "fan-out": EXAMPLES / "passtest.py",
+                "multipass": multipass,
+                "pingpong": EXAMPLES / "pingpong.py",
+            }
             print(
-                f"{'hosts':>5} {'fan-out s':>16} {'pingpong s':>16} {'run_workers s':>14} "
-                f"{'ratio':>11} {'controller cpu s':>17}"
+                f"{'hosts':>5}  {'wall s: median (best)':^56}  {'/ fan-out':^18}  "
+                f"{'controller cpu s':^20}"
             )
             print(
-                f"{'':>5} {'median  best':>16} {'median  best':>16} {'median':>14} "
-                f"{'median best':>11} {'fan-out ping':>17}"
+                f"{'':>5}  {'fan-out':>16}  {'multipass':>18}  {'pingpong':>18}  "
+                f"{'multi':>8} {'ping':>8}  {'fan':>6} {'multi':>6} {'ping':>6}"
             )
             worst = 0.0
             for n in sizes:
-                hosts = all_hosts[:n]
-                fan: list[Timing] = []
-                ping: list[Timing] = []
+                times: dict[str, list[Timing]] = {name: [] for name in refs}
                 for _ in range(opts.rounds):
-                    done = mhtest_run(EXAMPLES / "passtest.py", hosts, work / f"f{n}", env)
-                    tests = done.results["tests"]
-                    assert len(tests) == n and all(t["status"] == "PASS" for t in tests)
-                    fan.append(done)
-                    done = mhtest_run(EXAMPLES / "pingpong.py", hosts, work / f"p{n}", env)
-                    assert len(done.results["tests"][0]["children"]) == n
-                    ping.append(done)
-                f_med = statistics.median(t.wall for t in fan)
-                p_med = statistics.median(t.wall for t in ping)
-                f_best = min(t.wall for t in fan)
-                p_best = min(t.wall for t in ping)
-                inner = statistics.median(workers_time(t.results) for t in ping)
-                worst = max(worst, p_med / f_med)
+                    for name, ref in refs.items():
+                        done = mhtest_run(ref, hosts=all_hosts[:n], results=work / name, env=env)
+                        check(name, done, n)
+                        times[name].append(done)
+                med = {k: statistics.median(t.wall for t in v) for k, v in times.items()}
+                best = {k: min(t.wall for t in v) for k, v in times.items()}
+                cpu = {k: statistics.median(t.cpu for t in v) for k, v in times.items()}
+                ratio = {k: med[k] / med["fan-out"] for k in refs}
+                worst = max(worst, ratio["multipass"], ratio["pingpong"])
                 print(
-                    f"{n:>5} {f_med:>8.2f}{f_best:>8.2f} {p_med:>8.2f}{p_best:>8.2f} "
-                    f"{inner:>14.2f} {p_med / f_med:>6.2f}{p_best / f_best:>5.2f} "
-                    f"{statistics.median(t.cpu for t in fan):>8.2f}"
-                    f"{statistics.median(t.cpu for t in ping):>9.2f}"
+                    f"{n:>5}  {med['fan-out']:>8.2f} ({best['fan-out']:>5.2f})  "
+                    f"{med['multipass']:>10.2f} ({best['multipass']:>5.2f})  "
+                    f"{med['pingpong']:>10.2f} ({best['pingpong']:>5.2f})  "
+                    f"{ratio['multipass']:>8.2f} {ratio['pingpong']:>8.2f}  "
+                    f"{cpu['fan-out']:>6.2f} {cpu['multipass']:>6.2f} {cpu['pingpong']:>6.2f}"
+                )
+                print(
+                    f"{'':>5}  run_workers median: multipass "
+                    f"{statistics.median(workers_time(t.results) for t in times['multipass']):.2f}"
+                    f" s, pingpong "
+                    f"{statistics.median(workers_time(t.results) for t in times['pingpong']):.2f} s"
                 )
     print(
         f"worst median ratio {worst:.2f} (target <= {TARGET:.2f}); "
