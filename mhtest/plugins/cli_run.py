@@ -183,6 +183,9 @@ class RunCommand(CLICommand):
         try:
             with sync_ctx as sync_env:
                 config.env.update(sync_env or {})
+                if sync_job is not None:
+                    # Each test meets the others under a stable name from its reference.
+                    sync_job.set_participants(specs, sync_env or {})
                 try:
                     job = Job(config, writers, console)
                 except JobError as exc:
