@@ -171,7 +171,10 @@ def resolve_references(references: Iterable[str], resolvers: list[Resolver]) -> 
             if flt:
                 raise ResolutionError(f"reference {ref!r}: a filter needs a file, not a directory")
             for file in _walk(path):
-                specs += _resolve_file(file, None, resolvers, explicit=False)
+                # Worker tests need a multi-host test (or --sync) around them: they run
+                # when named, and a directory walk leaves them out.
+                found = _resolve_file(file, None, resolvers, explicit=False)
+                specs += [s for s in found if not s.worker_only]
             continue
         found = _resolve_file(path, flt, resolvers, explicit=True)
         if not found:

@@ -29,6 +29,7 @@ class TestSpec:
     host: str = "local"
     error: str | None = None  # BROKEN: why
     multihost: bool = False  # the class is a MultiHostTest
+    worker_only: bool = False  # ":mhtest: worker": run when named, not found in directories
     # Filled in by the job: the test's number, its results directory, env for the child.
     uid: int = 0
     logdir: str = ""

@@ -155,6 +155,32 @@ def test_directories_are_searched_recursively_in_order(tmp_path, resolvers, monk
     assert [s.kind for s in specs] == [INSTRUMENTED, SIMPLE, INSTRUMENTED]
 
 
+WORKER_PY = '''
+from mhtest import Test
+
+class Helper(Test):
+    """Runs only inside a multi-host test.
+
+    :mhtest: worker
+    """
+
+    def test(self):
+        pass
+'''
+
+
+def test_worker_tests_run_when_named_but_not_from_directories(tmp_path, resolvers, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "d" / "worker.py", WORKER_PY)
+    write(
+        tmp_path / "d" / "b.py", "from mhtest import Test\nclass B(Test):\n def test(self): pass\n"
+    )
+    assert refs(resolve_references(["d"], resolvers)) == ["d/b.py:B.test"]
+    named = resolve_references(["d/worker.py"], resolvers)
+    assert refs(named) == ["d/worker.py:Helper.test"]
+    assert named[0].worker_only
+
+
 def test_executable_python_test_file_is_instrumented(tmp_path, resolvers, monkeypatch):
     """The python resolver goes first: an executable test class file is not a simple test."""
     monkeypatch.chdir(tmp_path)

@@ -13,6 +13,7 @@ CHUNK = b"\0" * (1 << 16)
 class NetServer(Test):
     """Receive until the client is done; report what arrived.
 
+    :mhtest: worker
     :mhtest: tags=worker
     """
 
@@ -51,6 +52,7 @@ class NetServer(Test):
 class NetClient(Test):
     """Send as fast as possible for `duration` seconds; the throughput goes on the whiteboard.
 
+    :mhtest: worker
     :mhtest: tags=worker
     """
 

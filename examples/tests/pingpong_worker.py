@@ -11,6 +11,7 @@ from mhtest import Test
 class PingPongWorker(Test):
     """One member of the ring (run by pingpong.py, not on its own).
 
+    :mhtest: worker
     :mhtest: tags=worker
     """
 

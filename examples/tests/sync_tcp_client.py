@@ -18,7 +18,10 @@ CHUNK = b"\0" * (1 << 16)
 
 
 class SyncTCPClient(Test):
-    """Send for `duration` seconds to the server the exchange names; report the throughput."""
+    """Send for `duration` seconds to the server the exchange names; report the throughput.
+
+    :mhtest: worker
+    """
 
     timeout = 120
 

@@ -16,7 +16,10 @@ from mhtest import Test
 
 
 class SyncTCPServer(Test):
-    """Count the bytes a client of another run sends; both sides must agree on the total."""
+    """Count the bytes a client of another run sends; both sides must agree on the total.
+
+    :mhtest: worker
+    """
 
     timeout = 120
 

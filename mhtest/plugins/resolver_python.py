@@ -44,6 +44,7 @@ class PythonResolver:
                         tags=sorted(info.tags | info.method_tags.get(method, set())),
                         timeout=info.timeout,
                         multihost=multihost,
+                        worker_only="worker" in info.directives,
                     )
                 )
         return specs or None
