@@ -6,6 +6,7 @@ before anything starts, except the last ones, which run real local workers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -202,3 +203,39 @@ def test_a_worker_that_ends_without_joining_is_not_waited_for(tmp_path: Path) ->
     assert waiter.status == "ERROR" and waiter.fail_class == "SyncAborted", waiter
     assert "skipper left" in waiter.fail_reason
     assert waiter.time < 10
+
+
+def test_a_refused_port_forward_says_what_to_do() -> None:
+    import paramiko
+
+    from mhtest.runners.tunnel import ForwardError, RemoteForward
+
+    class Refusing:  # a transport whose server does not allow forwarding (a corner case)
+        def request_port_forward(self, *args: object) -> int:
+            raise paramiko.SSHException("TCP forwarding request denied")
+
+    host = SimpleNamespace(name="h1", transport=Refusing)
+    with pytest.raises(ForwardError) as info:
+        RemoteForward(host, ("127.0.0.1", 5555))
+    assert str(info.value) == (
+        "h1: the SSH server refused a remote port forward for the sync server (TCP "
+        "forwarding request denied); allow it (sshd AllowTcpForwarding remote) or use "
+        "--sync-direct"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_forward_carries_sync_traffic_to_the_server(sshd_host) -> None:
+    """A real sshd: a client on the host's forwarded port reaches the sync server."""
+    from mhtest.runners.tunnel import RemoteForward
+    from mhtest.sync.client import SyncClient
+    from mhtest.sync.server import SyncServer
+
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(SyncServer("127.0.0.1:0", expected=["w"]))
+        host = stack.enter_context(sshd_host.make_host())
+        forward = stack.enter_context(RemoteForward(host, ("127.0.0.1", server.port)))
+        assert forward.remote_port != server.port
+        # The host is this machine: its 127.0.0.1 is ours.
+        with SyncClient(f"tcp://127.0.0.1:{forward.remote_port}", "w", timeout=10) as client:
+            assert client.exchange("hello", {"n": 1}) == {"w": {"n": 1}}

@@ -54,14 +54,14 @@ class RemoteForward:
         def handler(channel: Any, origin: Any, server: Any) -> None:
             try:
                 sock = socket.create_connection(self.target, timeout=CONNECT_TIMEOUT)
-                sock.settimeout(None)
-                # Sync messages are small and answered at once: Nagle's algorithm would
-                # hold each one back until the previous was acknowledged (~40 ms each).
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as exc:
                 LOG.warning("%s: forward to %s:%d failed: %s", host.name, *self.target, exc)
                 channel.close()
                 return
+            sock.settimeout(None)
+            # Sync messages are small and answered at once: Nagle's algorithm would hold
+            # each one back until the previous was acknowledged (~40 ms each).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(
                 target=_pump,
                 args=(channel, sock, self._stop),
