@@ -227,9 +227,13 @@ class RunCommand(CLICommand):
         for spec in specs:
             spec.params = {**params, **spec.params}
             if spec.multihost or not hosts:
-                if spec.multihost and hosts:
-                    spec.env["MHTEST_HOSTS"] = json.dumps([dataclasses.asdict(h) for h in hosts])
+                if spec.multihost:
+                    # The SSH options also serve hosts given as a `hosts` param.
                     spec.env["MHTEST_HOST_OPTIONS"] = json.dumps(config.options)
+                    if hosts:
+                        spec.env["MHTEST_HOSTS"] = json.dumps(
+                            [dataclasses.asdict(h) for h in hosts]
+                        )
                 placed.append(spec)
                 continue
             for host in hosts:

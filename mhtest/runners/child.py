@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from typing import Any, Callable
 from mhtest import events
 from mhtest.params import Params
 from mhtest.spec import BROKEN, SIMPLE, TestSpec
-from mhtest.test import Test, TestBaseException, skip_reason
+from mhtest.test import Test, TestBaseException, TestInterrupt, skip_reason
 
 LOG_FORMAT = "%(asctime)s %(levelname)-5s| %(message)s"
 
@@ -180,7 +181,11 @@ def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[s
             "fail_class": type(exc).__name__,
         }
     emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=test.timeout)
+    # The runner asks a test to stop with SIGTERM (the job is interrupted): the test ends
+    # INTERRUPT, tearDown still runs, a multi-host test stops and fetches its workers.
+    signal.signal(signal.SIGTERM, _interrupted)
     outcome = run_lifecycle(test, method)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     test._close_sync()
     (logdir / "whiteboard").write_text(test.whiteboard or "", encoding="utf-8")
     outcome["whiteboard"] = test.whiteboard or ""
@@ -189,6 +194,11 @@ def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[s
     if workers:
         outcome["children"] = [w.to_dict() for w in workers]
     return outcome
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process
+    raise TestInterrupt("interrupted by the user")
 
 
 def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:

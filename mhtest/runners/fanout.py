@@ -26,10 +26,13 @@ from typing import Any
 from mhtest.results import TestResult
 from mhtest.runners.multihost import ENV_WORKER, worker_result
 from mhtest.spec import TestSpec
+from mhtest.test import TestInterrupt
 
 LOG = logging.getLogger(__name__)
 #: After a timeout or a stop, how long the runners get to kill their workers and report.
 STOP_GRACE = 30.0
+#: After an interrupt, how long the workers get to stop and send their results.
+INTERRUPT_GRACE = 8.0
 #: How long declaring a worker gone may take (the server is local: normally milliseconds).
 GONE_TIMEOUT = 5.0
 #: Failures that a worker suffers because of another one: nothing to declare for it.
@@ -128,6 +131,7 @@ class WorkerRun:
         self.stop = threading.Event()
         #: The timeout (s) after which the workers were stopped, if they were.
         self.timed_out: float | None = None
+        self.interrupted: str | None = None
         self.results: dict[int, TestResult] = {}
         self._lock = threading.Lock()
         self._declaring: list[threading.Thread] = []
@@ -234,11 +238,18 @@ class WorkerRun:
         return [self.results[s.uid] for s in self.specs]
 
     def _wait(self, threads: list[threading.Thread], timeout: float | None) -> None:
-        """Join the runner threads; past `timeout` stop the workers, past the grace give up."""
+        """Wait for the runner threads; past `timeout` stop the workers, past the grace give up.
+
+        A TestInterrupt (the test process got SIGTERM: the job is being interrupted) stops
+        the workers too, and is raised again once their results are in. Polling, not
+        Thread.join(): an exception raised inside join() can leave CPython believing a
+        running thread has stopped.
+        """
         deadline = time.monotonic() + timeout if timeout else None
         give_up = None
-        for t in threads:
-            while t.is_alive():
+        interrupted: BaseException | None = None
+        while any(t.is_alive() for t in threads):
+            try:
                 now = time.monotonic()
                 if deadline is not None and now > deadline and not self.stop.is_set():
                     LOG.warning("workers did not end within %g s: stopping them", timeout)
@@ -247,8 +258,15 @@ class WorkerRun:
                     give_up = now + STOP_GRACE
                 if give_up is not None and now > give_up:
                     LOG.error("runners did not stop within %g s; leaving them", STOP_GRACE)
-                    return
-                t.join(0.1)
+                    break
+                time.sleep(0.05)
+            except TestInterrupt as exc:
+                LOG.warning("interrupted: stopping the workers and fetching their results")
+                interrupted = exc
+                self.stop.set()
+                give_up = min(give_up or float("inf"), time.monotonic() + INTERRUPT_GRACE)
+        if interrupted is not None:
+            self.interrupted = str(interrupted)
 
     def _groups(self) -> dict[str, tuple[Any, list[TestSpec]]]:
         """Specs by place: "local" for local workers, else the host's name."""

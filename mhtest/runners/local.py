@@ -29,6 +29,8 @@ LOG = logging.getLogger(__name__)
 EventSink = Callable[[dict], None]
 #: How long a child may take to go after its test ended before the runner stops waiting.
 EXIT_GRACE = 5.0
+#: After an interrupt, how long tests get between SIGTERM and SIGKILL.
+STOP_GRACE = 10.0
 
 
 @dataclass
@@ -43,6 +45,7 @@ class _Running:
     eof: bool = False
     exit_status: int | None = None
     end_time: float | None = None
+    stopping: bool = False  # asked to stop (SIGTERM) because the job is interrupted
 
 
 class ForkServer:
@@ -104,12 +107,16 @@ class LocalRunner:
         server = ForkServer()
         sel = selectors.DefaultSelector()
         sel.register(server.sock, selectors.EVENT_READ, None)
+        give_up: float | None = None  # once stopping: when SIGTERM's grace ends
         try:
             while pending or running:
-                if self.stop.is_set():
+                if self.stop.is_set() and give_up is None:
+                    give_up = time.time() + STOP_GRACE
+                    self._ask_to_stop(running, pending)
+                if give_up is not None and time.time() >= give_up:
                     self._interrupt(running, pending, "interrupted by the user")
                     break
-                while pending and len(running) < self.max_parallel:
+                while give_up is None and pending and len(running) < self.max_parallel:
                     self._start(server, sel, running, pending.pop())
                 timeout = self._next_timeout(running)
                 for key, _ in sel.select(timeout):
@@ -198,6 +205,10 @@ class LocalRunner:
         elif event["type"] == "test.end":
             run.ended = True
             run.end_time = time.time()
+            if run.stopping and event.get("status") in ("FAIL", "ERROR"):
+                # Failing because the job pulled the rug: say so.
+                event["status"] = "INTERRUPT"
+                event["fail_reason"] = f"interrupted by the user ({event.get('fail_reason')})"
         self.sink(event)
 
     # ending ----------------------------------------------------------------
@@ -256,7 +267,9 @@ class LocalRunner:
     def _retire(self, sel: selectors.BaseSelector, running: dict) -> None:
         for key in [k for k, r in running.items() if r.exit_status is not None and r.eof]:
             run = running.pop(key)
-            if not run.ended:
+            if not run.ended and run.stopping:
+                self._end(run, "INTERRUPT", "interrupted by the user")
+            elif not run.ended:
                 status = run.exit_status
                 how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
                 self._end(run, "ERROR", f"the test process died ({how}) before the test ended")
@@ -270,6 +283,26 @@ class LocalRunner:
         sel.unregister(run.rfd)
         os.close(run.rfd)
         run.rfd = -1
+
+    def _ask_to_stop(self, running: dict, pending: list) -> None:
+        """The job is interrupted: tests not started never will be; running ones get SIGTERM.
+
+        An instrumented test then ends INTERRUPT after its tearDown, a multi-host test
+        stops its workers and keeps their results; SIGKILL follows after STOP_GRACE.
+        """
+        reason = "interrupted by the user"
+        while pending:
+            spec = pending.pop()
+            self.sink({"type": "test.skipped", "uid": spec.uid, "reason": reason})
+        for run in running.values():
+            run.stopping = True
+            if run.pid and run.exit_status is None:
+                try:
+                    os.killpg(run.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                except PermissionError as exc:
+                    LOG.warning("cannot signal test process group %d: %s", run.pid, exc)
 
     def _interrupt(self, running: dict, pending: list, reason: str) -> None:
         for run in running.values():

@@ -169,6 +169,9 @@ class MultiHostTest(Test):
             (r for r in results if r.status in FAILED_STATUSES),
             key=lambda r: (r.fail_class in ("SyncAborted", "SyncTimeout"), r.uid),
         )
+        if run.interrupted is not None:
+            summary = ", ".join(f"{r.name}: {r.status}" for r in results)
+            raise TestInterrupt(f"{run.interrupted}; workers stopped ({summary})")
         if fail and failed:
             text = "; ".join(
                 f"worker {r.name} on {r.host}: {r.status}: {r.fail_reason or 'no reason given'}"
