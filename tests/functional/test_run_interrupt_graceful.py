@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -95,4 +96,4 @@ def test_ctrl_c_keeps_the_workers_results_of_a_multihost_test(write_tests, tmp_p
     assert {c["status"] for c in children} == {"INTERRUPT"}
     for child in children:
         assert child["whiteboard"] == "was here"
-        assert "was here" in open(f"{child['logdir']}/whiteboard").read()
+        assert (Path(child["logdir"]) / "whiteboard").read_text() == "was here"
