@@ -11,7 +11,6 @@ import importlib.util
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -60,7 +59,9 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
     elif spec.kind == SIMPLE:
         timeout, problem = _simple_timeout(spec)
         emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=timeout)
-        outcome = _run_simple(spec, logdir) if problem is None else problem
+        # On success this process becomes the test (exec); the runner reports its end from
+        # the exit status. Only a failure to execute comes back here.
+        outcome = _exec_simple(spec, emit.fd, handler) if problem is None else problem
     else:
         outcome = _run_instrumented(spec, logdir, emit)
     whiteboard = outcome.pop("whiteboard", "")
@@ -97,21 +98,21 @@ def _simple_timeout(spec: TestSpec) -> tuple[float | None, dict[str, Any] | None
         return None, {"status": "ERROR", "fail_reason": reason, "fail_class": "ParamError"}
 
 
-def _run_simple(spec: TestSpec, logdir: Path) -> dict[str, Any]:
-    log = logging.getLogger("mhtest.test")
-    # fds 1 and 2 already point at the test's stdout and stderr files: inherit them.
+def _exec_simple(spec: TestSpec, event_fd: int, handler: logging.Handler) -> dict[str, Any]:
+    """Replace this process with the simple test; returns only if it cannot be executed.
+
+    fds 0, 1 and 2 already point at /dev/null and the test's stdout and stderr files; the
+    event pipe and the log file close on exec, so the runner sees the stream end and learns
+    the exit status from the fork server (see LocalRunner._simple_end).
+    """
+    handler.flush()
+    os.set_inheritable(event_fd, False)
     try:
-        proc = subprocess.run(
-            [spec.path], stdin=subprocess.DEVNULL, cwd=os.path.dirname(spec.path) or None
-        )
+        os.chdir(os.path.dirname(spec.path) or ".")
+        os.execv(spec.path, [spec.path])
     except OSError as exc:
         return {"status": "ERROR", "fail_reason": f"cannot execute {spec.ref}: {exc}"}
-    log.info("exit status %s", proc.returncode)
-    if proc.returncode == 0:
-        return {"status": "PASS"}
-    if proc.returncode < 0:
-        return {"status": "FAIL", "fail_reason": f"killed by signal {-proc.returncode}"}
-    return {"status": "FAIL", "fail_reason": f"exit status {proc.returncode}"}
+    raise AssertionError("unreachable: execv returned")
 
 
 def load_test_class(spec: TestSpec) -> type:

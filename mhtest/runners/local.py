@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from mhtest import events
-from mhtest.spec import TestSpec
+from mhtest.spec import SIMPLE, TestSpec
 
 LOG = logging.getLogger(__name__)
 EventSink = Callable[[dict], None]
@@ -46,6 +46,7 @@ class _Running:
     exit_status: int | None = None
     end_time: float | None = None
     stopping: bool = False  # asked to stop (SIGTERM) because the job is interrupted
+    exec_seen: bool = False  # test.start arrived: a simple test's child then exec'd it
 
 
 class ForkServer:
@@ -199,6 +200,7 @@ class LocalRunner:
             return
         event["uid"] = run.spec.uid
         if event["type"] == "test.start":
+            run.exec_seen = True
             if event.get("timeout"):
                 run.deadline = run.started + float(event["timeout"])
             run.pid = event.get("pid") or run.pid
@@ -269,11 +271,32 @@ class LocalRunner:
             run = running.pop(key)
             if not run.ended and run.stopping:
                 self._end(run, "INTERRUPT", "interrupted by the user")
+            elif not run.ended and run.spec.kind == SIMPLE and run.exec_seen:
+                self._simple_end(run)
             elif not run.ended:
                 status = run.exit_status
                 how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
                 self._end(run, "ERROR", f"the test process died ({how}) before the test ended")
             self._close_pipe(sel, run)
+
+    def _simple_end(self, run: _Running) -> None:
+        """A simple test (the child exec'd it): PASS on exit status 0, else FAIL."""
+        status = run.exit_status or 0
+        if status == 0:
+            outcome, reason = "PASS", None
+        elif status < 0:
+            outcome, reason = "FAIL", f"killed by signal {-status}"
+        else:
+            outcome, reason = "FAIL", f"exit status {status}"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            with open(Path(run.spec.logdir) / "debug.log", "a", encoding="utf-8") as log:
+                log.write(f"{stamp} INFO | exit status {status}\n")
+                log.write(f"{stamp} INFO | {outcome} {run.spec.name}")
+                log.write(f": {reason}\n" if reason else "\n")
+        except OSError as exc:
+            LOG.warning("cannot write %s/debug.log: %s", run.spec.logdir, exc)
+        self._end(run, outcome, reason)
 
     @staticmethod
     def _close_pipe(sel: selectors.BaseSelector, run: _Running) -> None:
