@@ -50,6 +50,31 @@ def decode(line: bytes | str) -> dict[str, Any]:
     return event
 
 
+def synthetic_end(
+    uid: int, status: str, reason: str, host: str | None = None, start: float | None = None
+) -> dict[str, Any]:
+    """A test.end a runner reports for a test that could not run or report its own end."""
+    now = time.time()
+    event: dict[str, Any] = {
+        "type": "test.end",
+        "uid": uid,
+        "status": status,
+        "fail_reason": reason,
+        "fail_class": None,
+        "start": start if start is not None else now,
+        "end": now,
+    }
+    if host is not None:
+        event["host"] = host
+    return event
+
+
+def one_line(exc: BaseException, place: str) -> str:
+    """An exception as one line that names the place (host) it happened at."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if place in text else f"{place}: {text}"
+
+
 class LineBuffer:
     """Splits a byte stream into complete lines as chunks arrive."""
 

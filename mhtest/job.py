@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mhtest import exitcodes
+from mhtest import events, exitcodes
 from mhtest.results import TestResult
 from mhtest.spec import TestSpec, dir_name
 
@@ -153,18 +153,9 @@ class Job:
             spawner.run(place, specs, self.sink, self.stop)
         except Exception as exc:  # noqa: BLE001 - one place failing must not stop the others
             LOG.debug("runner for %s failed", place, exc_info=True)
-            reason = f"{place}: {exc}"
+            reason = events.one_line(exc, place)
             for spec in specs:
-                self.sink(
-                    {
-                        "type": "test.end",
-                        "uid": spec.uid,
-                        "status": "ERROR",
-                        "fail_reason": reason,
-                        "start": time.time(),
-                        "end": time.time(),
-                    }
-                )
+                self.sink(events.synthetic_end(spec.uid, "ERROR", reason))
         finally:
             finished.set()
 

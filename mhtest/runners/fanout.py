@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+from mhtest import events
 from mhtest.results import TestResult
 from mhtest.runners.multihost import ENV_WORKER, worker_result
 from mhtest.spec import TestSpec
@@ -296,22 +297,11 @@ class WorkerRun:
             target(*args)
         except Exception as exc:  # noqa: BLE001 - one host failing ends only its workers
             LOG.debug("workers on %s failed", place, exc_info=True)
-            self._fail(specs, place, _one_line(exc, place))
+            self._fail(specs, place, events.one_line(exc, place))
 
     def _fail(self, specs: list[TestSpec], place: str, reason: str) -> None:
-        now = time.time()
         for spec in specs:
-            self.sink(
-                {
-                    "type": "test.end",
-                    "uid": spec.uid,
-                    "status": "ERROR",
-                    "fail_reason": reason,
-                    "host": place,
-                    "start": now,
-                    "end": now,
-                }
-            )
+            self.sink(events.synthetic_end(spec.uid, "ERROR", reason, host=place))
 
     def _sync_env(self, spec: TestSpec, address: str) -> None:
         spec.env.update(
@@ -388,8 +378,3 @@ def _direct_bind(hosts: dict[str, Any]) -> str:
 
 def _bracket(address: str) -> str:
     return f"[{address}]" if ":" in address else address
-
-
-def _one_line(exc: BaseException, place: str) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if place in text else f"{place}: {text}"

@@ -219,27 +219,23 @@ class LocalRunner:
             return
         run.ended = True
         run.end_time = time.time()
-        self.sink(
-            {
-                "type": "test.end",
-                "uid": run.spec.uid,
-                "status": status,
-                "fail_reason": reason,
-                "fail_class": None,
-                "start": run.started,
-                "end": time.time(),
-                "whiteboard": _read_text(Path(run.spec.logdir) / "whiteboard"),
-            }
-        )
+        event = events.synthetic_end(run.spec.uid, status, reason, start=run.started)
+        event["whiteboard"] = _read_text(Path(run.spec.logdir) / "whiteboard")
+        self.sink(event)
 
-    def _kill(self, run: _Running) -> None:
+    @staticmethod
+    def _signal(run: _Running, sig: int) -> None:
+        """Signal the test's whole process group, if it is still running."""
         if run.pid and run.exit_status is None:
             try:
-                os.killpg(run.pid, signal.SIGKILL)
+                os.killpg(run.pid, sig)
             except ProcessLookupError:
                 pass
             except PermissionError as exc:
-                LOG.warning("cannot kill test process group %d: %s", run.pid, exc)
+                LOG.warning("cannot signal test process group %d: %s", run.pid, exc)
+
+    def _kill(self, run: _Running) -> None:
+        self._signal(run, signal.SIGKILL)
 
     def _check_deadlines(self, running: dict) -> None:
         now = time.time()
@@ -319,13 +315,7 @@ class LocalRunner:
             self.sink({"type": "test.skipped", "uid": spec.uid, "reason": reason})
         for run in running.values():
             run.stopping = True
-            if run.pid and run.exit_status is None:
-                try:
-                    os.killpg(run.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                except PermissionError as exc:
-                    LOG.warning("cannot signal test process group %d: %s", run.pid, exc)
+            self._signal(run, signal.SIGTERM)
 
     def _interrupt(self, running: dict, pending: list, reason: str) -> None:
         for run in running.values():

@@ -145,7 +145,7 @@ class RemoteTestRunner:
             self._fail_rest(specs, "interrupted by the user", "INTERRUPT")
         except Exception as exc:  # noqa: BLE001 - any host fault ends this host's tests only
             LOG.debug("%s: remote run failed", self.host.name, exc_info=True)
-            self._fail_rest(specs, _one_line(exc, self.host.name))
+            self._fail_rest(specs, events.one_line(exc, self.host.name))
 
     def _run(self, specs: list[TestSpec]) -> None:
         started = time.monotonic()
@@ -317,22 +317,11 @@ class RemoteTestRunner:
             LOG.warning("%s: cannot write the results of %s: %s", self.host.name, spec.name, exc)
 
     def _fail_rest(self, specs: list[TestSpec], reason: str, status: str = "ERROR") -> None:
-        now = time.time()
         for spec in specs:
             if spec.uid in self.ended:
                 continue
             self.ended.add(spec.uid)
-            self.sink(
-                {
-                    "type": "test.end",
-                    "uid": spec.uid,
-                    "status": status,
-                    "fail_reason": reason,
-                    "host": self.host.name,
-                    "start": now,
-                    "end": now,
-                }
-            )
+            self.sink(events.synthetic_end(spec.uid, status, reason, host=self.host.name))
 
 
 def pack_tests(specs: list[TestSpec]) -> tuple[bytes, list[TestSpec]]:
@@ -352,8 +341,3 @@ def pack_tests(specs: list[TestSpec]) -> tuple[bytes, list[TestSpec]]:
             path = f"{arcname}/{os.path.basename(spec.path)}"
         remote.append(replace(spec, path=path, logdir=f"results/{dir_name(spec.name)}"))
     return (pack(dirs) if dirs else b""), remote
-
-
-def _one_line(exc: BaseException, host: str) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if host in text else f"{host}: {text}"
