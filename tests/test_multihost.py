@@ -56,6 +56,17 @@ def test_default_is_two_local_workers(tmp_path: Path) -> None:
     assert make(tmp_path).hosts == ["local", "local"]
 
 
+def test_a_worker_reads_worker_names_and_resolves_no_hosts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a worker, `hosts` are the workers' names: "net server" is no host string."""
+    monkeypatch.setenv("MHTEST_WORKER", "h1")
+    (tmp_path / "w.py").write_text(WORKER_PY)
+    ring = Ring(params={"hosts": ["h1", "net server"], "host": "h1"}, logdir=str(tmp_path))
+    assert ring.is_worker
+    assert ring.hosts == ["h1", "net server"]
+
+
 def test_hosts_param(tmp_path: Path) -> None:
     assert make(tmp_path, "local,local,local").hosts == ["local"] * 3
 

@@ -71,6 +71,9 @@ class MultiHostTest(Test):
     def _load_hosts(self) -> list[Any]:
         from mhtest.hosts.inventory import HostConfig
 
+        if self.is_worker:
+            # A worker's `hosts` param lists the worker names (see run_workers), not hosts.
+            return []
         text = os.environ.get(ENV_HOSTS)
         if text:
             return [HostConfig(**h) for h in json.loads(text)]
@@ -91,7 +94,9 @@ class MultiHostTest(Test):
 
     @property
     def hosts(self) -> list[str]:
-        """The names of the hosts this test spans, in order."""
+        """The names of the hosts this test spans, in order (in a worker: the workers')."""
+        if self.is_worker:
+            return [str(h) for h in self.params.get("hosts") or []]
         return [h.name for h in self._host_configs]
 
     @property
