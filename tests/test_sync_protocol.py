@@ -8,7 +8,7 @@ import math
 
 import pytest
 import zmq
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mhtest.sync import SyncClient, SyncServer, protocol
@@ -164,3 +164,59 @@ def test_oversized_messages_are_dropped_with_a_log_line(fuzz_target, caplog) -> 
     sock.send(b" " * (protocol.SOCKET_MAX_BYTES + 10))
     with SyncClient(server.address, "after-fuzz", count=1, connect_timeout=5) as client:
         assert client.exchange("alive", math.pi) == {"after-fuzz": math.pi}
+
+
+def _outcome(parse, frame: bytes):
+    try:
+        req = parse(frame)
+    except ProtocolError as exc:
+        return ("error", str(exc), exc.request_id)
+    return ("ok", req)
+
+
+_IDS = st.one_of(
+    st.integers(0, 10**20).map(str),
+    st.sampled_from(["007", "0", "-1", "1.0", "1e3", " 5", "", "12345678901234567890"]),
+)
+_RESTS = st.one_of(
+    st.sampled_from(
+        [
+            ',"op":"barrier","name":"b","count":null,"timeout":60.0}',
+            ',"op":"barrier","name":"b","count":2,"timeout":1}',
+            ',"op":"barrier","name":"b","count":2,"timeout":1,"id":9}',
+            ',"op":"barrier","name":"id","timeout":1}',
+            ',"op":"barrier","name":"b","timeout":1,"v":2}',
+            ',"op":"wait","name":"b","count":true,"timeout":1}',
+            ',"op":"exchange","name":"b","data":[1],"timeout":1}',
+            ',"op":"lock","name":"' + "x" * 2000 + '","timeout":1}',
+            ',"op":"lock","name":"b","timeout":1,"pad":"' + "x" * 2000 + '"}',
+            ',"op":"ping"}',
+            ',"op":"unlock","name":"b"} junk',
+            "}",
+        ]
+    ),
+    st.text(max_size=40).map(lambda t: "," + t),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ids=st.lists(_IDS, min_size=1, max_size=4), rest=_RESTS)
+@example(ids=["9", "5"], rest=',"op":"barrier","name":"b","count":2,"timeout":1,"id":9}')
+@example(ids=["7", "007"], rest=',"op":"barrier","name":"b","count":null,"timeout":60.0}')
+def test_cached_parser_answers_as_parse_request(ids: list[str], rest: str) -> None:
+    """The server's request cache (RequestParser) never changes what a frame means."""
+    parser = protocol.RequestParser()
+    for request_id in ids:  # the same rest again and again, as a barrier loop sends it
+        frame = ('{"v":1,"id":' + request_id + rest).encode()
+        assert _outcome(parser.parse, frame) == _outcome(parse_request, frame)
+
+
+def test_cached_parser_keeps_no_large_or_data_requests() -> None:
+    parser = protocol.RequestParser()
+    for i in range(1, 4):
+        parser.parse(
+            b'{"v":1,"id":%d,"op":"lock","name":"b","timeout":1,"pad":"%s"}' % (i, b"x" * 2000)
+        )
+        parser.parse(b'{"v":1,"id":%d,"op":"exchange","name":"b","data":%d,"timeout":1}' % (i, i))
+        parser.parse(b'{"v":1,"id":%d,"op":"barrier","name":"b","timeout":1}' % i)
+    assert list(parser._known) == [b',"op":"barrier","name":"b","timeout":1}']

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from mhtest.sync import protocol
-from mhtest.sync.protocol import ProtocolError, Request, reply_error, reply_ok
+from mhtest.sync.protocol import ProtocolError, Request, RequestParser, reply_error, reply_ok
 
 LOG = logging.getLogger(__name__)
 
@@ -103,13 +103,15 @@ class Coordinator:
         self.locks: dict[str, LockState] = {}
         self.aborted: tuple[str, str] | None = None  # (by, reason) until everyone left
         self.next_liveness_check = 0.0
+        self._parser = RequestParser()
+        self._ops = {op: getattr(self, "_op_" + op) for op in protocol.OPS if op != "hello"}
 
     # -- entry points --------------------------------------------------------------------
 
     def handle(self, identity: bytes, frame: bytes, now: float) -> None:
         """Process one frame from `identity`; malformed ones are logged and dropped."""
         try:
-            req = protocol.parse_request(frame)
+            req = self._parser.parse(frame)
         except ProtocolError as exc:
             LOG.warning("dropped a malformed message from %s: %s", identity.hex()[:16], exc)
             if exc.request_id is not None:
@@ -127,7 +129,7 @@ class Coordinator:
             return
         participant = self.participants[name]
         participant.last_seen = now
-        getattr(self, "_op_" + req.op)(participant, req, now)
+        self._ops[req.op](participant, req, now)
 
     def tick(self, now: float) -> None:
         """Fail waits whose timeout passed and declare silent participants dead."""
