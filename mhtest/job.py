@@ -39,6 +39,7 @@ class JobConfig:
     hosts: list[Any] = field(default_factory=list)  # HostConfig objects; empty: local
     env: dict[str, str] = field(default_factory=dict)  # for every test process
     options: dict[str, Any] = field(default_factory=dict)  # spawner options (ssh, python…)
+    fork_server: Any = None  # a local ForkServer started early, for the local spawner
 
 
 class Job:

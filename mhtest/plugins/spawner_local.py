@@ -20,4 +20,5 @@ class LocalSpawner:
     def run(
         self, place: str, specs: list[TestSpec], sink: Callable[[dict], None], stop: threading.Event
     ) -> None:
-        LocalRunner(self.config.max_parallel, sink, stop).run(specs)
+        server, self.config.fork_server = self.config.fork_server, None
+        LocalRunner(self.config.max_parallel, sink, stop, server).run(specs)

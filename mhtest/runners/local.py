@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from mhtest import events
 from mhtest.spec import SIMPLE, TestSpec
@@ -31,6 +31,23 @@ EventSink = Callable[[dict], None]
 EXIT_GRACE = 5.0
 #: After an interrupt, how long tests get between SIGTERM and SIGKILL.
 STOP_GRACE = 10.0
+#: What a multi-host test's process imports to reach its hosts and run the sync server:
+#: a job with such a test starts its fork server early, importing these while the job
+#: itself parses the hosts and loads its plugins.
+MULTIHOST_PRELOAD = (
+    "paramiko",
+    "zmq",
+    "mhtest.hosts.ssh",
+    "mhtest.hosts.inventory",
+    "mhtest.hosts.bootstrap",
+    "mhtest.plugins.resolver_python",
+    "mhtest.runners.multihost",
+    "mhtest.runners.fanout",
+    "mhtest.runners.remote",
+    "mhtest.runners.tunnel",
+    "mhtest.sync.server",
+    "mhtest.sync.client",
+)
 
 
 @dataclass
@@ -52,15 +69,18 @@ class _Running:
 class ForkServer:
     """A handle on the fork server process (see mhtest.runners.forkserver)."""
 
-    def __init__(self) -> None:
+    def __init__(self, preload: Sequence[str] = ()) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = parent
         env = dict(os.environ)
         # The fork server must import this very mhtest, wherever it was imported from.
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        command = [sys.executable, "-m", "mhtest.runners.forkserver", str(child.fileno())]
+        if preload:
+            command += ["--preload", ",".join(preload)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mhtest.runners.forkserver", str(child.fileno())],
+            command,
             pass_fds=[child.fileno()],
             stdin=subprocess.DEVNULL,
             env=env,
@@ -80,6 +100,11 @@ class ForkServer:
         return json.loads(data) if data else None
 
     def close(self, timeout: float = 10.0) -> None:
+        """Close the socket (the server then kills its children and exits); wait for it.
+
+        Safe to call again: a job closes a fork server it started early even if its
+        runner already did.
+        """
         try:
             self.sock.close()
         finally:
@@ -94,10 +119,17 @@ class ForkServer:
 class LocalRunner:
     """Runs TestSpecs in child processes on this machine."""
 
-    def __init__(self, max_parallel: int, sink: EventSink, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        max_parallel: int,
+        sink: EventSink,
+        stop: threading.Event,
+        server: ForkServer | None = None,
+    ) -> None:
         self.max_parallel = max(1, max_parallel)
         self.sink = sink
         self.stop = stop
+        self._server = server  # a fork server started earlier, which run() takes over
 
     def run(self, specs: list[TestSpec]) -> None:
         """Run every spec; returns when all have ended (or were interrupted)."""
@@ -105,7 +137,7 @@ class LocalRunner:
             return
         pending = list(reversed(specs))
         running: dict[str, _Running] = {}
-        server = ForkServer()
+        server, self._server = self._server or ForkServer(), None
         sel = selectors.DefaultSelector()
         sel.register(server.sock, selectors.EVENT_READ, None)
         give_up: float | None = None  # once stopping: when SIGTERM's grace ends

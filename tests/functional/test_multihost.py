@@ -411,3 +411,47 @@ def test_list_shows_multihost_kinds(mhtest) -> None:
         "netperf.py:NetPerf.test": "instrumented/multihost",
         "passtest.py:PassTest.test": "instrumented",
     }
+
+
+def _preloading_fork_servers() -> set[int]:
+    """PIDs of fork servers started early for a multi-host test (they have --preload)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mhtest.runners.forkserver" in argv and b"--preload" in argv:
+            found.add(int(proc.name))
+    return found
+
+
+def test_multihost_test_starts_warm_and_its_fork_server_never_outlives_the_job(
+    mhtest, write_tests
+) -> None:
+    tests = write_tests(
+        {
+            "warm.py": """
+            import json
+            import sys
+
+            from mhtest import MultiHostTest
+
+
+            class Warm(MultiHostTest):
+                def test(self):
+                    loaded = {m: m in sys.modules for m in ("paramiko", "zmq")}
+                    self.whiteboard = json.dumps(loaded)
+            """
+        }
+    )
+    before = _preloading_fork_servers()
+    run = mhtest("run", str(tests / "warm.py"))
+    assert run.code == 0, run.stdout + run.stderr
+    # The job started the test's fork server early, importing SSH and sync for it.
+    assert json.loads(run.result("warm.py")["whiteboard"]) == {"paramiko": True, "zmq": True}
+    # A bad --hosts ends the job before any test runs: the early server is gone by the
+    # time the job has exited (not some time later, when it notices the job is gone).
+    bad = mhtest("run", str(tests / "warm.py"), "--hosts", "a:b:c")
+    assert bad.code == 2 and "malformed host 'a:b:c'" in bad.stderr
+    assert _preloading_fork_servers() - before == set()
