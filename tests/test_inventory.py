@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +151,26 @@ def test_malformed_inventory_is_one_line_error_naming_the_file(
 def test_missing_inventory_file(tmp_path: Path) -> None:
     with pytest.raises(HostSpecError, match="cannot read"):
         load_inventory(str(tmp_path / "nope.yaml"))
+
+
+def test_ssh_config_match_exec_works_with_invoke_deferred(tmp_path: Path) -> None:
+    """mhtest imports paramiko without invoke (mhtest.hosts._paramiko); `Match exec` still works.
+
+    In a fresh interpreter, since this one may have imported paramiko already.
+    """
+    config = tmp_path / "ssh_config"
+    config.write_text('Match exec "exit 0"\n  User matched\nHost *\n  Port 2200\n')
+    script = f"""
+import json, sys
+from mhtest.hosts import _paramiko
+from mhtest.hosts.inventory import resolve_hosts
+_paramiko.load()
+deferred = "paramiko" in sys.modules and "invoke" not in sys.modules
+[host] = resolve_hosts("box", ssh_config_path={str(config)!r})
+import invoke
+print(json.dumps([deferred, host.user, host.port, hasattr(invoke, "run")]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(out.stdout) == [True, "matched", 2200, True]

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mhtest.hosts import _paramiko
 from mhtest.hosts.errors import HostSpecError
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def resolve_hosts(
 
 
 def _load_ssh_config(path: str | None) -> Any:
-    import paramiko
+    paramiko = _paramiko.load()
 
     explicit = path is not None
     path = os.path.expanduser(path or "~/.ssh/config")

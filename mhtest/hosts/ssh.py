@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mhtest.hosts import _paramiko
 from mhtest.hosts.base import Host
 from mhtest.hosts.errors import (
     AuthenticationError,
@@ -38,7 +39,7 @@ DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 def _transport_class():
     """A paramiko Transport that also records the remote `exit-signal` of a channel."""
-    import paramiko
+    paramiko = _paramiko.load()
     from paramiko.common import MSG_CHANNEL_REQUEST
 
     class _Transport(paramiko.Transport):
@@ -118,7 +119,7 @@ class SSHHost(Host):
             return self._transport
 
     def _connect(self) -> Any:
-        import paramiko
+        paramiko = _paramiko.load()
 
         where = f"{self.user}@{self.hostname}:{self.port}"
         try:
@@ -181,7 +182,7 @@ class SSHHost(Host):
         return transport
 
     def _load_known_hosts(self) -> Any:
-        import paramiko
+        paramiko = _paramiko.load()
 
         keys = paramiko.HostKeys()
         if os.path.exists(self.known_hosts):
@@ -232,7 +233,7 @@ class SSHHost(Host):
 
     def _candidate_keys(self) -> tuple[list[tuple[str, Any]], list[str]]:
         """(label, key) pairs to offer, and the problems met while loading them."""
-        import paramiko
+        paramiko = _paramiko.load()
 
         files = self.key_files or [
             p
@@ -257,7 +258,7 @@ class SSHHost(Host):
         return keys, problems
 
     def _authenticate(self, transport: Any) -> None:
-        import paramiko
+        paramiko = _paramiko.load()
 
         keys, problems = self._candidate_keys()
         for label, key in keys:
@@ -303,7 +304,7 @@ class SSHHost(Host):
 
     def open_channel(self, timeout: float | None = None) -> Any:
         """A new session channel on the shared transport."""
-        import paramiko
+        paramiko = _paramiko.load()
 
         transport = self.transport()
         try:

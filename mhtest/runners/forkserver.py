@@ -121,13 +121,19 @@ def _reap(sock: socket.socket, children: dict[int, str]) -> None:
 
 
 def _preload(names: list[str]) -> None:
-    """Import `names` ahead of the forks (one that fails is left for the child to report)."""
+    """Import `names` ahead of the forks; "module:function" also calls that function.
+
+    One that fails is left alone: the child imports it again and says why.
+    """
     import importlib
 
     for name in names:
+        module_name, _, function = name.partition(":")
         try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the child imports it again and says why
+            module = importlib.import_module(module_name)
+            if function:
+                getattr(module, function)()
+        except Exception:  # noqa: BLE001 - see above
             pass
 
 

@@ -35,7 +35,7 @@ STOP_GRACE = 10.0
 #: a job with such a test starts its fork server early, importing these while the job
 #: itself parses the hosts and loads its plugins.
 MULTIHOST_PRELOAD = (
-    "paramiko",
+    "mhtest.hosts._paramiko:load",  # paramiko, as mhtest imports it
     "zmq",
     "mhtest.hosts.ssh",
     "mhtest.hosts.inventory",

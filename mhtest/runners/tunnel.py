@@ -69,7 +69,9 @@ class RemoteForward:
                 name=f"forward-{host.name}",
             ).start()
 
-        import paramiko
+        from mhtest.hosts._paramiko import load as load_paramiko
+
+        paramiko = load_paramiko()
 
         try:
             self.remote_port = self._transport.request_port_forward("127.0.0.1", 0, handler)

@@ -1,0 +1,47 @@
+"""Import paramiko without importing invoke, two thirds of paramiko's import time.
+
+paramiko's config module imports invoke only to run ssh_config's `Match exec` lines.
+`load()` imports paramiko while a stand-in for invoke sits in sys.modules: paramiko keeps
+the stand-in, which imports the real invoke the first time paramiko uses it; the stand-in
+then leaves sys.modules, so any other `import invoke` gets the real module.
+
+Every mhtest module imports paramiko through `load()`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from typing import Any
+
+
+class _DeferredModule(types.ModuleType):
+    """Stands in for a module until an attribute is asked for; then it is that module."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def load() -> Any:
+    """The paramiko module (imported on first call, with invoke deferred)."""
+    module = sys.modules.get("paramiko")
+    if module is not None:
+        return module
+    stand_in = None
+    if "invoke" not in sys.modules:
+        try:
+            found = importlib.util.find_spec("invoke") is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            stand_in = sys.modules["invoke"] = _DeferredModule("invoke")
+    try:
+        import paramiko
+    finally:
+        if stand_in is not None and sys.modules.get("invoke") is stand_in:
+            del sys.modules["invoke"]
+    return paramiko
