@@ -58,6 +58,21 @@ def build_parser(commands: Sequence[CLICommand]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run the subcommand, map errors to exit codes."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    early = None
+    if argv[:1] == ["run"]:
+        # A multi-host test's fork server starts before the plugins load (see
+        # mhtest.runners.local.fork_server_ahead); `run` finds it in its arguments.
+        from mhtest.runners.local import fork_server_ahead
+
+        early = fork_server_ahead(argv[1:])
+    try:
+        return _main(argv, early)
+    finally:
+        if early is not None:
+            early.close()  # a no-op if the job used and closed it
+
+
+def _main(argv: list[str], early_fork_server: object) -> int:
     try:
         commands = _load_commands()
     except Exception as exc:  # noqa: BLE001 - the CLI must say what broke
@@ -65,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exitcodes.CRASH
     parser = build_parser(commands)
     args = parser.parse_args(argv)
+    args.early_fork_server = early_fork_server
     console_log = logging.StreamHandler(sys.stderr)
     console_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     console_log.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))

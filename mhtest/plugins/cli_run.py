@@ -158,7 +158,7 @@ class RunCommand(CLICommand):
             raise UsageError(str(exc)) from None
         base_params = params_mod.merge(*layers, cli_params)
         specs = resolve_selection(args)
-        fork_server = _early_fork_server(specs)
+        fork_server = getattr(args, "early_fork_server", None) or _early_fork_server(specs)
         try:
             return self._run_job(args, specs, base_params, fork_server)
         finally:

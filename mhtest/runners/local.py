@@ -87,9 +87,11 @@ class ForkServer:
             start_new_session=True,  # Ctrl-C reaches the job, which decides
         )
         child.close()
+        self.spawned = False
 
     def spawn(self, key: str, spec_path: str, event_fd: int) -> None:
         message = json.dumps({"op": "spawn", "key": key, "spec": spec_path}).encode()
+        self.spawned = True
         socket.send_fds(self.sock, [message], [event_fd])
 
     def receive(self) -> dict | None:
@@ -103,10 +105,13 @@ class ForkServer:
         """Close the socket (the server then kills its children and exits); wait for it.
 
         Safe to call again: a job closes a fork server it started early even if its
-        runner already did.
+        runner already did. One that never spawned has no children: it is killed at once
+        rather than waited for (it may still be importing its preload).
         """
         try:
             self.sock.close()
+            if not self.spawned and self.proc.poll() is None:
+                self.proc.kill()
         finally:
             try:
                 self.proc.wait(timeout=timeout)
@@ -114,6 +119,31 @@ class ForkServer:
                 LOG.warning("fork server %d did not exit; killing it", self.proc.pid)
                 self.proc.kill()
                 self.proc.wait(timeout=timeout)
+
+
+def fork_server_ahead(argv: Sequence[str]) -> ForkServer | None:
+    """For `mhtest run ARGV`: a fork server started before the job loads its plugins.
+
+    When a test file named in ARGV mentions a multi-host base class (a text search: the
+    resolver decides later, and this server serves any local test as well), it starts
+    now and imports MULTIHOST_PRELOAD on the other CPU while the job starts up. None
+    when no file does.
+    """
+    from mhtest.resolver import MULTIHOST_BASES
+
+    needles = [name.encode() for name in MULTIHOST_BASES]
+    for arg in argv:
+        path = arg.split(":", 1)[0]  # file.py:Filter
+        if not path.endswith(".py") or not os.path.isfile(path):
+            continue
+        try:
+            with open(path, "rb") as source:
+                text = source.read(1 << 20)
+        except OSError:
+            continue
+        if any(needle in text for needle in needles):
+            return ForkServer(preload=MULTIHOST_PRELOAD)
+    return None
 
 
 class LocalRunner:

@@ -455,3 +455,20 @@ def test_multihost_test_starts_warm_and_its_fork_server_never_outlives_the_job(
     bad = mhtest("run", str(tests / "warm.py"), "--hosts", "a:b:c")
     assert bad.code == 2 and "malformed host 'a:b:c'" in bad.stderr
     assert _preloading_fork_servers() - before == set()
+
+
+def test_fork_server_ahead_only_for_files_naming_a_multihost_base(tmp_path: Path) -> None:
+    from mhtest.runners.local import fork_server_ahead
+
+    multi = tmp_path / "multi.py"
+    multi.write_text("from mhtest import MultiHostTest\n\nclass A(MultiHostTest):\n    pass\n")
+    plain = tmp_path / "plain.py"
+    plain.write_text("from mhtest import Test\n")
+    assert fork_server_ahead([str(plain), "-p", "x=multi.py", str(tmp_path / "none.py")]) is None
+    server = fork_server_ahead(["--hosts", "h1,h2", f"{multi}:A"])
+    assert server is not None
+    try:
+        assert "--preload" in server.proc.args
+    finally:
+        server.close()  # never spawned: killed at once, not waited for
+    assert server.proc.returncode is not None
