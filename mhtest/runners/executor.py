@@ -170,8 +170,12 @@ def read_input(stream: BinaryIO, root: str) -> tuple[int | None, list[TestSpec]]
 
 
 def main() -> int:
-    from mhtest.runners.local import LocalRunner
+    from mhtest.runners.local import ForkServer, LocalRunner
 
+    # The fork server starts first, so that its start (and its --preload imports) runs
+    # while this process reads the tests from the controller.
+    preload = sys.argv[2].split(",") if sys.argv[1:2] == ["--preload"] else []
+    server = ForkServer(preload=[name for name in preload if name])
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -189,8 +193,9 @@ def main() -> int:
 
         threading.Thread(target=watch_controller, daemon=True).start()
         output = _Output(stop, {s.uid: s.logdir for s in specs})
-        LocalRunner(max_parallel or os.cpu_count() or 1, output, stop).run(specs)
+        LocalRunner(max_parallel or os.cpu_count() or 1, output, stop, server).run(specs)
     finally:
+        server.close()  # a no-op once the runner has closed it
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

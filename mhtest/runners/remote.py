@@ -37,8 +37,11 @@ EventSink = Callable[[dict], None]
 EXEC_MARK = b"MHTEST-EXEC"
 LAUNCH = (
     '[ "$ok" = 1 ] && { echo MHTEST-EXEC; export PYTHONPATH="$src"; '
-    'exec "$env/bin/python" -m mhtest.runners.executor; }'
+    'exec "$env/bin/python" -m mhtest.runners.executor%s; }'
 )
+#: What the executor's fork server imports ahead when the tests use sync (workers of a
+#: multi-host test): it does so while the executor reads its input.
+SYNC_PRELOAD = ("zmq", "mhtest.sync.client")
 #: Bound on the probe's answer (a loaded host runs its login scripts first).
 PROBE_TIMEOUT = 120.0
 #: Bound on installing mhtest on a cold host.
@@ -150,7 +153,8 @@ class RemoteTestRunner:
     def _run(self, specs: list[TestSpec]) -> None:
         started = time.monotonic()
         archive, remote_specs = pack_tests(specs)
-        proc, stream = self._launch()
+        uses_sync = any("MHTEST_SYNC_ADDRESS" in s.env for s in specs)
+        proc, stream = self._launch(SYNC_PRELOAD if uses_sync else ())
         LOG.info("%s: executor started in %.2f s", self.host.name, time.monotonic() - started)
         try:
             self._send(proc.channel, remote_specs, archive)
@@ -198,14 +202,16 @@ class RemoteTestRunner:
 
     # starting ------------------------------------------------------------------------------
 
-    def _launch(self) -> tuple[Any, _Stream]:
+    def _launch(self, preload: tuple[str, ...] = ()) -> tuple[Any, _Stream]:
         """Start the executor: one command on a warm host; install first on a cold one."""
         from mhtest.hosts import bootstrap
         from mhtest.hosts.errors import HostError
 
         sources = self.sources or Sources.build()
+        # Module names only (constants here), so nothing to quote in the shell line.
+        launch = LAUNCH % (f" --preload {','.join(preload)}" if preload else "")
         script = bootstrap.probe_script(
-            self.python, sources.deps_key, sources.src_key, self.remote_cache, then=LAUNCH
+            self.python, sources.deps_key, sources.src_key, self.remote_cache, then=launch
         )
         for attempt in (1, 2):
             proc = self.host.start(script)
