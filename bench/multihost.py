@@ -19,7 +19,8 @@ the fan-out.
 The hosts are this machine: on a loaded machine the remote runner's start on each host
 dominates and varies from run to run, hence the best-of figures next to the medians.
 mhtest runs from a snapshot of its sources taken at the start, so that edits to the tree
-during the run do not make the hosts' caches cold again.
+during the run do not make the hosts' caches cold again, and with PYTHONDONTWRITEBYTECODE
+removed from the environment (when set, Python recompiles mhtest on every start).
 
     python3 bench/multihost.py [--sizes 2,8,16] [--rounds 5]
 """
@@ -72,7 +73,11 @@ def snapshot(work: Path) -> dict[str, str]:
         target / "mhtest",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
-    return {**os.environ, "PYTHONPATH": str(target)}
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    # Without this variable Python caches the snapshot's compiled modules, as it does for
+    # any installed tool; with it, every `mhtest run` would recompile mhtest from source.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def mhtest_run(ref: Path, hosts: list, results: Path, env: dict[str, str]) -> Timing:
@@ -92,7 +97,10 @@ def mhtest_run(ref: Path, hosts: list, results: Path, env: dict[str, str]) -> Ti
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    # Run from the snapshot's directory: `python -m` puts the working directory first on
+    # sys.path, and a checkout there would be imported instead of the snapshot.
+    cwd = Path(env["PYTHONPATH"]).parent
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
     elapsed = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:

@@ -130,6 +130,8 @@ class WorkerRun:
         if any(not c.is_local for c in configs):
             threading.Thread(target=_build_sources, args=(self._sources,), daemon=True).start()
         self.stop = threading.Event()
+        self._place_done = threading.Event()  # set as each place's runner thread ends
+        self._places_left = 0
         #: The timeout (s) after which the workers were stopped, if they were.
         self.timed_out: float | None = None
         self.interrupted: str | None = None
@@ -216,10 +218,10 @@ class WorkerRun:
         keys = os.environ.get("MHTEST_SYNC_KEYS") or None
         with SyncServer(bind=bind, expected=self.names(), keys_dir=keys) as server:
             self.server = server
-            threads = [
-                self._start(place, config, specs) for place, (config, specs) in groups.items()
-            ]
-            self._wait(threads, timeout)
+            self._places_left = len(groups)
+            for place, (config, place_specs) in groups.items():
+                self._start(place, config, place_specs)
+            self._wait(timeout)
             with self._lock:
                 declaring = list(self._declaring)
             for thread in declaring:
@@ -238,19 +240,25 @@ class WorkerRun:
                 )
         return [self.results[s.uid] for s in self.specs]
 
-    def _wait(self, threads: list[threading.Thread], timeout: float | None) -> None:
+    def _wait(self, timeout: float | None) -> None:
         """Wait for the runner threads; past `timeout` stop the workers, past the grace give up.
 
         A TestInterrupt (the test process got SIGTERM: the job is being interrupted) stops
-        the workers too, and is raised again once their results are in. Polling, not
-        Thread.join(): an exception raised inside join() can leave CPython believing a
-        running thread has stopped.
+        the workers too, and is raised again once their results are in. A count and an
+        Event, not Thread.join(): an exception raised inside join() can leave CPython
+        believing a running thread has stopped.
         """
         deadline = time.monotonic() + timeout if timeout else None
         give_up = None
         interrupted: BaseException | None = None
-        while any(t.is_alive() for t in threads):
+        while True:
             try:
+                with self._lock:
+                    if not self._places_left:
+                        break
+                # Woken as a runner thread ends; the timeout keeps the deadline checks going.
+                self._place_done.wait(0.05)
+                self._place_done.clear()
                 now = time.monotonic()
                 if deadline is not None and now > deadline and not self.stop.is_set():
                     LOG.warning("workers did not end within %g s: stopping them", timeout)
@@ -260,7 +268,6 @@ class WorkerRun:
                 if give_up is not None and now > give_up:
                     LOG.error("runners did not stop within %g s; leaving them", STOP_GRACE)
                     break
-                time.sleep(0.05)
             except TestInterrupt as exc:
                 LOG.warning("interrupted: stopping the workers and fetching their results")
                 interrupted = exc
@@ -277,7 +284,7 @@ class WorkerRun:
             groups.setdefault(place, (config, []))[1].append(spec)
         return groups
 
-    def _start(self, place: str, config: Any, specs: list[TestSpec]) -> threading.Thread:
+    def _start(self, place: str, config: Any, specs: list[TestSpec]) -> None:
         if place == "local":
             target, args = self._run_local, (specs,)
         else:
@@ -289,7 +296,6 @@ class WorkerRun:
             daemon=True,
         )
         thread.start()
-        return thread
 
     def _guard(self, target: Any, args: tuple, place: str, specs: list[TestSpec]) -> None:
         """Run one place's workers; a failure there ends only its workers, as ERROR."""
@@ -298,6 +304,10 @@ class WorkerRun:
         except Exception as exc:  # noqa: BLE001 - one host failing ends only its workers
             LOG.debug("workers on %s failed", place, exc_info=True)
             self._fail(specs, place, events.one_line(exc, place))
+        finally:
+            with self._lock:
+                self._places_left -= 1
+            self._place_done.set()
 
     def _fail(self, specs: list[TestSpec], place: str, reason: str) -> None:
         for spec in specs:
