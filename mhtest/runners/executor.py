@@ -172,10 +172,10 @@ def read_input(stream: BinaryIO, root: str) -> tuple[int | None, list[TestSpec]]
 def main() -> int:
     from mhtest.runners.local import ForkServer, LocalRunner
 
-    # The fork server starts first, so that its start (and its --preload imports) runs
-    # while this process reads the tests from the controller.
+    # The fork server starts first (a fork of this process, still single-threaded), so
+    # that its --preload imports run while this process reads the tests.
     preload = sys.argv[2].split(",") if sys.argv[1:2] == ["--preload"] else []
-    server = ForkServer(preload=[name for name in preload if name])
+    server = ForkServer(preload=[name for name in preload if name], fork=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

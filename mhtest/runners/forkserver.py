@@ -120,7 +120,7 @@ def _reap(sock: socket.socket, children: dict[int, str]) -> None:
         _send(sock, op="exited", key=key, pid=pid, status=code)
 
 
-def _preload(names: list[str]) -> None:
+def preload(names: list[str]) -> None:
     """Import `names` ahead of the forks; "module:function" also calls that function.
 
     One that fails is left alone: the child imports it again and says why.
@@ -145,7 +145,7 @@ def main() -> int:
     import mhtest.runners.child  # noqa: F401
 
     if len(sys.argv) > 3 and sys.argv[2] == "--preload":
-        _preload([n for n in sys.argv[3].split(",") if n])
+        preload([n for n in sys.argv[3].split(",") if n])
     serve(sock)
     return 0
 

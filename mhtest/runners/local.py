@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from mhtest import events
 from mhtest.spec import SIMPLE, TestSpec
@@ -61,12 +61,80 @@ class _Running:
     exec_seen: bool = False  # test.start arrived: a simple test's child then exec'd it
 
 
-class ForkServer:
-    """A handle on the fork server process (see mhtest.runners.forkserver)."""
+class _ForkedProcess:
+    """The few Popen methods ForkServer uses, for a process made with os.fork()."""
 
-    def __init__(self, preload: Sequence[str] = ()) -> None:
+    def __init__(self, pid: int, args: list[str]) -> None:
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(0.005)
+        return self.returncode  # type: ignore[return-value]
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _serve_forked(sock: socket.socket, preload: Sequence[str]) -> None:
+    """The body of a fork server made by os.fork(): as `python -m mhtest.runners.forkserver`."""
+    code = 1
+    try:
+        os.setsid()  # Ctrl-C reaches the job, which decides
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        import mhtest.runners.child  # noqa: F401
+        from mhtest.runners import forkserver
+
+        forkserver.preload(list(preload))
+        forkserver.serve(sock)
+        code = 0
+    except BaseException:  # noqa: BLE001 - say why, then leave
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+class ForkServer:
+    """A handle on the fork server process (see mhtest.runners.forkserver).
+
+    With `fork=True` (only while this process has a single thread) the server is a fork
+    of this process rather than a new interpreter: it starts without Python's start-up
+    and imports, which is how a job starts a multi-host test's server at its very start.
+    """
+
+    def __init__(self, preload: Sequence[str] = (), fork: bool = False) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = parent
+        self.spawned = False
+        if fork and threading.active_count() == 1:
+            pid = os.fork()
+            if pid == 0:
+                parent.close()
+                _serve_forked(child, preload)
+            child.close()
+            self.proc: Any = _ForkedProcess(pid, ["mhtest fork server", *preload])
+            return
         env = dict(os.environ)
         # The fork server must import this very mhtest, wherever it was imported from.
         root = str(Path(__file__).resolve().parents[2])
@@ -82,7 +150,6 @@ class ForkServer:
             start_new_session=True,  # Ctrl-C reaches the job, which decides
         )
         child.close()
-        self.spawned = False
 
     def spawn(self, key: str, spec_path: str, event_fd: int) -> None:
         message = json.dumps({"op": "spawn", "key": key, "spec": spec_path}).encode()
@@ -137,7 +204,7 @@ def fork_server_ahead(argv: Sequence[str]) -> ForkServer | None:
         except OSError:
             continue
         if any(needle in text for needle in needles):
-            return ForkServer(preload=MULTIHOST_PRELOAD)
+            return ForkServer(preload=MULTIHOST_PRELOAD, fork=True)
     return None
 
 
