@@ -220,3 +220,16 @@ def test_cached_parser_keeps_no_large_or_data_requests() -> None:
         parser.parse(b'{"v":1,"id":%d,"op":"exchange","name":"b","data":%d,"timeout":1}' % (i, i))
         parser.parse(b'{"v":1,"id":%d,"op":"barrier","name":"b","timeout":1}' % i)
     assert list(parser._known) == [b',"op":"barrier","name":"b","timeout":1}']
+
+
+def test_reply_frames_are_read_without_decoding_and_agree_with_decoding() -> None:
+    ok = protocol.reply_ok(41, {"generation": 3})
+    error = protocol.reply_error(42, "timeout", "barrier 'b' timed out", arrived=["h1"])
+    assert protocol.reply_id(ok) == 41 and protocol.is_success(ok)
+    assert protocol.reply_id(error) == 42 and not protocol.is_success(error)
+    assert ok.startswith(protocol.reply_prefix(41)) and not ok.startswith(protocol.reply_prefix(4))
+    # A reply written another way (spaces, another key order) is decoded instead.
+    other = b'{"id": 43, "v": 1, "ok": true, "result": null}'
+    assert protocol.reply_id(other) == 43 and not protocol.is_success(other)
+    assert protocol.reply_id(b"not json") is None
+    assert protocol.reply_id(b'{"v":1,"id":"7","ok":true}') is None

@@ -41,7 +41,7 @@ class _Pending:
     def __init__(self, op: str, silence: float) -> None:
         self.op = op
         self.event: threading.Event | None = None  # made when a follower has to wait
-        self.reply: dict[str, Any] | None = None
+        self.reply: bytes | None = None  # the reply frame
         self.error: SyncError | None = None
         self.sent_at = time.monotonic()
         self.silence = silence  # fail if the server says nothing for this long
@@ -100,17 +100,29 @@ class Channel:
 
     def request(self, op: str, wait: float, silence: float, **fields: Any) -> dict[str, Any]:
         """Send one request and return the server's reply; SyncUnavailable if none comes."""
+        try:
+            body = self._body(op, fields)
+        except (TypeError, ValueError) as exc:
+            raise SyncError(f"{op} {fields.get('name', '')!r}: data is not JSON: {exc}") from None
+        frame = self.call(op, body, wait, silence, fields.get("name", ""))
+        try:
+            return protocol.decode(frame)
+        except protocol.ProtocolError as exc:
+            raise SyncError(f"{op}: malformed reply from the sync server: {exc}") from None
+
+    def call(self, op: str, body: bytes, wait: float, silence: float, name: str = "") -> bytes:
+        """Send a request from its `protocol.request_body()`; return the reply frame.
+
+        Nothing is decoded on the way: a caller that only needs to know the request
+        succeeded checks the frame with `protocol.is_ok_reply()`.
+        """
         if self._closing.is_set():
             raise SyncError(f"{op}: the sync client is closed")
         request_id = next(self._ids)
-        try:
-            frame = protocol.encode_request(request_id, self._body(op, fields))
-        except (TypeError, ValueError) as exc:
-            raise SyncError(f"{op} {fields.get('name', '')!r}: data is not JSON: {exc}") from None
+        frame = protocol.encode_request(request_id, body)
         if len(frame) > protocol.MAX_MESSAGE_BYTES:
             raise SyncError(
-                f"{op} {fields.get('name', '')!r}: message of {len(frame)} bytes exceeds "
-                f"{protocol.MAX_MESSAGE_BYTES}"
+                f"{op} {name!r}: message of {len(frame)} bytes exceeds {protocol.MAX_MESSAGE_BYTES}"
             )
         deadline = time.monotonic() + wait
         if not self._pending and self.io_lock.acquire(blocking=False):
@@ -200,7 +212,7 @@ class Channel:
 
     def _alone(
         self, op: str, request_id: int, frame: bytes, deadline: float, silence: float
-    ) -> dict[str, Any]:
+    ) -> bytes:
         """One request while no other is in flight: `request()` minus its bookkeeping.
 
         Each call of a barrier loop wakes up on a cold CPU cache, so every line run per
@@ -209,6 +221,7 @@ class Channel:
         arrive meanwhile (they poke the wake-up pipe).
         """
         sock, poll, heartbeat = self._sock, self._zmq_poll, self.heartbeat
+        mine = protocol.reply_prefix(request_id)
         self._send(frame)
         # A request tells the server we are alive as well as a ping does.
         sent_at = now = self._last_ping = time.monotonic()
@@ -220,14 +233,15 @@ class Channel:
                     while self._outgoing:  # another thread's request
                         self._send(self._outgoing.popleft())
                     continue
-                reply = self._read_reply()
+                reply = self._read_frame()
                 if reply is None:
                     continue
-                reply_id = reply.get("id")
-                if reply_id == request_id:
+                if reply.startswith(mine):
                     return reply
-                if reply_id:
-                    self._deliver(reply_id, reply)
+                reply_id = protocol.reply_id(reply)
+                if reply_id == request_id:
+                    return reply  # ours, in a form other than our server's
+                self._deliver(reply, reply_id)
             now = time.monotonic()
             if now - self._last_ping >= heartbeat:
                 self._send(self._ping)
@@ -297,33 +311,33 @@ class Channel:
     def _receive(self, drain: bool = True) -> None:
         """Read the replies waiting on the socket (only the first, unless `drain`)."""
         while True:
-            reply = self._read_reply()
+            reply = self._read_frame()
             if reply is None:
                 return
-            request_id = reply.get("id")
-            if request_id:
-                self._deliver(request_id, reply)
+            self._deliver(reply)
             if not drain or not self._sock.getsockopt(_EVENTS) & _POLLIN:
                 return  # drained, without paying for a zmq.Again
 
-    def _read_reply(self) -> dict[str, Any] | None:
-        """One reply off the socket; None if none waits, {} if it was malformed."""
+    def _read_frame(self) -> bytes | None:
+        """One reply frame off the socket, None if none waits (it counts as a sign of life)."""
         try:
             frame = self._sock.recv(_NOBLOCK)
         except self._again:
             return None
         self._last_heard = time.monotonic()
-        try:
-            return protocol.decode(frame)
-        except protocol.ProtocolError as exc:
-            LOG.warning("dropped a malformed reply from the sync server: %s", exc)
-            return {}
+        return frame
 
-    def _deliver(self, request_id: int, reply: dict[str, Any]) -> None:
+    def _deliver(self, frame: bytes, request_id: int | None = None) -> None:
+        """Hand a reply frame to the request with its id (pongs and strays are dropped)."""
+        if request_id is None:
+            request_id = protocol.reply_id(frame)
+        if request_id is None:
+            LOG.warning("dropped a malformed reply from the sync server: %r", frame[:100])
+            return
         with self._pending_lock:
             pending = self._pending.get(request_id)
             if pending is not None:
-                pending.reply = reply
+                pending.reply = frame
                 if pending.event is not None:
                     pending.event.set()
 

@@ -217,6 +217,36 @@ class RequestParser:
         return parse_request(frame)
 
 
+def reply_prefix(request_id: int) -> bytes:
+    """How every reply to `request_id` begins (the server writes "v" and "id" first)."""
+    return b'{"v":%d,"id":%d,' % (VERSION, request_id)
+
+
+def reply_id(frame: bytes) -> int | None:
+    """The id a reply frame answers, read from its prefix (else parsed); None if malformed."""
+    if frame.startswith(_PREFIX):
+        comma = frame.find(b",", _START, _START + MAX_ID_DIGITS + 1)
+        digits = frame[_START:comma]
+        if comma > _START and digits.isdigit():
+            return int(digits)
+    try:
+        request_id = decode(frame).get("id")
+    except ProtocolError:
+        return None
+    return request_id if type(request_id) is int else None
+
+
+def is_success(frame: bytes) -> bool:
+    """True if `frame` is a success reply as this server writes it, without decoding it.
+
+    False means "decode it to know": an error, or a reply written some other way.
+    """
+    if not frame.startswith(_PREFIX):
+        return False
+    comma = frame.find(b",", _START, _START + MAX_ID_DIGITS + 1)
+    return comma > _START and frame.startswith(b'"ok":true,', comma + 1)
+
+
 def reply_ok(request_id: int, result: Any = None) -> bytes:
     """A success reply."""
     return reply_ok_encoded(request_id, encode_value(result))
