@@ -13,9 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
+from mhtest.sync import SyncAborted, SyncClient, SyncError
 from mhtest.sync.server import SyncServer
 from mhtest.sync.testing import participant
 
@@ -200,3 +203,45 @@ def test_participant_declared_dead_is_told_why_when_it_comes_back() -> None:
             assert out["error"] == "SyncError", out
             assert "not a participant" in out["message"]
             assert "z stopped answering" in out["message"]
+
+
+def _barrier_outcome(client: SyncClient, name: str, timeout: float = 20) -> tuple[Any, float]:
+    started = time.monotonic()
+    try:
+        client.barrier(name, timeout=timeout)
+    except SyncError as exc:
+        return exc, time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+def _declared_while_waiting(server: SyncServer, a: SyncClient, gone: str, reason: Any) -> Any:
+    """a waits at a barrier; `gone` is declared gone meanwhile: (error a got, seconds)."""
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(_barrier_outcome, a, "start")
+        time.sleep(0.3)
+        server.declare_gone(gone, reason)
+        return waiting.result(15)
+
+
+def test_server_declares_an_ended_worker_gone_for_its_owner() -> None:
+    """SyncServer.declare_gone(): how a multi-host test speaks for a worker that ended."""
+    # b never joined and ended badly: a's barrier is aborted at once, with b's reason.
+    with SyncServer(expected=["a", "b"]) as server, SyncClient(server.address, "a") as a:
+        error, seconds = _declared_while_waiting(server, a, "b", "worker b on h2 ended FAIL: x")
+        assert isinstance(error, SyncAborted) and error.by == "b", error
+        assert "ended FAIL: x" in str(error) and seconds < 5
+    # b never joined and ended well: nobody waits for it any more.
+    with SyncServer(expected=["a", "b"]) as server, SyncClient(server.address, "a") as a:
+        error, seconds = _declared_while_waiting(server, a, "b", None)
+        assert isinstance(error, SyncAborted) and "b left" in str(error) and seconds < 5
+    # b still connected and ended well: left alone; its own goodbye will tell.
+    with (
+        SyncServer(expected=["a", "b"]) as server,
+        SyncClient(server.address, "a") as a,
+        SyncClient(server.address, "b") as b,
+    ):
+        server.declare_gone("b")
+        time.sleep(0.3)
+        with ThreadPoolExecutor(2) as pool:
+            met = [pool.submit(client.barrier, "met", 2, 10) for client in (a, b)]
+            assert [m.result(15) for m in met] == [None, None]

@@ -34,8 +34,6 @@ LOG = logging.getLogger(__name__)
 STOP_GRACE = 30.0
 #: After an interrupt, how long the workers get to stop and send their results.
 INTERRUPT_GRACE = 8.0
-#: How long declaring a worker gone may take (the server is local: normally milliseconds).
-GONE_TIMEOUT = 5.0
 #: Failures that a worker suffers because of another one: nothing to declare for it.
 SYNC_VICTIM = frozenset({"SyncAborted", "SyncTimeout"})
 #: How long a host's connection (and packing mhtest's sources) may take.
@@ -137,7 +135,6 @@ class WorkerRun:
         self.interrupted: str | None = None
         self.results: dict[int, TestResult] = {}
         self._lock = threading.Lock()
-        self._declaring: list[threading.Thread] = []
         self.server: Any = None
 
     def names(self) -> list[str]:
@@ -171,32 +168,7 @@ class WorkerRun:
             reason = None  # ended well (or skipped) while others run: it leaves
         else:
             return
-        # Off this thread: it is a runner's reader.
-        thread = threading.Thread(
-            target=self._declare_gone, args=(spec, reason), name="declare-gone", daemon=True
-        )
-        with self._lock:
-            self._declaring.append(thread)
-        thread.start()
-
-    def _declare_gone(self, spec: TestSpec, reason: str | None) -> None:
-        """Leave (or, with a `reason`, abort) on behalf of a worker that has ended.
-
-        A worker that never joined would otherwise be waited for until the others'
-        timeouts; one that has left already is simply seen leaving again.
-        """
-        from mhtest.sync import SyncError
-        from mhtest.sync.client import SyncClient
-
-        name = spec.env[ENV_WORKER]
-        try:
-            with SyncClient(self.server.address, name, timeout=GONE_TIMEOUT) as client:
-                if reason is not None:
-                    client.abort(reason)
-        except SyncError as exc:
-            # The name is still taken: the worker is connected, and its own end (or its
-            # heartbeats stopping) tells the others.
-            LOG.debug("cannot speak for worker %s: %s", name, exc)
+        self.server.declare_gone(spec.env[ENV_WORKER], reason)
 
     # -- running ---------------------------------------------------------------
     def __enter__(self) -> WorkerRun:
@@ -222,10 +194,6 @@ class WorkerRun:
             for place, (config, place_specs) in groups.items():
                 self._start(place, config, place_specs)
             self._wait(timeout)
-            with self._lock:
-                declaring = list(self._declaring)
-            for thread in declaring:
-                thread.join(GONE_TIMEOUT + 1)
         now = time.time()
         for spec in self.specs:
             if spec.uid not in self.results:

@@ -208,21 +208,40 @@ class Coordinator:
         self._send(p.identity, reply_ok(req.id))
 
     def _op_abort(self, p: Participant, req: Request, now: float) -> None:
-        reason = req.reason or "no reason given"
-        LOG.warning("participant %s aborted the job: %s", p.name, reason)
-        self.aborted = (p.name, reason)
-        message = f"aborted by {p.name}: {reason}"
+        self._abort(p.name, req.reason or "no reason given")
+        self._send(p.identity, reply_ok(req.id))
+
+    def _abort(self, by: str, reason: str) -> None:
+        """Fail every wait with `reason`, and refuse new ones until everyone has left."""
+        LOG.warning("participant %s aborted the job: %s", by, reason)
+        self.aborted = (by, reason)
+        message = f"aborted by {by}: {reason}"
         for rv in list(self.rendezvous.values()):
-            self._abort_rendezvous(rv, message, by=p.name, reason=reason)
+            self._abort_rendezvous(rv, message, by=by, reason=reason)
         for name, waiters in list(self.waits.items()):
             for w in waiters:
-                self._fail_one(w, "aborted", message, name=name, by=p.name, reason=reason)
+                self._fail_one(w, "aborted", message, name=name, by=by, reason=reason)
             del self.waits[name]
         for name, lock in self.locks.items():
             for w in lock.queue:
-                self._fail_one(w, "aborted", message, name=name, by=p.name, reason=reason)
+                self._fail_one(w, "aborted", message, name=name, by=by, reason=reason)
             lock.queue.clear()
-        self._send(p.identity, reply_ok(req.id))
+
+    def declare_gone(self, name: str, reason: str | None = None) -> bool:
+        """Speak for a participant that has ended (a worker whose test is over).
+
+        With a `reason` (it ended badly) everyone's waits are aborted with it, connected
+        or not. Without one, nobody waits for `name` any more, unless it is still
+        connected: then its own goodbye, or its heartbeats stopping, will tell the others.
+        Returns False when there was nothing to do.
+        """
+        connected = name in self.participants
+        if reason is not None:
+            self._abort(name, reason)
+        if connected:
+            return reason is not None
+        self._forget(name, reason or f"{name} left (its test ended)")
+        return True
 
     def _resolve_count(self, p: Participant, req: Request, what: str) -> int | None:
         count = req.count or p.count or self.expected_count
@@ -364,24 +383,28 @@ class Coordinator:
         """Forget a participant that died or left; fail what counted on it."""
         del self.participants[p.name]
         self.by_identity.pop(p.identity, None)
-        self.gone[p.name] = why
         if len(self.forgotten) >= MAX_FORGOTTEN:
             self.forgotten.pop(next(iter(self.forgotten)))
         self.forgotten[p.identity] = why
+        self._forget(p.name, why)
+
+    def _forget(self, gone: str, why: str) -> None:
+        """`gone` will not come (back): fail what counted on it, release its locks."""
+        self.gone[gone] = why
         for rv in list(self.rendezvous.values()):
-            arrived = p.name in rv.waiters
-            counts_on_it = self.expected_names is None or p.name in self.expected_names
+            arrived = gone in rv.waiters
+            counts_on_it = self.expected_names is None or gone in self.expected_names
             if arrived or counts_on_it:
-                rv.waiters.pop(p.name, None)
+                rv.waiters.pop(gone, None)
                 if rv.waiters:
-                    self._abort_rendezvous(rv, f"{rv.label} aborted: {why}", by=p.name)
+                    self._abort_rendezvous(rv, f"{rv.label} aborted: {why}", by=gone)
                 else:
                     del self.rendezvous[(rv.kind, rv.name)]
         for name, waiters in list(self.waits.items()):
-            waiters[:] = [w for w in waiters if w.participant != p.name]
-            if p.name in self.posts.get(name, {}):
+            waiters[:] = [w for w in waiters if w.participant != gone]
+            if gone in self.posts.get(name, {}):
                 continue
-            if self.expected_names is not None and p.name not in self.expected_names:
+            if self.expected_names is not None and gone not in self.expected_names:
                 continue
             for w in waiters:
                 self._fail_one(
@@ -389,15 +412,15 @@ class Coordinator:
                     "aborted",
                     f"wait {name!r} aborted: {why}",
                     name=name,
-                    by=p.name,
+                    by=gone,
                     reason=why,
                     arrived=list(self.posts.get(name, {})),
                 )
             waiters.clear()
         for name, lock in list(self.locks.items()):
-            lock.queue = [w for w in lock.queue if w.participant != p.name]
-            if lock.holder == p.name:
-                LOG.info("released lock %r held by %s", name, p.name)
+            lock.queue = [w for w in lock.queue if w.participant != gone]
+            if lock.holder == gone:
+                LOG.info("released lock %r held by %s", name, gone)
                 self._release(name, lock)
         if not self.participants:
             self.aborted = None  # everyone left: the next job starts clean

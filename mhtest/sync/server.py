@@ -9,6 +9,7 @@ only the client public keys listed in the keys directory (see mhtest.sync.keys).
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
@@ -54,6 +55,7 @@ class SyncServer:
         self._stopping = threading.Event()
         self._error: BaseException | None = None
         self._wake_r, self._wake_w = -1, -1
+        self._gone: collections.deque[tuple[str, str | None]] = collections.deque()
         self.port = 0
 
     @property
@@ -85,11 +87,7 @@ class SyncServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and close the socket; safe to call twice."""
         self._stopping.set()
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass
+        self._poke()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -98,6 +96,22 @@ class SyncServer:
             if fd >= 0:
                 os.close(fd)
         self._wake_r = self._wake_w = -1
+
+    def declare_gone(self, name: str, reason: str | None = None) -> None:
+        """Tell the participants that `name` has ended (see Coordinator.declare_gone).
+
+        For the one who started the server, from any thread: no client connection needed.
+        It takes effect in the server's thread moments later.
+        """
+        self._gone.append((name, reason))
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
 
     def __enter__(self) -> SyncServer:
         return self.start()
@@ -189,6 +203,9 @@ class SyncServer:
             for item, _ in zmq.zmq_poll(items, wait_ms):
                 if item is sock:
                     self._drain(sock, coord)
+                else:
+                    os.read(self._wake_r, 4096)
+                    self._declare(sock, coord)
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 coord.tick(now)
@@ -220,6 +237,16 @@ class SyncServer:
                     self._flush(sock, coord)
             if not getsockopt(_EVENTS) & _POLLIN:
                 return  # drained, without paying for a zmq.Again
+
+    def _declare(self, sock: Any, coord: Coordinator) -> None:
+        """Carry out the declare_gone() calls made since the last time."""
+        while self._gone:
+            name, reason = self._gone.popleft()
+            if coord.declare_gone(name, reason):
+                LOG.info("participant %s declared gone%s", name, f": {reason}" if reason else "")
+            else:
+                LOG.debug("participant %s is still connected: not declared gone", name)
+        self._flush(sock, coord)
 
     @staticmethod
     def _flush(sock: Any, coord: Coordinator) -> None:
