@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early = None
     if argv[:1] == ["run"]:
-        # A multi-host test's fork server starts before the plugins load (see
+        # The job's fork server starts before the plugins load (see
         # mhtest.runners.local.fork_server_ahead); `run` finds it in its arguments.
         from mhtest.runners.local import fork_server_ahead
 

@@ -188,8 +188,9 @@ def fork_server_ahead(argv: Sequence[str]) -> ForkServer | None:
 
     When a test file named in ARGV mentions a multi-host base class (a text search: the
     resolver decides later, and this server serves any local test as well), it starts
-    now and imports MULTIHOST_PRELOAD on the other CPU while the job starts up. None
-    when no file does.
+    now and imports MULTIHOST_PRELOAD on the other CPU while the job starts up. Else,
+    when the tests run here (no --hosts, no --inventory), a plain one starts now. None
+    for a job that sends its tests to hosts.
     """
     from mhtest.resolver import MULTIHOST_BASES
 
@@ -205,7 +206,9 @@ def fork_server_ahead(argv: Sequence[str]) -> ForkServer | None:
             continue
         if any(needle in text for needle in needles):
             return ForkServer(preload=MULTIHOST_PRELOAD, fork=True)
-    return None
+    if any(arg.split("=", 1)[0] in ("--hosts", "--inventory") for arg in argv):
+        return None
+    return ForkServer(fork=True)
 
 
 class LocalRunner:

@@ -457,18 +457,26 @@ def test_multihost_test_starts_warm_and_its_fork_server_never_outlives_the_job(
     assert _processes_mentioning(str(tests / "warm.py")) == set()
 
 
-def test_fork_server_ahead_only_for_files_naming_a_multihost_base(tmp_path: Path) -> None:
-    from mhtest.runners.local import fork_server_ahead
+def test_fork_server_ahead_of_the_job(tmp_path: Path) -> None:
+    """A job's fork server starts at once: preloading for multi-host tests, none for hosts."""
+    from mhtest.runners.local import MULTIHOST_PRELOAD, fork_server_ahead
 
     multi = tmp_path / "multi.py"
     multi.write_text("from mhtest import MultiHostTest\n\nclass A(MultiHostTest):\n    pass\n")
     plain = tmp_path / "plain.py"
     plain.write_text("from mhtest import Test\n")
-    assert fork_server_ahead([str(plain), "-p", "x=multi.py", str(tmp_path / "none.py")]) is None
-    server = fork_server_ahead(["--hosts", "h1,h2", f"{multi}:A"])
-    assert server is not None
-    try:
-        assert server.proc.poll() is None  # serving
-    finally:
-        server.close()  # never spawned: killed at once, not waited for
-    assert server.proc.returncode is not None
+    # Plain tests sent to hosts: nothing runs here, no server.
+    assert fork_server_ahead([str(plain), "--hosts=h1,h2", "-p", "x=multi.py"]) is None
+    assert fork_server_ahead(["--inventory", "inv.yaml", str(plain)]) is None
+    for argv, preload in (
+        ([str(plain), str(tmp_path / "none.py")], []),  # tests run here: a plain server
+        (["--hosts", "h1,h2", f"{multi}:A"], list(MULTIHOST_PRELOAD)),
+    ):
+        server = fork_server_ahead(argv)
+        assert server is not None
+        try:
+            assert server.proc.poll() is None  # serving
+            assert server.proc.args[1:] == preload
+        finally:
+            server.close()  # never spawned: killed at once, not waited for
+        assert server.proc.returncode is not None
