@@ -5,11 +5,12 @@ costs well under one. The job starts this server once and sends it, over a
 SOCK_SEQPACKET socket, one message per test: the spec file's path plus the write end
 of the test's event pipe (SCM_RIGHTS). The server answers `started` with the child's
 pid and `exited` with its wait status. Each child calls setsid(), so the job can kill
-a test's whole process group.
+a test's whole process group. A simple test gets no Python child at all: the server
+starts it with vfork+exec in a session of its own (mhtest.runners.child.start_simple).
 
-Messages are JSON: {"op": "spawn", "key": K, "spec": PATH}, {"op": "started", "key":
-K, "pid": P}, {"op": "exited", "key": K, "pid": P, "status": S} where S is the exit
-code, or minus the signal number.
+Messages are JSON: {"op": "spawn", "key": K, "spec": PATH, "simple": BOOL}, {"op":
+"started", "key": K, "pid": P}, {"op": "exited", "key": K, "pid": P, "status": S} where
+S is the exit code, or minus the signal number.
 """
 
 from __future__ import annotations
@@ -86,10 +87,14 @@ def _handle_request(sock: socket.socket, sel: selectors.BaseSelector, children: 
         sel.unregister(sock)
         return False
     request = json.loads(data)
-    pid = os.fork()
-    if pid == 0:
-        sock.close()
-        _child(request["spec"], fds[0])
+    from mhtest.runners.child import start_simple
+
+    pid = start_simple(request["spec"], fds[0]) if fds and request.get("simple") else None
+    if pid is None:
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            _child(request["spec"], fds[0])
     for fd in fds:
         os.close(fd)
     children[pid] = request["key"]

@@ -151,8 +151,10 @@ class ForkServer:
         )
         child.close()
 
-    def spawn(self, key: str, spec_path: str, event_fd: int) -> None:
-        message = json.dumps({"op": "spawn", "key": key, "spec": spec_path}).encode()
+    def spawn(self, key: str, spec_path: str, event_fd: int, simple: bool = False) -> None:
+        """Start the test in `spec_path`; `simple` for a simple test (no Python in its process)."""
+        request = {"op": "spawn", "key": key, "spec": spec_path, "simple": simple}
+        message = json.dumps(request).encode()
         self.spawned = True
         socket.send_fds(self.sock, [message], [event_fd])
 
@@ -278,7 +280,7 @@ class LocalRunner:
         os.set_blocking(rfd, False)
         sel.register(rfd, selectors.EVENT_READ, key)
         try:
-            server.spawn(key, str(spec_path), wfd)
+            server.spawn(key, str(spec_path), wfd, simple=spec.kind == SIMPLE)
         except OSError as exc:
             self._end(run, "ERROR", f"cannot start the test process: {exc}")
         finally:

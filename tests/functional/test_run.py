@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 
 import pytest
 
@@ -324,6 +325,32 @@ def test_simple_tests_keep_stdout_and_stderr(mhtest, write_tests):
     assert (ok_dir / "stderr").read_text() == "to stderr\n"
     assert (run.job_dir / "test-results" / "2-t_bad.sh" / "stdout").read_text() == "about to fail\n"
     assert re.search(r"^ \(2/2\) t/bad.sh: FAIL \(.*exit status 3$", run.stdout, re.M), run
+
+
+WHERE_SH = """
+#!/bin/sh
+echo "cwd=$(pwd)"
+echo "pid=$$ pgid=$(cut -d' ' -f5 /proc/$$/stat)"
+echo "ignored=$(sed -n 's/^SigIgn:[[:space:]]*//p' /proc/$$/status)"
+echo "stdin=$(readlink /proc/$$/fd/0)"
+echo "job=$JOB_VALUE"
+"""
+
+
+@pytest.mark.timeout(60)
+def test_simple_test_process_is_set_up_as_a_user_expects(mhtest, write_tests):
+    """Its own directory, its own process group, Ctrl-C not ignored, no stdin, the env."""
+    base = write_tests({"where.sh": WHERE_SH}, executable=("where.sh",))
+    run = mhtest("run", "t/where.sh", env={"JOB_VALUE": "from the job"})
+    assert run.code == 0, run
+    text = (run.job_dir / "test-results" / "1-t_where.sh" / "stdout").read_text()
+    out = dict(line.split("=", 1) for line in text.splitlines() if not line.startswith("pid"))
+    ids = re.search(r"pid=(\d+) pgid=(\d+)", text)
+    assert ids and ids.group(1) == ids.group(2)  # a session (and process group) of its own
+    assert out["cwd"] == str(base)
+    assert int(out["ignored"], 16) & (1 << (signal.SIGINT - 1)) == 0
+    assert out["stdin"] == "/dev/null"
+    assert out["job"] == "from the job"
 
 
 DIRS_PY = """
