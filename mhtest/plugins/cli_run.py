@@ -266,10 +266,10 @@ class RunCommand(CLICommand):
 
 
 def _early_fork_server(specs: list[TestSpec]) -> Any:
-    """For a multi-host test: a fork server started now, importing what that test needs.
+    """For a multi-host test the CLI's text check missed: a fork server started now.
 
-    It imports paramiko, zmq and the remote runner on the other CPU while this process
-    parses the hosts and loads its plugins, so the test's process is forked warm.
+    It imports MULTIHOST_PRELOAD (paramiko, the host and worker-run modules) on the other
+    CPU while this process parses the hosts, so the test's process is forked warm.
     """
     if not any(spec.multihost for spec in specs):
         return None

@@ -120,7 +120,8 @@ class ForkServer:
 
     With `fork=True` (only while this process has a single thread) the server is a fork
     of this process rather than a new interpreter: it starts without Python's start-up
-    and imports, which is how a job starts a multi-host test's server at its very start.
+    and imports. The CLI starts a job's server that way at its very start (see
+    fork_server_ahead), and each remote executor its own.
     """
 
     def __init__(self, preload: Sequence[str] = (), fork: bool = False) -> None:
