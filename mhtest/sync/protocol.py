@@ -176,6 +176,19 @@ MAX_CACHED_BYTES = 1024  # a larger request is parsed every time, never kept
 MAX_ID_DIGITS = 18
 
 
+def _prefixed_id(frame: bytes) -> tuple[int, int] | None:
+    """(id, index of the comma after it) for a frame that starts as mhtest writes them:
+    '{"v":1,"id":<digits>,' with no leading zero (which JSON would refuse). Else None.
+    """
+    if not frame.startswith(_PREFIX):
+        return None
+    comma = frame.find(b",", _START, _START + MAX_ID_DIGITS + 1)
+    digits = frame[_START:comma]
+    if comma > _START and digits.isdigit() and (digits[0] != 48 or comma == _START + 1):
+        return int(digits), comma
+    return None
+
+
 class RequestParser:
     """parse_request() with a cache for the requests a client repeats, such as barriers.
 
@@ -193,27 +206,25 @@ class RequestParser:
 
     def parse(self, frame: bytes) -> Request:
         """The validated request in `frame`, or ProtocolError (as parse_request)."""
-        if frame.startswith(_PREFIX):
-            comma = frame.find(b",", _START, _START + MAX_ID_DIGITS + 1)
-            digits = frame[_START:comma]
-            # JSON has no leading zeros: such a frame takes the full parse and its error
-            if comma > _START and digits.isdigit() and (digits[0] != 48 or comma == _START + 1):
-                rest = frame[comma:]
-                known = self._known.get(rest)
-                if known is not None:
-                    return Request(known[0], int(digits), known[1], known[2], known[3])
-                req = parse_request(frame)
-                if (
-                    req.op in _CACHEABLE_OPS
-                    and req.data is None
-                    and req.id == int(digits)
-                    and len(self._known) < self._max
-                    and len(rest) <= MAX_CACHED_BYTES
-                    and b'"id"' not in rest
-                    and b'"v"' not in rest
-                ):
-                    self._known[rest] = (req.op, req.name, req.count, req.timeout)
-                return req
+        prefixed = _prefixed_id(frame)
+        if prefixed is not None:
+            request_id, comma = prefixed
+            rest = frame[comma:]
+            known = self._known.get(rest)
+            if known is not None:
+                return Request(known[0], request_id, known[1], known[2], known[3])
+            req = parse_request(frame)
+            if (
+                req.op in _CACHEABLE_OPS
+                and req.data is None
+                and req.id == request_id
+                and len(self._known) < self._max
+                and len(rest) <= MAX_CACHED_BYTES
+                and b'"id"' not in rest
+                and b'"v"' not in rest
+            ):
+                self._known[rest] = (req.op, req.name, req.count, req.timeout)
+            return req
         return parse_request(frame)
 
 
@@ -224,11 +235,9 @@ def reply_prefix(request_id: int) -> bytes:
 
 def reply_id(frame: bytes) -> int | None:
     """The id a reply frame answers, read from its prefix (else parsed); None if malformed."""
-    if frame.startswith(_PREFIX):
-        comma = frame.find(b",", _START, _START + MAX_ID_DIGITS + 1)
-        digits = frame[_START:comma]
-        if comma > _START and digits.isdigit():
-            return int(digits)
+    prefixed = _prefixed_id(frame)
+    if prefixed is not None:
+        return prefixed[0]
     try:
         request_id = decode(frame).get("id")
     except ProtocolError:
@@ -241,10 +250,8 @@ def is_success(frame: bytes) -> bool:
 
     False means "decode it to know": an error, or a reply written some other way.
     """
-    if not frame.startswith(_PREFIX):
-        return False
-    comma = frame.find(b",", _START, _START + MAX_ID_DIGITS + 1)
-    return comma > _START and frame.startswith(b'"ok":true,', comma + 1)
+    prefixed = _prefixed_id(frame)
+    return prefixed is not None and frame.startswith(b'"ok":true,', prefixed[1] + 1)
 
 
 def reply_ok(request_id: int, result: Any = None) -> bytes:
