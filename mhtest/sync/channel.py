@@ -27,7 +27,6 @@ from mhtest.sync.errors import SyncError, SyncUnavailable
 LOG = logging.getLogger(__name__)
 
 BYE_TIMEOUT = 1.0  # how long close() waits for the server to acknowledge the goodbye
-MAX_CACHED_BODIES = 256
 SILENCE_CHECK_INTERVAL = 0.1  # seconds between scans for requests the server left unanswered
 # zmq.NOBLOCK, zmq.EVENTS, zmq.POLLIN as plain ints: enum arithmetic is slow at barrier rates
 _NOBLOCK, _EVENTS, _POLLIN = 1, 15, 1
@@ -62,7 +61,6 @@ class Channel:
         self.address = address
         self.heartbeat = heartbeat
         self._ids = itertools.count(1)
-        self._bodies: dict[tuple, bytes] = {}
         self._outgoing: collections.deque[bytes] = collections.deque()
         self._pending: dict[int, _Pending] = {}
         self._pending_lock = threading.Lock()
@@ -98,23 +96,19 @@ class Channel:
 
     # -- requests ------------------------------------------------------------------------
 
-    def request(self, op: str, wait: float, silence: float, **fields: Any) -> dict[str, Any]:
-        """Send one request and return the server's reply; SyncUnavailable if none comes."""
+    def request(self, op: str, wait: float, silence: float, **fields: Any) -> bytes:
+        """Send one request; return the server's reply frame (SyncUnavailable if none comes)."""
         try:
-            body = self._body(op, fields)
+            body = protocol.request_body(op, fields)
         except (TypeError, ValueError) as exc:
             raise SyncError(f"{op} {fields.get('name', '')!r}: data is not JSON: {exc}") from None
-        frame = self.call(op, body, wait, silence, fields.get("name", ""))
-        try:
-            return protocol.decode(frame)
-        except protocol.ProtocolError as exc:
-            raise SyncError(f"{op}: malformed reply from the sync server: {exc}") from None
+        return self.call(op, body, wait, silence, fields.get("name", ""))
 
     def call(self, op: str, body: bytes, wait: float, silence: float, name: str = "") -> bytes:
         """Send a request from its `protocol.request_body()`; return the reply frame.
 
         Nothing is decoded on the way: a caller that only needs to know the request
-        succeeded checks the frame with `protocol.is_ok_reply()`.
+        succeeded checks the frame with `protocol.is_success()`.
         """
         if self._closing.is_set():
             raise SyncError(f"{op}: the sync client is closed")
@@ -170,21 +164,6 @@ class Channel:
                 raise SyncError(f"{op}: the sync client was closed while waiting")
             raise SyncUnavailable(f"{op}: no answer from the sync server at {self.address}")
         return pending.reply
-
-    def _body(self, op: str, fields: dict[str, Any]) -> bytes:
-        """The encoded request minus its id; repeated barriers reuse it (a measurable win)."""
-        if "data" in fields or "reason" in fields:
-            return protocol.request_body(op, fields)
-        key = (op, *fields.items())
-        try:
-            body = self._bodies.get(key)
-        except TypeError:  # an unhashable field: nothing to reuse
-            return protocol.request_body(op, fields)
-        if body is None:
-            body = protocol.request_body(op, fields)
-            if len(self._bodies) < MAX_CACHED_BODIES:
-                self._bodies[key] = body
-        return body
 
     def close(self, say_bye: bool) -> None:
         """Stop heartbeats, say goodbye (so others waiting on us know at once), close.

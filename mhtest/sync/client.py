@@ -194,10 +194,8 @@ class SyncClient:
     def _call(self, op: str, wait: float, silence: float | None = None, **fields: Any) -> Any:
         if self._closed:
             raise SyncError(f"sync client {self.participant} is closed")
-        reply = self._channel.request(op, wait + REPLY_GRACE, silence or self._silence, **fields)
-        if reply.get("ok"):
-            return reply.get("result")
-        raise error_from_reply(reply.get("error") or {})
+        frame = self._channel.request(op, wait + REPLY_GRACE, silence or self._silence, **fields)
+        return self._result(op, frame)
 
     @staticmethod
     def _result(op: str, frame: bytes) -> Any:
