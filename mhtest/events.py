@@ -91,3 +91,20 @@ class LineBuffer:
     def rest(self) -> bytes:
         rest, self._buf = self._buf, b""
         return rest
+
+
+def append_debug_log(logdir: str, *messages: str) -> OSError | None:
+    """Add INFO lines to a test's debug.log, as its logging handler writes them.
+
+    For what a runner records about a test whose process runs no Python (a simple test):
+    its START line, its exit status and its end. Returns the error if it cannot write.
+    """
+    stamp = time.time()
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+    when += f",{int(stamp % 1 * 1000):03d}"
+    try:
+        with open(f"{logdir}/debug.log", "a", encoding="utf-8") as log:
+            log.writelines(f"{when} INFO | {message}\n" for message in messages)
+    except OSError as exc:
+        return exc
+    return None

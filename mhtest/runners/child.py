@@ -145,14 +145,7 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
         signal.signal(signal.SIGINT, previous)
     # The caller reaps it (and learns its exit status); subprocess must never do so.
     proc.returncode = 0
-    stamp = time.time()
-    line = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
-    line += f",{int(stamp % 1 * 1000):03d} INFO | START {spec.name}\n"
-    try:
-        with open(logdir / "debug.log", "a", encoding="utf-8") as log:
-            log.write(line)
-    except OSError:
-        pass  # the test runs anyway; its end is still recorded
+    events.append_debug_log(spec.logdir, f"START {spec.name}")  # the end says if it fails
     EventWriter(event_fd)("test.start", uid=spec.uid, name=spec.name, pid=proc.pid, timeout=timeout)
     return proc.pid
 

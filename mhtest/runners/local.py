@@ -414,14 +414,10 @@ class LocalRunner:
             outcome, reason = "FAIL", f"killed by signal {-status}"
         else:
             outcome, reason = "FAIL", f"exit status {status}"
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        try:
-            with open(Path(run.spec.logdir) / "debug.log", "a", encoding="utf-8") as log:
-                log.write(f"{stamp} INFO | exit status {status}\n")
-                log.write(f"{stamp} INFO | {outcome} {run.spec.name}")
-                log.write(f": {reason}\n" if reason else "\n")
-        except OSError as exc:
-            LOG.warning("cannot write %s/debug.log: %s", run.spec.logdir, exc)
+        end = f"{outcome} {run.spec.name}" + (f": {reason}" if reason else "")
+        error = events.append_debug_log(run.spec.logdir, f"exit status {status}", end)
+        if error is not None:
+            LOG.warning("cannot write %s/debug.log: %s", run.spec.logdir, error)
         self._end(run, outcome, reason)
 
     @staticmethod
