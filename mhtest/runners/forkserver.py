@@ -142,16 +142,23 @@ def preload(names: list[str]) -> None:
             pass
 
 
-def main() -> int:
-    fd = int(sys.argv[1])
-    sock = socket.socket(fileno=fd)
-    # Pre-import what every child needs, so each fork starts warm; and what the job
-    # asked for (`--preload a,b`: a multi-host test's SSH and sync modules).
+def run(sock: socket.socket, names: list[str]) -> None:
+    """Be the fork server: import what every child needs, then `names`, then serve.
+
+    The imports make each fork start warm; `names` are what the job asked for (a
+    multi-host test's SSH modules, a worker's sync client).
+    """
     import mhtest.runners.child  # noqa: F401
 
-    if len(sys.argv) > 3 and sys.argv[2] == "--preload":
-        preload([n for n in sys.argv[3].split(",") if n])
+    preload(names)
     serve(sock)
+
+
+def main() -> int:
+    """`python -m mhtest.runners.forkserver FD [--preload a,b]`."""
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    names = sys.argv[3].split(",") if sys.argv[2:3] == ["--preload"] else []
+    run(sock, [n for n in names if n])
     return 0
 
 

@@ -101,11 +101,9 @@ def _serve_forked(sock: socket.socket, preload: Sequence[str]) -> None:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        import mhtest.runners.child  # noqa: F401
         from mhtest.runners import forkserver
 
-        forkserver.preload(list(preload))
-        forkserver.serve(sock)
+        forkserver.run(sock, list(preload))
         code = 0
     except BaseException:  # noqa: BLE001 - say why, then leave
         import traceback
