@@ -148,6 +148,8 @@ class RunCommand(CLICommand):
 
     def run(self, args: argparse.Namespace) -> int:
         from mhtest import params as params_mod
+        from mhtest.console import Console
+        from mhtest.job import DEFAULT_RESULTS_DIR, Job, JobConfig, JobError
 
         if args.max_parallel is not None and args.max_parallel < 1:
             raise UsageError("--max-parallel must be 1 or more")
@@ -158,19 +160,6 @@ class RunCommand(CLICommand):
             raise UsageError(str(exc)) from None
         base_params = params_mod.merge(*layers, cli_params)
         specs = resolve_selection(args)
-        fork_server = getattr(args, "early_fork_server", None) or _early_fork_server(specs)
-        try:
-            return self._run_job(args, specs, base_params, fork_server)
-        finally:
-            if fork_server is not None:
-                fork_server.close()  # a no-op once the local runner has used and closed it
-
-    def _run_job(
-        self, args: argparse.Namespace, specs: list[TestSpec], base_params: dict, fork_server: Any
-    ) -> int:
-        from mhtest.console import Console
-        from mhtest.job import DEFAULT_RESULTS_DIR, Job, JobConfig, JobError
-
         hosts = self._hosts(args)
         config = JobConfig(
             max_parallel=args.max_parallel or os.cpu_count() or 1,
@@ -184,7 +173,8 @@ class RunCommand(CLICommand):
                 "ssh_config": args.ssh_config,
                 "max_parallel": args.max_parallel,
             },
-            fork_server=fork_server,
+            # Started by the CLI before the plugins loaded, if this job runs tests here.
+            fork_server=getattr(args, "early_fork_server", None),
         )
         specs = self._place(specs, base_params, hosts, config)
         console = Console()
@@ -263,19 +253,6 @@ class RunCommand(CLICommand):
         if "local" not in spawners:
             raise UsageError("the 'local' spawner plugin is missing: reinstall mhtest")
         return spawners
-
-
-def _early_fork_server(specs: list[TestSpec]) -> Any:
-    """For a multi-host test the CLI's text check missed: a fork server started now.
-
-    It imports MULTIHOST_PRELOAD (paramiko, the host and worker-run modules) on the other
-    CPU while this process parses the hosts, so the test's process is forked warm.
-    """
-    if not any(spec.multihost for spec in specs):
-        return None
-    from mhtest.runners.local import MULTIHOST_PRELOAD, ForkServer
-
-    return ForkServer(preload=MULTIHOST_PRELOAD)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -233,7 +233,10 @@ class LocalRunner:
             return
         pending = list(reversed(specs))
         running: dict[str, _Running] = {}
-        server, self._server = self._server or ForkServer(), None
+        if self._server is None:  # none started ahead (see fork_server_ahead)
+            multihost = any(spec.multihost for spec in specs)
+            self._server = ForkServer(preload=MULTIHOST_PRELOAD if multihost else ())
+        server, self._server = self._server, None
         sel = selectors.DefaultSelector()
         sel.register(server.sock, selectors.EVENT_READ, None)
         give_up: float | None = None  # once stopping: when SIGTERM's grace ends
