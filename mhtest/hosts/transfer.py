@@ -19,7 +19,7 @@ import shlex
 import shutil
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mhtest.hosts.errors import TransferError
@@ -30,6 +30,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BLOCK = 1 << 20
+
+
+def _copy(read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> None:
+    """Move blocks from `read` to `write` until `read` returns nothing."""
+    while True:
+        block = read(BLOCK)
+        if not block:
+            return
+        write(block)
+
+
 STATUS_WAIT = 120.0
 
 
@@ -79,11 +90,7 @@ def _send_one_file(host: SSHHost, src: str, dest: str, timeout: float | None) ->
     chan.exec_command(script)
     try:
         with open(src, "rb") as f:
-            while True:
-                block = f.read(BLOCK)
-                if not block:
-                    break
-                chan.sendall(block)
+            _copy(f.read, chan.sendall)
         chan.shutdown_write()
     except OSError as exc:
         chan.close()
@@ -111,11 +118,7 @@ def _send_tree(host: SSHHost, src: str, dest: str, timeout: float | None) -> Non
     ) as tar:
         try:
             assert tar.stdout is not None
-            while True:
-                block = tar.stdout.read1(BLOCK)
-                if not block:
-                    break
-                chan.sendall(block)
+            _copy(tar.stdout.read1, chan.sendall)
             chan.shutdown_write()
         except OSError as exc:
             tar.kill()
@@ -194,11 +197,7 @@ def _receive_file(
         with open(target, "wb") as out:
             if first:
                 out.write(first)
-            while True:
-                block = chan.recv(BLOCK)
-                if not block:
-                    break
-                out.write(block)
+            _copy(chan.recv, out.write)
     except OSError as exc:
         chan.close()
         raise TransferError(
@@ -226,11 +225,7 @@ def _receive_tree(host: SSHHost, chan: Any, first: bytes, src: str, target: str)
         try:
             if first:
                 tar.stdin.write(first)
-            while True:
-                block = chan.recv(BLOCK)
-                if not block:
-                    break
-                tar.stdin.write(block)
+            _copy(chan.recv, tar.stdin.write)
             tar.stdin.close()
         except OSError as exc:
             tar.kill()
