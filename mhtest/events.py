@@ -76,20 +76,50 @@ def one_line(exc: BaseException, place: str) -> str:
 
 
 class LineBuffer:
-    """Splits a byte stream into complete lines as chunks arrive."""
+    """Splits a byte stream into complete lines as chunks arrive.
 
-    def __init__(self) -> None:
-        self._buf = b""
+    A line longer than `limit` is dropped whole (counted in `dropped`), so a peer that
+    never sends a newline cannot make the buffer grow without bound.
+    """
+
+    def __init__(self, limit: int = MAX_LINE) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._skipping = False  # inside a line that was over the limit
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        self._buf += chunk
         if b"\n" not in chunk:
+            self._keep(chunk)
             return []
-        *lines, self._buf = self._buf.split(b"\n")
+        first, *middle, last = chunk.split(b"\n")
+        lines = []
+        self._keep(first)
+        if not self._skipping:
+            lines.append(b"".join(self._parts))
+        self._parts, self._size, self._skipping = [], 0, False
+        for line in middle:
+            if len(line) > self.limit:
+                self.dropped += 1
+            else:
+                lines.append(line)
+        self._keep(last)
         return [ln for ln in lines if ln.strip()]
 
+    def _keep(self, piece: bytes) -> None:
+        if self._skipping or not piece:
+            return
+        self._size += len(piece)
+        if self._size > self.limit:
+            self.dropped += 1
+            self._parts, self._size, self._skipping = [], 0, True
+        else:
+            self._parts.append(piece)
+
     def rest(self) -> bytes:
-        rest, self._buf = self._buf, b""
+        rest = b"" if self._skipping else b"".join(self._parts)
+        self._parts, self._size, self._skipping = [], 0, False
         return rest
 
 

@@ -137,6 +137,13 @@ class RunCommand(CLICommand):
             help="the interpreter to use on the hosts (default: python3)",
         )
         hosts.add_argument(
+            "--max-results-size",
+            default=None,
+            metavar="SIZE",
+            help="the most a host may send back as one test's results (default 1G; "
+            "e.g. 200M): past it the test is ERROR and the rest is dropped",
+        )
+        hosts.add_argument(
             "--sync-direct",
             action="store_true",
             help="multi-host workers reach the sync server directly instead "
@@ -159,6 +166,14 @@ class RunCommand(CLICommand):
         except params_mod.ParamsError as exc:
             raise UsageError(str(exc)) from None
         base_params = params_mod.merge(*layers, cli_params)
+        max_results = None
+        if args.max_results_size is not None:
+            from mhtest.runners.untrusted import parse_size
+
+            try:
+                max_results = parse_size(args.max_results_size)
+            except ValueError as exc:
+                raise UsageError(f"--max-results-size: {exc}") from None
         specs = resolve_selection(args)
         hosts = self._hosts(args)
         config = JobConfig(
@@ -172,6 +187,7 @@ class RunCommand(CLICommand):
                 "inventory": args.inventory,
                 "ssh_config": args.ssh_config,
                 "max_parallel": args.max_parallel,
+                "max_results": max_results,
             },
             # Started by the CLI before the plugins loaded, if this job runs tests here.
             fork_server=getattr(args, "early_fork_server", None),

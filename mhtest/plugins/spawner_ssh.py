@@ -46,6 +46,7 @@ class SSHSpawner:
                 python=options.get("remote_python") or "python3",
                 max_parallel=options.get("max_parallel"),
                 sources=self.sources(),
+                max_results=options.get("max_results"),
             )
             runner.run(specs)
         finally:

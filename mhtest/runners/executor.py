@@ -58,6 +58,55 @@ def pack(directories: dict[str, str]) -> bytes:
     return buf.getvalue()
 
 
+def pack_results(logdir: str, out: Any) -> None:
+    """Stream a test's results directory to `out` as an uncompressed tar.
+
+    Only regular files and directories go (the controller refuses anything else); a
+    file that cannot be read is left out and logged, the rest still goes.
+    """
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for top, dirs, files in os.walk(logdir):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+            rel = os.path.relpath(top, logdir)
+            for name in (*dirs, *sorted(files)):
+                path = os.path.join(top, name)
+                arcname = os.path.normpath(os.path.join(rel, name))
+                try:
+                    info = tar.gettarinfo(path, arcname)
+                    if info.isreg():
+                        with open(path, "rb") as data:
+                            tar.addfile(info, data)
+                    elif info.isdir():
+                        tar.addfile(info)
+                    else:
+                        LOG.warning("%s: not a file or directory: left out of the results", path)
+                except OSError as exc:
+                    LOG.warning("%s: left out of the results: %s", path, exc)
+
+
+class _Pieces:
+    """A write-only file that hands base64 pieces of FILES_CHUNK raw bytes to `emit`."""
+
+    def __init__(self, emit: Any) -> None:
+        self.emit = emit
+        self.buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        while len(self.buffer) >= FILES_CHUNK:
+            self._flush(FILES_CHUNK, last=False)
+        return len(data)
+
+    def close(self) -> None:
+        """Send what is left as the last piece."""
+        self._flush(len(self.buffer), last=True)
+
+    def _flush(self, size: int, last: bool) -> None:
+        piece = base64.b64encode(bytes(self.buffer[:size])).decode("ascii")
+        del self.buffer[:size]
+        self.emit(piece, last)
+
+
 def unpack(data: bytes | BinaryIO, target: str) -> list[str]:
     """Extract a tar into `target`, refusing anything that would land outside it.
 
@@ -128,15 +177,16 @@ class _Output:
         logdir = self.logdirs.get(uid)
         if not logdir or not os.path.isdir(logdir):
             return
+        pieces = _Pieces(
+            lambda piece, last: self._write(
+                events.encode("test.files", uid=uid, data=piece, last=last)
+            )
+        )
         try:
-            data = pack({logdir: "."})
+            pack_results(logdir, pieces)
         except OSError as exc:
             LOG.warning("cannot pack the results of test %s: %s", uid, exc)
-            return
-        for pos in range(0, max(len(data), 1), FILES_CHUNK):
-            piece = base64.b64encode(data[pos : pos + FILES_CHUNK]).decode("ascii")
-            last = pos + FILES_CHUNK >= len(data)
-            self._write(events.encode("test.files", uid=uid, data=piece, last=last))
+        pieces.close()
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)

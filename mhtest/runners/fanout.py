@@ -321,6 +321,7 @@ class WorkerRun:
                 python=self.options.get("remote_python") or "python3",
                 max_parallel=len(specs),
                 sources=self._sources.result(CONNECT_WAIT),
+                max_results=self.options.get("max_results"),
             )
             runner.run(specs)
         finally:

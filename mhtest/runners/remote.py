@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from mhtest import events
+from mhtest.runners import untrusted
 from mhtest.spec import TestSpec, dir_name
 
 LOG = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ STOP_GRACE = 10.0
 #: Host-side cache directory, when not the hosts' ~/.cache/mhtest.
 ENV_REMOTE_CACHE = "MHTEST_REMOTE_CACHE"
 STDERR_TAIL = 4096
+#: How many lines that are not events are logged per host.
+MAX_BAD_LINES = 10
 
 
 class Interrupted(Exception):
@@ -128,6 +131,7 @@ class RemoteTestRunner:
         max_parallel: int | None = None,
         remote_cache: str | None = None,
         sources: Sources | None = None,
+        max_results: int | None = None,
     ) -> None:
         from mhtest.hosts.bootstrap import REMOTE_CACHE
 
@@ -138,8 +142,14 @@ class RemoteTestRunner:
         self.max_parallel = max_parallel
         self.remote_cache = remote_cache or os.environ.get(ENV_REMOTE_CACHE) or REMOTE_CACHE
         self.sources = sources
+        self.max_results = max_results or untrusted.MAX_RESULTS
         self.ended: set[int] = set()
-        self._files: dict[int, bytearray] = {}
+        self.started: set[int] = set()
+        self._spools: dict[int, tuple[TestSpec, untrusted.ResultsSpool]] = {}
+        self._files_done: set[int] = set()
+        #: Why a test's results were refused: its end becomes ERROR with that reason.
+        self._refused: dict[int, str] = {}
+        self._bad_lines = 0
 
     def run(self, specs: list[TestSpec]) -> None:
         try:
@@ -164,6 +174,9 @@ class RemoteTestRunner:
                 self._fail_rest(missing, self._why_ended(proc.channel, stream))
         finally:
             proc.close()
+            # Results cut off by a lost connection or a stop: keep what arrived.
+            for spec, _spool in list(self._spools.values()):
+                self._results_done(spec)
         # Only a stop can leave tests unreported here.
         self._fail_rest(specs, "interrupted by the user", "INTERRUPT")
 
@@ -287,40 +300,79 @@ class RemoteTestRunner:
                 try:
                     event = events.decode(line)
                 except events.EventError as exc:
-                    LOG.warning("%s: bad event line (%s): %.200r", self.host.name, exc, line)
+                    self._bad_line(exc, line)
                     continue
                 self._event(event, by_uid)
         LOG.debug("%s: executor stderr: %s", self.host.name, stream.stderr[-1000:])
 
+    def _bad_line(self, exc: Exception, line: bytes) -> None:
+        """Log the first few lines that are not events (a host could send any number)."""
+        self._bad_lines += 1
+        if self._bad_lines <= MAX_BAD_LINES:
+            LOG.warning("%s: bad event line (%s): %.200r", self.host.name, exc, line)
+        elif self._bad_lines == MAX_BAD_LINES + 1:
+            LOG.warning("%s: more bad event lines; no longer logging them", self.host.name)
+
     def _event(self, event: dict, by_uid: dict[int, tuple[TestSpec, TestSpec]]) -> None:
         pair = by_uid.get(event.get("uid"))
-        if pair is None:
-            return
+        if pair is None or pair[0].uid in self.ended:
+            return  # not one of this host's tests, or already ended: nothing more counts
         local, _remote = pair
-        if event["type"] == "test.files":
+        kind = event["type"]
+        if kind == "test.files":
             self._receive_files(local, event)
             return
-        event["host"] = self.host.name
-        if event["type"] in ("test.end", "test.skipped"):
+        if kind == "test.start":
+            if local.uid in self.started:
+                return
+            self.started.add(local.uid)
+        elif kind in ("test.end", "test.skipped"):
             self.ended.add(local.uid)
+            self._results_done(local)
+        else:
+            return  # no other event from a host is used
+        event = untrusted.bound_end(event, self.host.name)
+        event["host"] = self.host.name
+        event["uid"] = local.uid
+        refused = self._refused.pop(local.uid, None)
+        if refused and kind == "test.end":
+            was = event.get("status")
+            event.update(
+                status="ERROR",
+                fail_class=None,
+                fail_reason=f"{self.host.name}: {refused} (the test itself ended {was})",
+            )
         self.sink(event)
 
     def _receive_files(self, spec: TestSpec, event: dict) -> None:
-        from mhtest.runners.executor import unpack
+        """A piece of the test's results archive: spooled; the last one is extracted."""
+        if spec.uid in self._files_done:
+            return  # extracted (or refused) already: more from the host is ignored
+        if spec.uid not in self._spools:
+            parent = os.path.dirname(spec.logdir.rstrip("/")) or "."
+            spool = untrusted.ResultsSpool(parent, self.max_results)
+            self._spools[spec.uid] = (spec, spool)
+        spool = self._spools[spec.uid][1]
+        try:
+            spool.add(base64.b64decode(event.get("data", ""), validate=True))
+        except (ValueError, TypeError) as exc:
+            self._refused.setdefault(spec.uid, f"its results data is not base64 ({exc})")
+        if event.get("last") is True:
+            self._results_done(spec)
 
-        buf = self._files.setdefault(spec.uid, bytearray())
-        try:
-            buf += base64.b64decode(event.get("data", ""), validate=True)
-        except ValueError as exc:
-            LOG.warning("%s: bad results data for %s: %s", self.host.name, spec.name, exc)
+    def _results_done(self, spec: TestSpec) -> None:
+        """Extract what arrived of the test's results (at its last piece, or at its end)."""
+        self._files_done.add(spec.uid)
+        pending = self._spools.pop(spec.uid, None)
+        if pending is None:
             return
-        if not event.get("last"):
-            return
-        data = bytes(self._files.pop(spec.uid))
         try:
-            unpack(data, spec.logdir)
-        except (OSError, EOFError, ValueError) as exc:
-            LOG.warning("%s: cannot write the results of %s: %s", self.host.name, spec.name, exc)
+            problem = pending[1].extract(spec.logdir).problem(self.max_results)
+        except OSError as exc:
+            problem = f"cannot write its results here: {exc}"
+        if problem:
+            LOG.warning("%s: %s: %s", self.host.name, spec.name, problem)
+            self._refused.setdefault(spec.uid, problem)
 
     def _fail_rest(self, specs: list[TestSpec], reason: str, status: str = "ERROR") -> None:
         for spec in specs:
