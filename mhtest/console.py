@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from mhtest import events
 from mhtest.results import count_statuses
 
 _COLORS = {
@@ -71,7 +72,7 @@ class Console:
             status = f"{_COLORS.get(status, '')}{status}{_RESET}"
         host = f" [{result.host}]" if result.host != "local" else ""
         line = f" ({result.uid}/{self.total}) {result.ref}{host}: {status} ({result.time:.2f} s)"
-        if result.fail_reason and result.status != "PASS":
+        if result.fail_reason and result.status != events.PASS:
             line += f" {result.fail_reason.splitlines()[0][:300]}"
         self._write(line)
         self._show_live()

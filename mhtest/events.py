@@ -1,4 +1,4 @@
-"""The JSON-line event protocol every place a test runs speaks.
+"""The JSON-line event protocol every place a test runs speaks, and the test statuses.
 
 One event per line, a JSON object with `v` (protocol version), `type` and the fields
 of that type. Children write them; the collector reads them from a local pipe or an
@@ -22,6 +22,26 @@ from typing import Any
 
 VERSION = 1
 MAX_LINE = 16 * 1024 * 1024
+
+#: Event types.
+TEST_START = "test.start"
+TEST_END = "test.end"
+TEST_FILES = "test.files"
+TEST_SKIPPED = "test.skipped"
+LOG = "log"
+RUNNER_ERROR = "runner.error"
+
+#: Test statuses, in the console's order.
+PASS = "PASS"
+FAIL = "FAIL"
+ERROR = "ERROR"
+SKIP = "SKIP"
+WARN = "WARN"
+CANCEL = "CANCEL"
+INTERRUPT = "INTERRUPT"
+STATUSES = (PASS, FAIL, ERROR, SKIP, WARN, CANCEL, INTERRUPT)
+#: Statuses that make the job's exit code say "tests did not pass".
+FAILED_STATUSES = frozenset({FAIL, ERROR, INTERRUPT})
 
 
 class EventError(ValueError):
@@ -56,7 +76,7 @@ def synthetic_end(
     """A test.end a runner reports for a test that could not run or report its own end."""
     now = time.time()
     event: dict[str, Any] = {
-        "type": "test.end",
+        "type": TEST_END,
         "uid": uid,
         "status": status,
         "fail_reason": reason,

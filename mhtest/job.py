@@ -1,9 +1,9 @@
-"""A job: an id, a results directory, specs run through spawners, events collected.
+"""A job: an id, a results directory, tests run at their places, events collected.
 
-The collector is the one place events from every runner arrive (local pipes, SSH
-channels). It turns `test.end` events into TestResults, tells the result writers at
-once (results.json is rewritten atomically after every test end) and drives the
-console.
+The tests run through a Dispatcher (mhtest.dispatch). The job's sink is the collector,
+the one place events from every runner arrive (local pipes, SSH channels): it turns
+`test.end` events into TestResults, tells the result writers at once (results.json is
+rewritten atomically after every test end) and drives the console.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mhtest import events, exitcodes
+from mhtest.dispatch import Dispatcher, Options
+from mhtest.hosts.inventory import HostConfig
 from mhtest.results import TestResult
 from mhtest.spec import TestSpec, dir_name
 
@@ -34,11 +36,10 @@ class JobError(Exception):
 class JobConfig:
     """What a job was asked to do (the parsed command line, in plain data)."""
 
-    max_parallel: int = os.cpu_count() or 1
     results_dir: str = DEFAULT_RESULTS_DIR
-    hosts: list[Any] = field(default_factory=list)  # HostConfig objects; empty: local
     env: dict[str, str] = field(default_factory=dict)  # for every test process
-    options: dict[str, Any] = field(default_factory=dict)  # spawner options (ssh, python…)
+    options: Options = field(default_factory=Options)  # how places are reached
+    timeout: float | None = None  # for the whole job
     fork_server: Any = None  # a local ForkServer started early, for the local spawner
 
 
@@ -57,10 +58,14 @@ class Job:
         self.start_time = time.time()
         self.end_time = 0.0
         self.specs: list[TestSpec] = []
+        self.assignments: list[tuple[HostConfig, TestSpec]] = []
         self.results: list[TestResult] = []
         self.interrupted = False
         self.crashed: str | None = None
         self.stop = threading.Event()
+        self.dispatcher = Dispatcher(
+            self.sink, config.options, stop=self.stop, fork_server=config.fork_server
+        )
         self._lock = threading.Lock()
         self._started: dict[int, float] = {}
         self.logdir = self._make_logdir()
@@ -102,63 +107,31 @@ class Job:
     def log_file(self) -> Path:
         return self.logdir / "job.log"
 
-    def add_specs(self, specs: list[TestSpec]) -> None:
-        """Number the specs, give each its results directory and the job's environment."""
-        for spec in specs:
+    def add(self, assignments: list[tuple[HostConfig, TestSpec]]) -> None:
+        """Tests and their places (see mhtest.dispatch.place): numbered, each given its
+        results directory and the job's environment."""
+        for place, spec in assignments:
             spec.uid = len(self.specs) + 1
             spec.logdir = str(self.logdir / "test-results" / dir_name(spec.name))
             spec.env = {**self.config.env, **spec.env}
             self.specs.append(spec)
+            self.assignments.append((place, spec))
 
     # running -------------------------------------------------------------------
-    def run(self, spawners: dict[str, Any]) -> int:
-        """Run every spec through the spawner of its place; returns the exit code."""
+    def run(self) -> int:
+        """Run every test at its place; returns the exit code."""
         LOG.info("job %s: %d test(s), results in %s", self.unique_id, len(self.specs), self.logdir)
         self._call_writers("job_start", self)
         if self.console:
             self.console.job_start(self)
-        groups: dict[str, list[TestSpec]] = {}
-        for spec in self.specs:
-            groups.setdefault(spec.host, []).append(spec)
-        # Wait on events, not Thread.join(): a Ctrl-C that lands inside join() can make
-        # CPython mark a running thread as stopped (bpo-45274's fix), and we would stop
-        # waiting for the runners that must still report their interrupted tests.
-        done = []
-        for place, specs in groups.items():
-            spawner = spawners["local" if place == "local" else "ssh"]
-            finished = threading.Event()
-            threading.Thread(
-                target=self._run_group,
-                args=(spawner, place, specs, finished),
-                name=f"runner-{place}",
-                daemon=True,
-            ).start()
-            done.append(finished)
-        try:
-            for finished in done:
-                while not finished.wait(0.1):
-                    pass
-        except KeyboardInterrupt:
-            self.interrupted = True
-            self.stop.set()
-            deadline = time.monotonic() + 30
-            for finished in done:
-                finished.wait(max(0.0, deadline - time.monotonic()))
+        outcome = self.dispatcher.run(self.assignments, self.config.timeout)
+        self.interrupted = outcome.interrupted is not None
         self._finish()
         return self.exit_code()
 
-    def _run_group(
-        self, spawner: Any, place: str, specs: list[TestSpec], finished: threading.Event
-    ) -> None:
-        try:
-            spawner.run(place, specs, self.sink, self.stop)
-        except Exception as exc:  # noqa: BLE001 - one place failing must not stop the others
-            LOG.debug("runner for %s failed", place, exc_info=True)
-            reason = events.one_line(exc, place)
-            for spec in specs:
-                self.sink(events.synthetic_end(spec.uid, "ERROR", reason))
-        finally:
-            finished.set()
+    def interrupt(self, reason: str = "interrupted by the user") -> None:
+        """Stop the job as Ctrl-C does (from any thread): tests end INTERRUPT, results kept."""
+        self.dispatcher.interrupt(reason)
 
     def sink(self, event: dict) -> None:
         """The collector: every runner reports every event here (thread-safe)."""
@@ -171,20 +144,22 @@ class Job:
             if spec is None:
                 LOG.warning("event for an unknown test: %.200r", event)
                 return
-            if kind == "test.start":
+            if kind == events.TEST_START:
+                if spec.uid in self._started:
+                    return
                 self._started[spec.uid] = event.get("time", time.time())
                 if self.console:
                     self.console.test_start(spec)
-            elif kind == "test.end":
+            elif kind == events.TEST_END:
                 if any(r.uid == spec.uid for r in self.results):
                     return
                 self._record(spec, event)
-            elif kind == "test.skipped":
+            elif kind == events.TEST_SKIPPED:
                 now = time.time()
                 self._record(
                     spec,
                     {
-                        "status": "INTERRUPT",
+                        "status": events.INTERRUPT,
                         "start": now,
                         "end": now,
                         "fail_reason": f"not started: {event.get('reason')}",
@@ -192,21 +167,7 @@ class Job:
                 )
 
     def _record(self, spec: TestSpec, event: dict) -> None:
-        result = TestResult(
-            uid=spec.uid,
-            name=spec.name,
-            ref=spec.ref,
-            status=event.get("status", "ERROR"),
-            host=event.get("host") or spec.host,
-            fail_reason=event.get("fail_reason"),
-            fail_class=event.get("fail_class"),
-            start=event.get("start") or self._started.get(spec.uid, time.time()),
-            end=event.get("end") or time.time(),
-            logdir=spec.logdir,
-            whiteboard=event.get("whiteboard") or "",
-            tags=list(spec.tags),
-            children=[TestResult.from_dict(c) for c in event.get("children") or []],
-        )
+        result = TestResult.from_end(spec, event, start=self._started.get(spec.uid))
         self.results.append(result)
         LOG.info(
             "%s: %s%s",
@@ -220,15 +181,6 @@ class Job:
 
     def _finish(self) -> None:
         self.end_time = time.time()
-        # Tests that never reported an end (a runner that died) must still be on disk.
-        done = {r.uid for r in self.results}
-        for spec in self.specs:
-            if spec.uid not in done:
-                reason = "interrupted by the user" if self.interrupted else "the test never ended"
-                self._record(
-                    spec,
-                    {"status": "INTERRUPT" if self.interrupted else "ERROR", "fail_reason": reason},
-                )
         self.results.sort(key=lambda r: r.uid)
         self._call_writers("render", self)
         if self.console:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol
 
-from mhtest.spec import BROKEN, TestSpec
+from mhtest.spec import BROKEN, INSTRUMENTED, SIMPLE, TestSpec
 
 LOG = logging.getLogger(__name__)
 
@@ -159,6 +159,35 @@ def _display(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
+def resolve(
+    references: str | Iterable[str],
+    resolvers: list[Resolver] | None = None,
+    tags: Iterable[str] = (),
+    include_empty: bool = False,
+) -> list[TestSpec]:
+    """References (files, directories, FILE.py:Filter) → TestSpecs: the public entry point.
+
+    `resolvers` default to every `mhtest.resolver` plugin; `tags` are --filter-by-tags
+    expressions. Raises ResolutionError naming a reference that is not a test.
+    """
+    refs = [references] if isinstance(references, (str, os.PathLike)) else list(references)
+    specs = resolve_references([str(r) for r in refs], resolvers or plugin_resolvers())
+    return filter_by_tags(specs, list(tags), include_empty)
+
+
+def plugin_resolvers() -> list[Resolver]:
+    """The resolver plugins, in the order they are asked (python before exec)."""
+    from mhtest.plugins import load_plugins
+
+    found = [cls() for _, cls in load_plugins("mhtest.resolver")]
+    return sorted(found, key=lambda r: getattr(r, "priority", 30))
+
+
+def builtin_resolvers() -> list[Resolver]:
+    """The built-in resolvers, without loading any plugin (what workers need, and fast)."""
+    return [PythonResolver(), ExecResolver()]
+
+
 def resolve_references(references: Iterable[str], resolvers: list[Resolver]) -> list[TestSpec]:
     """Turn every reference into TestSpecs, in order; raise ResolutionError for a bad one."""
     specs: list[TestSpec] = []
@@ -226,3 +255,52 @@ def filter_by_tags(
                 kept.append(spec)
                 break
     return kept
+
+
+class PythonResolver:
+    """A .py file whose classes derive from mhtest.Test: one spec per test method."""
+
+    name = "python"
+    priority = 10
+
+    def resolve(self, path: Path, display: str) -> list[TestSpec] | None:
+        if path.suffix != ".py":
+            return None
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return [broken_spec(str(path), display, f"cannot read {display}: {exc}")]
+        try:
+            classes = analyse_python(source, str(path))
+        except SyntaxError as exc:
+            reason = f"{display}:{exc.lineno}: syntax error: {exc.msg}"
+            return [broken_spec(str(path), display, reason)]
+        specs = []
+        for info, multihost, methods in classes:
+            for method in methods:
+                specs.append(
+                    TestSpec(
+                        ref=f"{display}:{info.name}.{method}",
+                        kind=INSTRUMENTED,
+                        path=str(path.resolve()),
+                        class_name=info.name,
+                        method=method,
+                        tags=sorted(info.tags | info.method_tags.get(method, set())),
+                        timeout=info.timeout,
+                        multihost=multihost,
+                        worker_only="worker" in info.directives,
+                    )
+                )
+        return specs or None
+
+
+class ExecResolver:
+    """An executable regular file is one simple test (exit status 0 is PASS)."""
+
+    name = "exec"
+    priority = 50
+
+    def resolve(self, path: Path, display: str) -> list[TestSpec] | None:
+        if not path.is_file() or not os.access(path, os.X_OK):
+            return None
+        return [TestSpec(ref=display, kind=SIMPLE, path=str(path.resolve()))]

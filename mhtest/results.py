@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from mhtest.test import FAILED_STATUSES, STATUSES
+from mhtest.events import ERROR, FAILED_STATUSES, STATUSES
 
 
 @dataclass
@@ -44,6 +45,28 @@ class TestResult:
         data["time"] = round(self.time, 6)
         data["children"] = [c.to_dict() for c in self.children]
         return data
+
+    @classmethod
+    def from_end(
+        cls, spec: Any, event: dict[str, Any], name: str | None = None, start: float | None = None
+    ) -> TestResult:
+        """The result of the test `spec` (a TestSpec) from its test.end event."""
+        now = time.time()
+        return cls(
+            uid=spec.uid,
+            name=name or spec.name,
+            ref=spec.ref,
+            status=event.get("status", ERROR),
+            host=event.get("host") or spec.host,
+            fail_reason=event.get("fail_reason"),
+            fail_class=event.get("fail_class"),
+            start=event.get("start") or start or now,
+            end=event.get("end") or now,
+            logdir=spec.logdir,
+            whiteboard=event.get("whiteboard") or "",
+            tags=list(spec.tags),
+            children=[cls.from_dict(c) for c in event.get("children") or []],
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TestResult:

@@ -34,6 +34,12 @@ class TestSpec:
     uid: int = 0
     logdir: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    # A multi-host test's places (HostConfig fields, as dicts) and how to reach them
+    # (mhtest.dispatch.Options fields): filled in by mhtest.dispatch.place().
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    host_options: dict[str, Any] = field(default_factory=dict)
+    # Filled in by the runner that starts the test: when its timeout began (time.time()).
+    started: float | None = None
 
     @property
     def name(self) -> str:

@@ -10,47 +10,49 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from typing import Any, Callable
 
-STATUSES = ("PASS", "FAIL", "ERROR", "SKIP", "WARN", "CANCEL", "INTERRUPT")
-#: Statuses that make the job's exit code say "tests did not pass".
-FAILED_STATUSES = frozenset({"FAIL", "ERROR", "INTERRUPT"})
+from mhtest import events
+from mhtest.events import FAILED_STATUSES, STATUSES
+
+__all__ = ["FAILED_STATUSES", "STATUSES"]  # the statuses live in mhtest.events
 
 
 class TestBaseException(Exception):
     """Base of the exceptions a test raises to end itself with a given status."""
 
-    status = "ERROR"
+    status = events.ERROR
 
 
 class TestFail(TestBaseException, AssertionError):
     """The test found a problem with what it tests: FAIL."""
 
-    status = "FAIL"
+    status = events.FAIL
 
 
 class TestError(TestBaseException):
     """The test could not do its job (broken environment, bad setup): ERROR."""
 
-    status = "ERROR"
+    status = events.ERROR
 
 
 class TestCancel(TestBaseException):
     """The test decided it cannot run here: CANCEL."""
 
-    status = "CANCEL"
+    status = events.CANCEL
 
 
 class TestSkip(TestBaseException):
     """The test is skipped before it starts (skip decorators): SKIP."""
 
-    status = "SKIP"
+    status = events.SKIP
 
 
 class TestInterrupt(TestBaseException):
     """The test was interrupted (timeout, user): INTERRUPT."""
 
-    status = "INTERRUPT"
+    status = events.INTERRUPT
 
 
 _SKIP_ATTR = "__mhtest_skip__"
@@ -176,6 +178,9 @@ class Test:
         self._warnings = _WarningCounter()
         self.log.addHandler(self._warnings)
         self._sync: Any = None
+        self._sync_lock = threading.Lock()
+        #: The TestSpec the runner started this test from (None when made by hand).
+        self._spec: Any = None
         param_timeout = self.params.get("timeout")
         if param_timeout is not None:
             try:
@@ -230,15 +235,16 @@ class Test:
         Available in the workers of a multi-host test and in runs given
         `--sync-server`/`--sync`; otherwise using it is a test error.
         """
-        if self._sync is None:
-            from mhtest.sync.client import SyncClient
-
-            self._sync = SyncClient.from_environment()
+        with self._sync_lock:  # threads of one test share one client (one participant)
             if self._sync is None:
-                raise TestError(
-                    "this test uses self.sync but no sync server is configured: "
-                    "run it as a multi-host worker or with --sync-server / --sync HOST:PORT"
-                )
+                from mhtest.sync.client import SyncClient
+
+                self._sync = SyncClient.from_environment()
+        if self._sync is None:
+            raise TestError(
+                "this test uses self.sync but no sync server is configured: "
+                "run it as a multi-host worker or with --sync-server / --sync HOST:PORT"
+            )
         return self._sync
 
     def _close_sync(self) -> None:

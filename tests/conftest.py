@@ -16,6 +16,9 @@ Fixtures
     fault tests.
 ``sshd_host`` (session)
     ``sshd_hosts(1)[0]``.
+``warm_hosts`` (session)
+    A factory like ``sshd_hosts`` whose hosts have mhtest's environment cached (installed once
+    per session, in fixture setup, outside the tests' timeouts).
 ``ssh_host`` (function)
     A connected ``SSHHost`` for ``sshd_host``, closed after the test.
 ``broken_host`` (function)
@@ -75,6 +78,20 @@ def sshd_hosts(_sshd_pool: SshdPool) -> Callable[[int], list[HostInfo]]:
 def sshd_host(sshd_hosts: Callable[[int], list[HostInfo]]) -> HostInfo:
     """One running real sshd host."""
     return sshd_hosts(1)[0]
+
+
+@pytest.fixture(scope="session")
+def warm_hosts(sshd_hosts: Callable[[int], list[HostInfo]]) -> Callable[[int], list[HostInfo]]:
+    """Factory: warm_hosts(n) -> n sshd hosts whose cached mhtest environment is ready.
+
+    Every test host is this machine and user, so one install serves them all; it happens
+    here, in fixture setup, outside the tests' timeouts (a fresh CI machine builds it once).
+    """
+    from mhtest.hosts.bootstrap import ensure_mhtest
+
+    with sshd_hosts(1)[0].make_host() as host:
+        ensure_mhtest(host, timeout=600)
+    return sshd_hosts
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from mhtest import MultiHostTest
 from mhtest.runners.fanout import _direct_bind
-from mhtest.runners.multihost import ENV_HOSTS, Worker, _unique_names
+from mhtest.runners.multihost import Worker, _unique_names
 from mhtest.test import TestError as BadTest  # not named Test*: pytest would collect it
 
 WORKER_PY = """
@@ -45,11 +45,6 @@ def make(tmp_path: Path, hosts: str | None = None) -> Ring:
     (tmp_path / "w.py").write_text(WORKER_PY)
     params = {"hosts": hosts} if hosts else {}
     return Ring(params=params, logdir=str(tmp_path / "logs"), basedir=str(tmp_path))
-
-
-@pytest.fixture(autouse=True)
-def _no_job_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_HOSTS, raising=False)
 
 
 def test_default_is_two_local_workers(tmp_path: Path) -> None:

@@ -53,9 +53,17 @@ ANSIBLE_KEYS = {
 }
 
 
+#: Kinds of place: how a host is reached (each kind has its spawner plugin).
+SSH = "ssh"
+
+
 @dataclass
 class HostConfig:
-    """Where a host is and how to log in; `params` are its per-host test parameters."""
+    """Where a host is and how to log in; `params` are its per-host test parameters.
+
+    `kind` says how it is reached, and so which spawner runs tests there: "ssh", or
+    "local" (this machine, without SSH: `local`, or `ansible_connection: local`).
+    """
 
     name: str
     address: str
@@ -65,11 +73,16 @@ class HostConfig:
     params: dict[str, Any] = field(default_factory=dict)
     known_hosts: str | None = None
     connect_timeout: float | None = None  # seconds; SSHHost's default when None
+    kind: str = SSH
+
+    def __post_init__(self) -> None:
+        if self.address == LOCAL:
+            self.kind = LOCAL
 
     @property
     def is_local(self) -> bool:
-        """True for the host named `local` (no SSH)."""
-        return self.address == LOCAL
+        """True for a place on this machine, run without SSH."""
+        return self.kind == LOCAL
 
 
 def parse_host_string(text: str) -> tuple[str | None, str, int | None]:
@@ -117,7 +130,7 @@ def resolve_hosts(
             configs.append(inventory.hosts[item])
             continue
         if item == LOCAL:
-            configs.append(HostConfig(name=LOCAL, address=LOCAL, port=0))
+            configs.append(HostConfig(name=LOCAL, address=LOCAL, port=0, kind=LOCAL))
             continue
         user, name, port = parse_host_string(item)
         configs.append(_from_ssh_config(item, user, name, port, ssh_config))
@@ -276,8 +289,12 @@ def _host_config(path: str, name: str, values: dict[str, Any]) -> HostConfig:
             f"inventory {path}: host {name!r}: ansible_port {port!r} is not a port number"
         ) from None
     address = str(fields.get("address", name))
-    if fields.get("connection") == "local":
-        address = LOCAL
+    connection = str(fields.get("connection") or SSH)
+    if connection not in (LOCAL, SSH, "paramiko", "smart"):
+        raise HostSpecError(
+            f"inventory {path}: host {name!r}: ansible_connection {connection!r} is not "
+            "supported; use ssh or local"
+        )
     key_file = fields.get("key_file")
     return HostConfig(
         name=name,
@@ -291,11 +308,12 @@ def _host_config(path: str, name: str, values: dict[str, Any]) -> HostConfig:
             if fields.get("connect_timeout") is not None
             else None
         ),
+        kind=LOCAL if connection == LOCAL else SSH,
     )
 
 
 def make_host(config: HostConfig, **opts: Any):
-    """An SSHHost (or LocalHost for `local`) for `config`; `opts` go to SSHHost."""
+    """An SSHHost (or a LocalHost for a local place) for `config`; `opts` go to SSHHost."""
     if config.is_local:
         from mhtest.hosts.local import LocalHost
 

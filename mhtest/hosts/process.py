@@ -13,14 +13,12 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mhtest.hosts.base import build_command
+from mhtest.hosts.connection import Connection
 from mhtest.hosts.errors import CmdTimeout, HostError, HostUnreachable
 from mhtest.hosts.result import CmdResult
-
-if TYPE_CHECKING:
-    from mhtest.hosts.ssh import SSHHost
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ class RemoteProcess:
     call `read_pgid()` first if you may need `kill()` later.
     """
 
-    def __init__(self, host: SSHHost, channel: Any, command: str) -> None:
+    def __init__(self, host: Connection, channel: Any, command: str) -> None:
         self.host = host
         self.channel = channel
         self.command = command
@@ -48,7 +46,7 @@ class RemoteProcess:
     @classmethod
     def start(
         cls,
-        host: SSHHost,
+        host: Connection,
         command: str,
         env: dict[str, str] | None = None,
         args: Sequence[str] = (),

@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 import shlex
 import shutil
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mhtest.hosts.connection import Connection
 from mhtest.hosts.errors import HostError
-
-if TYPE_CHECKING:
-    from mhtest.hosts.ssh import SSHHost
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +22,7 @@ REMOTE_SHELL = (
 
 
 def open_shell(
-    host: SSHHost, timeout: float = 30, prompt: str = r"^MHTEST-PROMPT\$ ?$", pty: bool = True
+    host: Connection, timeout: float = 30, prompt: str = r"^MHTEST-PROMPT\$ ?$", pty: bool = True
 ) -> Any:
     """Start `ssh` to `host` in an aexpect ShellSession and wait for the first prompt.
 

@@ -20,12 +20,10 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mhtest.hosts.connection import Connection
 from mhtest.hosts.errors import TransferError
-
-if TYPE_CHECKING:
-    from mhtest.hosts.ssh import SSHHost
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,7 @@ def _sources(source: str | Sequence[str]) -> list[str]:
     return [source] if isinstance(source, (str, os.PathLike)) else [str(s) for s in source]
 
 
-def _finish(host: SSHHost, chan: Any, what: str, stderr: bytes = b"") -> None:
+def _finish(host: Connection, chan: Any, what: str, stderr: bytes = b"") -> None:
     # The exit status follows the data at once; bound the wait all the same.
     if not chan.status_event.wait(STATUS_WAIT):
         chan.close()
@@ -66,7 +64,7 @@ def _finish(host: SSHHost, chan: Any, what: str, stderr: bytes = b"") -> None:
 
 
 def send(
-    host: SSHHost, source: str | Sequence[str], dest: str, timeout: float | None = None
+    host: Connection, source: str | Sequence[str], dest: str, timeout: float | None = None
 ) -> None:
     """Copy local file(s)/directories to `dest` on `host`."""
     sources = _sources(source)
@@ -81,7 +79,7 @@ def send(
             _send_one_file(host, src, dest, timeout)
 
 
-def _send_one_file(host: SSHHost, src: str, dest: str, timeout: float | None) -> None:
+def _send_one_file(host: Connection, src: str, dest: str, timeout: float | None) -> None:
     mode = os.stat(src).st_mode & 0o7777
     qd, qb = shlex.quote(dest), shlex.quote(os.path.basename(src))
     script = f'd={qd}; if [ -d "$d" ]; then d="$d"/{qb}; fi; cat > "$d" && chmod {mode:o} "$d"'
@@ -100,7 +98,7 @@ def _send_one_file(host: SSHHost, src: str, dest: str, timeout: float | None) ->
     _finish(host, chan, f"sending {src} to {dest}")
 
 
-def _send_tree(host: SSHHost, src: str, dest: str, timeout: float | None) -> None:
+def _send_tree(host: Connection, src: str, dest: str, timeout: float | None) -> None:
     qd = shlex.quote(dest.rstrip("/") or "/")
     if src.endswith("/"):
         target = f"d={qd}"
@@ -135,7 +133,7 @@ def _send_tree(host: SSHHost, src: str, dest: str, timeout: float | None) -> Non
 
 
 def get(
-    host: SSHHost, source: str | Sequence[str], dest: str, timeout: float | None = None
+    host: Connection, source: str | Sequence[str], dest: str, timeout: float | None = None
 ) -> None:
     """Copy file(s)/directories from `host` to local `dest`."""
     sources = _sources(source)
@@ -145,7 +143,7 @@ def get(
         _get_one(host, src, dest, timeout)
 
 
-def _read_header(host: SSHHost, chan: Any, src: str) -> tuple[str, bytes]:
+def _read_header(host: Connection, chan: Any, src: str) -> tuple[str, bytes]:
     data = b""
     while b"\n" not in data:
         chunk = chan.recv(4096)
@@ -161,7 +159,7 @@ def _read_header(host: SSHHost, chan: Any, src: str) -> tuple[str, bytes]:
     return line.decode("utf-8", "replace"), rest
 
 
-def _get_one(host: SSHHost, src: str, dest: str, timeout: float | None) -> None:
+def _get_one(host: Connection, src: str, dest: str, timeout: float | None) -> None:
     qs = shlex.quote(src)
     script = (
         f's={qs}; if [ -d "$s" ]; then echo D; exec tar -c -f - -C "$s" .; '
@@ -191,7 +189,7 @@ def _get_one(host: SSHHost, src: str, dest: str, timeout: float | None) -> None:
 
 
 def _receive_file(
-    host: SSHHost, chan: Any, first: bytes, src: str, target: str, header: str
+    host: Connection, chan: Any, first: bytes, src: str, target: str, header: str
 ) -> None:
     try:
         with open(target, "wb") as out:
@@ -211,7 +209,7 @@ def _receive_file(
             log.debug("%s: no mode for %s in %r", host.name, src, header)
 
 
-def _receive_tree(host: SSHHost, chan: Any, first: bytes, src: str, target: str) -> None:
+def _receive_tree(host: Connection, chan: Any, first: bytes, src: str, target: str) -> None:
     tar_bin = shutil.which("tar") or "tar"
     with subprocess.Popen(
         [tar_bin, "-x", "-p", "-f", "-", "-C", target],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import sys
 from typing import Any
@@ -37,21 +36,18 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def resolvers() -> list[Any]:
-    """The resolver plugins, in the order they are asked (python before exec)."""
-    found = [cls() for _, cls in load_plugins("mhtest.resolver")]
-    return sorted(found, key=lambda r: getattr(r, "priority", 30))
-
-
 def resolve_selection(args: argparse.Namespace) -> list[TestSpec]:
     """References and tag filters → TestSpecs, or UsageError."""
-    from mhtest.resolver import ResolutionError, filter_by_tags, resolve_references
+    from mhtest.resolver import ResolutionError, resolve
 
     try:
-        specs = resolve_references(args.references, resolvers())
+        specs = resolve(
+            args.references,
+            tags=args.filter_by_tags,
+            include_empty=args.filter_by_tags_include_empty,
+        )
     except ResolutionError as exc:
         raise UsageError(str(exc)) from None
-    specs = filter_by_tags(specs, args.filter_by_tags, args.filter_by_tags_include_empty)
     if not specs:
         raise UsageError(
             "nothing to run: no tests found in "
@@ -156,6 +152,7 @@ class RunCommand(CLICommand):
     def run(self, args: argparse.Namespace) -> int:
         from mhtest import params as params_mod
         from mhtest.console import Console
+        from mhtest.dispatch import Options, place
         from mhtest.job import DEFAULT_RESULTS_DIR, Job, JobConfig, JobError
 
         if args.max_parallel is not None and args.max_parallel < 1:
@@ -176,23 +173,22 @@ class RunCommand(CLICommand):
                 raise UsageError(f"--max-results-size: {exc}") from None
         specs = resolve_selection(args)
         hosts = self._hosts(args)
+        options = Options(
+            max_parallel=args.max_parallel,
+            accept_new_host_keys=args.ssh_accept_new_host_keys,
+            remote_python=args.remote_python,
+            sync_direct=args.sync_direct,
+            inventory=args.inventory,
+            ssh_config=args.ssh_config,
+            max_results=max_results,
+        )
         config = JobConfig(
-            max_parallel=args.max_parallel or os.cpu_count() or 1,
             results_dir=args.job_results_dir or DEFAULT_RESULTS_DIR,
-            hosts=hosts,
-            options={
-                "accept_new_host_keys": args.ssh_accept_new_host_keys,
-                "remote_python": args.remote_python,
-                "sync_direct": args.sync_direct,
-                "inventory": args.inventory,
-                "ssh_config": args.ssh_config,
-                "max_parallel": args.max_parallel,
-                "max_results": max_results,
-            },
+            options=options,
             # Started by the CLI before the plugins loaded, if this job runs tests here.
             fork_server=getattr(args, "early_fork_server", None),
         )
-        specs = self._place(specs, base_params, hosts, config)
+        assignments = place(specs, hosts, base_params, options)
         console = Console()
         writers = [cls() for _, cls in load_plugins("mhtest.result")]
         sync_job = _sync_module()
@@ -203,13 +199,13 @@ class RunCommand(CLICommand):
                 config.env.update(sync_env or {})
                 if sync_job is not None:
                     # Each test meets the others under a stable name from its reference.
-                    sync_job.set_participants(specs, sync_env or {})
+                    sync_job.set_participants([s for _, s in assignments], sync_env or {})
                 try:
                     job = Job(config, writers, console)
                 except JobError as exc:
                     raise UsageError(str(exc)) from None
-                job.add_specs(specs)
-                return job.run(self._spawners(config))
+                job.add(assignments)
+                return job.run()
         finally:
             signal.signal(signal.SIGTERM, previous)
 
@@ -228,47 +224,6 @@ class RunCommand(CLICommand):
         if not hosts:
             raise UsageError("--hosts/--inventory named no hosts")
         return hosts
-
-    @staticmethod
-    def _place(
-        specs: list[TestSpec], params: dict, hosts: list[Any], config: Any
-    ) -> list[TestSpec]:
-        """Give each spec its params; fan plain tests out to every host.
-
-        A multi-host test runs here and gets the hosts itself (see MultiHostTest).
-        """
-        import copy
-        import dataclasses
-        import json
-
-        placed = []
-        for spec in specs:
-            spec.params = {**params, **spec.params}
-            if spec.multihost or not hosts:
-                if spec.multihost:
-                    # The SSH options also serve hosts given as a `hosts` param.
-                    spec.env["MHTEST_HOST_OPTIONS"] = json.dumps(config.options)
-                    if hosts:
-                        spec.env["MHTEST_HOSTS"] = json.dumps(
-                            [dataclasses.asdict(h) for h in hosts]
-                        )
-                placed.append(spec)
-                continue
-            for host in hosts:
-                copy_ = copy.deepcopy(spec)
-                copy_.host = host.name
-                copy_.params = {**spec.params, **(host.params or {})}
-                placed.append(copy_)
-        return placed
-
-    @staticmethod
-    def _spawners(config: Any) -> dict[str, Any]:
-        spawners = {}
-        for name, cls in load_plugins("mhtest.spawner"):
-            spawners[name] = cls(config)
-        if "local" not in spawners:
-            raise UsageError("the 'local' spawner plugin is missing: reinstall mhtest")
-        return spawners
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from mhtest import events
 from mhtest.results import count_statuses
 
 LOG = logging.getLogger(__name__)
@@ -30,13 +31,13 @@ def summary_fields(job: Any, results: list[Any]) -> dict[str, Any]:
         "end": job.end_time or None,
         "time": round(job.time_elapsed, 6),
         "total": len(job.specs),
-        "pass": counts["PASS"],
-        "failures": counts["FAIL"],
-        "errors": counts["ERROR"],
-        "skip": counts["SKIP"],
-        "warn": counts["WARN"],
-        "cancel": counts["CANCEL"],
-        "interrupt": counts["INTERRUPT"],
+        "pass": counts[events.PASS],
+        "failures": counts[events.FAIL],
+        "errors": counts[events.ERROR],
+        "skip": counts[events.SKIP],
+        "warn": counts[events.WARN],
+        "cancel": counts[events.CANCEL],
+        "interrupt": counts[events.INTERRUPT],
         "interrupted": job.interrupted,
     }
 

@@ -7,6 +7,7 @@ import socket
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from mhtest import events
 from mhtest.plugins.result_json import write_atomic
 from mhtest.results import count_statuses
 
@@ -46,9 +47,9 @@ class XUnitResult:
             "testsuite",
             name="mhtest",
             tests=str(len(results)),
-            errors=str(counts["ERROR"] + counts["INTERRUPT"]),
-            failures=str(counts["FAIL"]),
-            skipped=str(counts["SKIP"] + counts["CANCEL"]),
+            errors=str(counts[events.ERROR] + counts[events.INTERRUPT]),
+            failures=str(counts[events.FAIL]),
+            skipped=str(counts[events.SKIP] + counts[events.CANCEL]),
             time=f"{job.time_elapsed:.3f}",
             timestamp=datetime.datetime.fromtimestamp(job.start_time).strftime("%Y-%m-%dT%H:%M:%S"),
             hostname=socket.gethostname(),
@@ -64,13 +65,13 @@ class XUnitResult:
                 time=f"{r.time:.3f}",
             )
             reason = _clean(r.fail_reason or "")
-            if r.status == "FAIL":
+            if r.status == events.FAIL:
                 ET.SubElement(case, "failure", type=r.fail_class or "TestFail", message=reason)
-            elif r.status in ("ERROR", "INTERRUPT"):
+            elif r.status in (events.ERROR, events.INTERRUPT):
                 ET.SubElement(case, "error", type=r.fail_class or r.status, message=reason)
-            elif r.status in ("SKIP", "CANCEL"):
+            elif r.status in (events.SKIP, events.CANCEL):
                 ET.SubElement(case, "skipped", message=f"{r.status}: {reason}")
-            if r.status not in ("PASS", "SKIP"):
+            if r.status not in (events.PASS, events.SKIP):
                 debug = _tail(f"{r.logdir}/debug.log")
                 if debug:
                     ET.SubElement(case, "system-out").text = debug

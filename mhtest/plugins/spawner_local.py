@@ -1,24 +1,25 @@
-"""Spawner plugin: tests run on this machine, each in its own child process."""
+"""Spawner plugin: places of kind "local", tests in child processes on this machine."""
 
 from __future__ import annotations
 
-import threading
-from typing import Any, Callable
+import os
+from typing import Any
 
 from mhtest.runners.local import LocalRunner
-from mhtest.spec import TestSpec
 
 
 class LocalSpawner:
-    """The `local` place: the fork-server runner."""
+    """The fork-server runner, one per local place."""
 
-    name = "local"
+    kind = "local"
 
-    def __init__(self, config: Any) -> None:
-        self.config = config
-
-    def run(
-        self, place: str, specs: list[TestSpec], sink: Callable[[dict], None], stop: threading.Event
-    ) -> None:
-        server, self.config.fork_server = self.config.fork_server, None
-        LocalRunner(self.config.max_parallel, sink, stop, server).run(specs)
+    def run(self, place: Any) -> None:
+        """Run `place.specs` (a mhtest.dispatch.Place) here; every end goes to place.sink."""
+        with place.entered(None):
+            runner = LocalRunner(
+                place.max_parallel or os.cpu_count() or 1,
+                place.sink,
+                place.stop,
+                place.take_fork_server(),
+            )
+            runner.run(place.specs)

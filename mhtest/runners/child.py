@@ -54,11 +54,15 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
     start = time.time()
     logging.getLogger("mhtest.test").info("START %s", spec.name)
     if spec.kind == BROKEN:
-        outcome = {"status": "ERROR", "fail_reason": spec.error, "fail_class": "ResolutionError"}
-        emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=None)
+        outcome = {
+            "status": events.ERROR,
+            "fail_reason": spec.error,
+            "fail_class": "ResolutionError",
+        }
+        emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=None)
     elif spec.kind == SIMPLE:
         timeout, problem = _simple_timeout(spec)
-        emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=timeout)
+        emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=timeout)
         # On success this process becomes the test (exec); the runner reports its end from
         # the exit status. Only a failure to execute comes back here.
         outcome = _exec_simple(spec, emit.fd, handler) if problem is None else problem
@@ -73,7 +77,7 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
     )
     handler.flush()
     emit(
-        "test.end",
+        events.TEST_END,
         uid=spec.uid,
         start=start,
         end=time.time(),
@@ -95,7 +99,7 @@ def _simple_timeout(spec: TestSpec) -> tuple[float | None, dict[str, Any] | None
         return float(value), None
     except (TypeError, ValueError):
         reason = f"the timeout param must be a number of seconds, not {value!r}"
-        return None, {"status": "ERROR", "fail_reason": reason, "fail_class": "ParamError"}
+        return None, {"status": events.ERROR, "fail_reason": reason, "fail_class": "ParamError"}
 
 
 def start_simple(spec_path: str, event_fd: int) -> int | None:
@@ -146,7 +150,9 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
     # The caller reaps it (and learns its exit status); subprocess must never do so.
     proc.returncode = 0
     events.append_debug_log(spec.logdir, f"START {spec.name}")  # the end says if it fails
-    EventWriter(event_fd)("test.start", uid=spec.uid, name=spec.name, pid=proc.pid, timeout=timeout)
+    EventWriter(event_fd)(
+        events.TEST_START, uid=spec.uid, name=spec.name, pid=proc.pid, timeout=timeout
+    )
     return proc.pid
 
 
@@ -163,7 +169,7 @@ def _exec_simple(spec: TestSpec, event_fd: int, handler: logging.Handler) -> dic
         os.chdir(os.path.dirname(spec.path) or ".")
         os.execv(spec.path, [spec.path])
     except OSError as exc:
-        return {"status": "ERROR", "fail_reason": f"cannot execute {spec.ref}: {exc}"}
+        return {"status": events.ERROR, "fail_reason": f"cannot execute {spec.ref}: {exc}"}
     raise AssertionError("unreachable: execv returned")
 
 
@@ -204,9 +210,9 @@ def _status_of(exc: BaseException) -> tuple[str, str, str]:
     if isinstance(exc, TestBaseException):
         status = exc.status
     elif isinstance(exc, AssertionError):
-        status = "FAIL"
+        status = events.FAIL
     else:
-        status = "ERROR"
+        status = events.ERROR
     reason = str(exc) or type(exc).__name__
     return status, reason, type(exc).__name__
 
@@ -223,17 +229,18 @@ def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[s
             basedir=os.path.dirname(spec.path),
             filename=spec.path,
         )
+        test._spec = spec
         os.makedirs(test.workdir, exist_ok=True)
         method = getattr(test, spec.method or "test")
     except BaseException as exc:  # noqa: BLE001 - any import failure is the test's ERROR
         log.error("cannot load %s:\n%s", spec.ref, traceback.format_exc())
-        emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=spec.timeout)
+        emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=spec.timeout)
         return {
-            "status": "ERROR",
+            "status": events.ERROR,
             "fail_reason": f"cannot load test: {type(exc).__name__}: {exc}",
             "fail_class": type(exc).__name__,
         }
-    emit("test.start", uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=test.timeout)
+    emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=test.timeout)
     # The runner asks a test to stop with SIGTERM (the job is interrupted): the test ends
     # INTERRUPT, tearDown still runs, a multi-host test stops and fetches its workers.
     signal.signal(signal.SIGTERM, _interrupted)
@@ -260,14 +267,14 @@ def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
     reason = skip_reason(method, test)
     if reason is not None:
         log.info("SKIP: %s", reason)
-        return {"status": "SKIP", "fail_reason": reason, "fail_class": "TestSkip"}
-    status, fail_reason, fail_class = "PASS", None, None
+        return {"status": events.SKIP, "fail_reason": reason, "fail_class": "TestSkip"}
+    status, fail_reason, fail_class = events.PASS, None, None
     try:
         try:
             _call(test.setUp)
         except BaseException as exc:
             st, fail_reason, fail_class = _status_of(exc)
-            status = st if st in ("CANCEL", "SKIP") else "ERROR"
+            status = st if st in (events.CANCEL, events.SKIP) else events.ERROR
             log.error("setUp failed:\n%s", traceback.format_exc())
         else:
             try:
@@ -280,14 +287,14 @@ def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
             _call(test.tearDown)
         except BaseException as exc:
             log.error("tearDown failed:\n%s", traceback.format_exc())
-            if status == "PASS":
-                status = "ERROR"
+            if status == events.PASS:
+                status = events.ERROR
                 fail_reason = f"tearDown: {_status_of(exc)[1]}"
                 fail_class = type(exc).__name__
     # The counter sits on the shared "mhtest.test" logger: stop counting for this test.
     test.log.removeHandler(test._warnings)
-    if status == "PASS" and test.warnings_logged:
-        status = "WARN"
+    if status == events.PASS and test.warnings_logged:
+        status = events.WARN
         fail_reason = f"the test logged {test.warnings_logged} warning(s)"
     return {"status": status, "fail_reason": fail_reason, "fail_class": fail_class}
 

@@ -169,7 +169,7 @@ class _Output:
     def __call__(self, event: dict[str, Any]) -> None:
         fields = {k: v for k, v in event.items() if k not in ("v", "type")}
         with self.lock:
-            if event["type"] == "test.end":
+            if event["type"] == events.TEST_END:
                 self._send_files(event.get("uid"))
             self._write(events.encode(event["type"], **fields))
 
@@ -179,7 +179,7 @@ class _Output:
             return
         pieces = _Pieces(
             lambda piece, last: self._write(
-                events.encode("test.files", uid=uid, data=piece, last=last)
+                events.encode(events.TEST_FILES, uid=uid, data=piece, last=last)
             )
         )
         try:

@@ -39,7 +39,8 @@ MULTIHOST_PRELOAD = (
     "mhtest.hosts._paramiko:load",  # paramiko, as mhtest imports it
     "mhtest.hosts.ssh",
     "mhtest.hosts.inventory",
-    "mhtest.plugins.resolver_python",
+    "mhtest.resolver",
+    "mhtest.dispatch",
     "mhtest.runners.multihost",
     "mhtest.runners.fanout",
 )
@@ -272,10 +273,12 @@ class LocalRunner:
         logdir = Path(spec.logdir)
         logdir.mkdir(parents=True, exist_ok=True)
         spec_path = logdir / "spec.json"
+        run = _Running(spec=spec, rfd=-1)
+        spec.started = run.started
         spec_path.write_text(json.dumps(spec.to_dict()), encoding="utf-8")
         rfd, wfd = os.pipe()
+        run.rfd = rfd
         key = str(spec.uid)
-        run = _Running(spec=spec, rfd=rfd)
         if spec.timeout:
             run.deadline = run.started + spec.timeout
         running[key] = run
@@ -284,7 +287,7 @@ class LocalRunner:
         try:
             server.spawn(key, str(spec_path), wfd, simple=spec.kind == SIMPLE)
         except OSError as exc:
-            self._end(run, "ERROR", f"cannot start the test process: {exc}")
+            self._end(run, events.ERROR, f"cannot start the test process: {exc}")
         finally:
             os.close(wfd)
 
@@ -296,7 +299,7 @@ class LocalRunner:
             sel.unregister(server.sock)
             for run in running.values():
                 if not run.ended:
-                    self._end(run, "ERROR", "the fork server died; the test did not finish")
+                    self._end(run, events.ERROR, "the fork server died; the test did not finish")
                 run.eof = True
                 run.exit_status = run.exit_status if run.exit_status is not None else -1
             return
@@ -330,17 +333,17 @@ class LocalRunner:
         if run.ended:
             return
         event["uid"] = run.spec.uid
-        if event["type"] == "test.start":
+        if event["type"] == events.TEST_START:
             run.exec_seen = True
             if event.get("timeout"):
                 run.deadline = run.started + float(event["timeout"])
             run.pid = event.get("pid") or run.pid
-        elif event["type"] == "test.end":
+        elif event["type"] == events.TEST_END:
             run.ended = True
             run.end_time = time.time()
-            if run.stopping and event.get("status") in ("FAIL", "ERROR"):
+            if run.stopping and event.get("status") in (events.FAIL, events.ERROR):
                 # Failing because the job pulled the rug: say so.
-                event["status"] = "INTERRUPT"
+                event["status"] = events.INTERRUPT
                 event["fail_reason"] = f"interrupted by the user ({event.get('fail_reason')})"
         self.sink(event)
 
@@ -374,7 +377,7 @@ class LocalRunner:
             if not run.ended and run.deadline is not None and now >= run.deadline:
                 self._kill(run)
                 limit = run.deadline - run.started
-                self._end(run, "INTERRUPT", f"timeout of {limit:g} s reached; test killed")
+                self._end(run, events.INTERRUPT, f"timeout of {limit:g} s reached; test killed")
             elif (
                 run.ended
                 and run.exit_status is None
@@ -397,24 +400,24 @@ class LocalRunner:
         for key in [k for k, r in running.items() if r.exit_status is not None and r.eof]:
             run = running.pop(key)
             if not run.ended and run.stopping:
-                self._end(run, "INTERRUPT", "interrupted by the user")
+                self._end(run, events.INTERRUPT, "interrupted by the user")
             elif not run.ended and run.spec.kind == SIMPLE and run.exec_seen:
                 self._simple_end(run)
             elif not run.ended:
                 status = run.exit_status
                 how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
-                self._end(run, "ERROR", f"the test process died ({how}) before the test ended")
+                self._end(run, events.ERROR, f"the test process died ({how}) before the test ended")
             self._close_pipe(sel, run)
 
     def _simple_end(self, run: _Running) -> None:
         """A simple test (the child exec'd it): PASS on exit status 0, else FAIL."""
         status = run.exit_status or 0
         if status == 0:
-            outcome, reason = "PASS", None
+            outcome, reason = events.PASS, None
         elif status < 0:
-            outcome, reason = "FAIL", f"killed by signal {-status}"
+            outcome, reason = events.FAIL, f"killed by signal {-status}"
         else:
-            outcome, reason = "FAIL", f"exit status {status}"
+            outcome, reason = events.FAIL, f"exit status {status}"
         end = f"{outcome} {run.spec.name}" + (f": {reason}" if reason else "")
         error = events.append_debug_log(run.spec.logdir, f"exit status {status}", end)
         if error is not None:
@@ -439,7 +442,7 @@ class LocalRunner:
         reason = "interrupted by the user"
         while pending:
             spec = pending.pop()
-            self.sink({"type": "test.skipped", "uid": spec.uid, "reason": reason})
+            self.sink({"type": events.TEST_SKIPPED, "uid": spec.uid, "reason": reason})
         for run in running.values():
             run.stopping = True
             self._signal(run, signal.SIGTERM)
@@ -447,10 +450,10 @@ class LocalRunner:
     def _interrupt(self, running: dict, pending: list, reason: str) -> None:
         for run in running.values():
             self._kill(run)
-            self._end(run, "INTERRUPT", reason)
+            self._end(run, events.INTERRUPT, reason)
         while pending:
             spec = pending.pop()
-            self.sink({"type": "test.skipped", "uid": spec.uid, "reason": reason})
+            self.sink({"type": events.TEST_SKIPPED, "uid": spec.uid, "reason": reason})
 
     @staticmethod
     def _next_timeout(running: dict) -> float:

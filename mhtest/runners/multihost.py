@@ -11,7 +11,6 @@ with a reason naming the worker, its host and its own reason.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import time
@@ -20,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from mhtest.results import TestResult
+from mhtest.runners.fanout import ENV_WORKER, WorkerRun
+
+__all__ = ["ENV_WORKER", "MultiHostTest", "Worker"]
 from mhtest.spec import TestSpec, dir_name
 from mhtest.test import FAILED_STATUSES, Test, TestError, TestFail, TestInterrupt
 
 LOG = logging.getLogger(__name__)
-ENV_HOSTS = "MHTEST_HOSTS"
-ENV_HOST_OPTIONS = "MHTEST_HOST_OPTIONS"
-ENV_WORKER = "MHTEST_WORKER"
 #: The longest worker name (it names a sync participant and a directory).
 MAX_NAME = 100
 #: Workers are stopped this long (at most a quarter of it) before this test's timeout.
@@ -64,33 +63,43 @@ class MultiHostTest(Test):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.worker_results: list[TestResult] = []
-        self._born = time.monotonic() - _process_age()  # when the runner started its clock
-        self._host_configs = self._load_hosts()
+        self._created = time.time()
+        self._places: list[Any] | None = None
 
     # -- hosts -----------------------------------------------------------------
+    @property
+    def _host_configs(self) -> list[Any]:
+        """The places this test spans (HostConfigs), found on first use."""
+        if self._places is None:
+            self._places = self._load_hosts()
+        return self._places
+
     def _load_hosts(self) -> list[Any]:
+        from mhtest.dispatch import local_place
         from mhtest.hosts.inventory import HostConfig
 
         if self.is_worker:
             # A worker's `hosts` param lists the worker names (see run_workers), not hosts.
             return []
-        text = os.environ.get(ENV_HOSTS)
-        if text:
-            return [HostConfig(**h) for h in json.loads(text)]
+        spec = self._spec
+        if spec is not None and spec.hosts:
+            return [HostConfig(**h) for h in spec.hosts]
         names = self.params.get("hosts")
         if names:
             from mhtest.hosts.inventory import resolve_hosts
 
             opts = self.host_options
             return resolve_hosts(
-                names, inventory_path=opts.get("inventory"), ssh_config_path=opts.get("ssh_config")
+                names, inventory_path=opts.inventory, ssh_config_path=opts.ssh_config
             )
-        return [HostConfig(name="local", address="local", port=0)] * self.default_local_workers
+        return [local_place()] * self.default_local_workers
 
     @property
-    def host_options(self) -> dict[str, Any]:
-        """SSH options given on the command line (host keys, remote python, sync-direct)."""
-        return json.loads(os.environ.get(ENV_HOST_OPTIONS) or "{}")
+    def host_options(self) -> Any:
+        """How to reach the hosts (mhtest.dispatch.Options: host keys, remote python, …)."""
+        from mhtest.dispatch import Options
+
+        return Options.from_dict(self._spec.host_options if self._spec is not None else None)
 
     @property
     def hosts(self) -> list[str]:
@@ -145,12 +154,12 @@ class MultiHostTest(Test):
         strays = [w for w in workers if not isinstance(w, Worker)]
         if strays:
             raise TestError(f"run_workers() takes workers made by self.worker(), not {strays[0]!r}")
-        from mhtest.runners.fanout import WorkerRun
-
         names = _unique_names(workers)
         started = time.monotonic()
         # The hosts' SSH connections open while the workers are resolved.
-        with WorkerRun(self, [self._host_config(w.host) for w in workers]) as run:
+        configs = [self._host_config(w.host) for w in workers]
+        keys = os.environ.get("MHTEST_SYNC_KEYS") or None
+        with WorkerRun(configs, self.host_options, keys_dir=keys) as run:
             # Numbered on from earlier run_workers() calls: each worker its own directory.
             first = len(self.worker_results) + 1
             resolved: dict[str, TestSpec] = {}
@@ -195,7 +204,8 @@ class MultiHostTest(Test):
         """
         if not self.timeout:
             return timeout
-        left = self.timeout - (time.monotonic() - self._born)
+        started = self._spec.started if self._spec is not None else None
+        left = self.timeout - (time.time() - (started or self._created))
         left -= min(STOP_MARGIN, 0.25 * self.timeout)
         left = max(left, 0.1)
         return left if timeout is None else min(timeout, left)
@@ -205,25 +215,20 @@ class MultiHostTest(Test):
 
     def _resolve(self, worker: Worker, name: str) -> TestSpec:
         """The one test `worker.ref` names (relative to this test's file), or TestError."""
-        from mhtest.plugins.resolver_python import PythonResolver
-        from mhtest.resolver import ResolutionError, resolve_references
+        from mhtest.resolver import ResolutionError, builtin_resolvers, resolve
 
         ref = worker.ref
         path_part = ref.split(":", 1)[0]
         if not os.path.isabs(path_part) and self.basedir:
             ref = os.path.join(self.basedir, ref)
         try:
-            found = []
-            if path_part.endswith(".py"):
-                # The built-in resolver (the plugins' first) spares loading every plugin.
-                found = resolve_references([ref], [PythonResolver()])
+            # The built-in resolvers spare loading every plugin; the plugins come next.
+            found = resolve(ref, builtin_resolvers())
         except ResolutionError:
             found = []
         try:
             if not found:
-                from mhtest.plugins.cli_run import resolvers
-
-                found = resolve_references([ref], resolvers())
+                found = resolve(ref)
         except ResolutionError as exc:
             raise TestError(f"worker {name} on {worker.host}: {exc}") from None
         if len(found) != 1:
@@ -248,11 +253,11 @@ class MultiHostTest(Test):
         inherited = {k: v for k, v in self.params.items() if k not in _NOT_INHERITED}
         spec.params = {
             **inherited,
+            "host_address": "127.0.0.1" if config.is_local else config.address,
             **(config.params or {}),
             **worker.params,
             "host": name,
             "hosts": names,
-            "host_address": "127.0.0.1" if config.is_local else config.address,
         }
         spec.uid = index
         spec.ref = worker.ref
@@ -260,20 +265,6 @@ class MultiHostTest(Test):
         spec.logdir = str(Path(self.logdir) / "workers" / dir_name(f"{index}-{name}"))
         spec.env = {ENV_WORKER: name}
         return spec
-
-
-def _process_age() -> float:
-    """Seconds since this process started (0 where /proc cannot tell).
-
-    The runner's clock for this test starts when it forks the test's process, before
-    the test's module is even imported.
-    """
-    try:
-        stat = Path("/proc/self/stat").read_text()
-        started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
-        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
-    except (OSError, ValueError, IndexError, AttributeError):
-        return 0.0
 
 
 def _unique_names(workers: list[Worker]) -> list[str]:
@@ -294,22 +285,3 @@ def _unique_names(workers: list[Worker]) -> list[str]:
             "(pass name= to self.worker())"
         )
     return names
-
-
-def worker_result(spec: TestSpec, event: dict) -> TestResult:
-    """A worker's TestResult from its test.end event."""
-    return TestResult(
-        uid=spec.uid,
-        name=spec.env.get(ENV_WORKER, spec.name),
-        ref=spec.ref,
-        status=event.get("status", "ERROR"),
-        host=event.get("host") or spec.host,
-        fail_reason=event.get("fail_reason"),
-        fail_class=event.get("fail_class"),
-        start=event.get("start") or time.time(),
-        end=event.get("end") or time.time(),
-        logdir=spec.logdir,
-        whiteboard=event.get("whiteboard") or "",
-        tags=list(spec.tags),
-        children=[TestResult.from_dict(c) for c in event.get("children") or []],
-    )

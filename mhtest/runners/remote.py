@@ -155,7 +155,7 @@ class RemoteTestRunner:
         try:
             self._run(specs)
         except Interrupted:
-            self._fail_rest(specs, "interrupted by the user", "INTERRUPT")
+            self._fail_rest(specs, "interrupted by the user", events.INTERRUPT)
         except Exception as exc:  # noqa: BLE001 - any host fault ends this host's tests only
             LOG.debug("%s: remote run failed", self.host.name, exc_info=True)
             self._fail_rest(specs, events.one_line(exc, self.host.name))
@@ -178,7 +178,7 @@ class RemoteTestRunner:
             for spec, _spool in list(self._spools.values()):
                 self._results_done(spec)
         # Only a stop can leave tests unreported here.
-        self._fail_rest(specs, "interrupted by the user", "INTERRUPT")
+        self._fail_rest(specs, "interrupted by the user", events.INTERRUPT)
 
     def _send(self, channel: Any, specs: list[TestSpec], archive: bytes) -> None:
         """The executor's input: a header line (specs, archive size), then the tar."""
@@ -319,14 +319,14 @@ class RemoteTestRunner:
             return  # not one of this host's tests, or already ended: nothing more counts
         local, _remote = pair
         kind = event["type"]
-        if kind == "test.files":
+        if kind == events.TEST_FILES:
             self._receive_files(local, event)
             return
-        if kind == "test.start":
+        if kind == events.TEST_START:
             if local.uid in self.started:
                 return
             self.started.add(local.uid)
-        elif kind in ("test.end", "test.skipped"):
+        elif kind in (events.TEST_END, events.TEST_SKIPPED):
             self.ended.add(local.uid)
             self._results_done(local)
         else:
@@ -335,10 +335,10 @@ class RemoteTestRunner:
         event["host"] = self.host.name
         event["uid"] = local.uid
         refused = self._refused.pop(local.uid, None)
-        if refused and kind == "test.end":
+        if refused and kind == events.TEST_END:
             was = event.get("status")
             event.update(
-                status="ERROR",
+                status=events.ERROR,
                 fail_class=None,
                 fail_reason=f"{self.host.name}: {refused} (the test itself ended {was})",
             )
@@ -374,7 +374,7 @@ class RemoteTestRunner:
             LOG.warning("%s: %s: %s", self.host.name, spec.name, problem)
             self._refused.setdefault(spec.uid, problem)
 
-    def _fail_rest(self, specs: list[TestSpec], reason: str, status: str = "ERROR") -> None:
+    def _fail_rest(self, specs: list[TestSpec], reason: str, status: str = events.ERROR) -> None:
         for spec in specs:
             if spec.uid in self.ended:
                 continue

@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from mhtest.test import STATUSES
+from mhtest import events
 
 LOG = logging.getLogger(__name__)
 #: Default bound on one test's results from a host (bytes of file data).
@@ -258,8 +258,8 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, name
 def bound_end(event: dict[str, Any], host: str) -> dict[str, Any]:
     """A test.end (or test.start) from a host with its fields checked and cut to size."""
     status = event.get("status")
-    if event.get("type") == "test.end" and status not in STATUSES:
-        event["status"] = "ERROR"
+    if event.get("type") == events.TEST_END and status not in events.STATUSES:
+        event["status"] = events.ERROR
         event["fail_reason"] = f"{host}: the host reported the unknown status {str(status)[:40]!r}"
     for key, limit in (
         ("fail_reason", MAX_REASON),
@@ -293,7 +293,7 @@ def _bound_child(child: dict[str, Any], host: str) -> dict[str, Any]:
 
     known = set(TestResult.__dataclass_fields__) - {"children", "uid", "logdir", "tags"}
     child = {k: v for k, v in child.items() if k in known}
-    child = bound_end({"type": "test.end", **child}, host)
+    child = bound_end({"type": events.TEST_END, **child}, host)
     child.pop("type", None)
     child["uid"] = 0
     child["name"] = str(child.get("name", ""))[:MAX_SHORT]

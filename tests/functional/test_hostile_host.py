@@ -20,10 +20,7 @@ from test_untrusted import cve_2025_4517  # tests/ is on sys.path (rootdir)
 
 from mhtest.hosts import bootstrap
 
-from . import test_remote
 from .conftest import mhtest_command
-
-warm_hosts = test_remote.warm_hosts  # the session fixture, shared
 
 pytestmark = pytest.mark.timeout(120)
 

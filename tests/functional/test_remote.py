@@ -24,20 +24,6 @@ from .conftest import MHTEST, pid_alive, wait_for, wait_gone
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="session")
-def warm_hosts(sshd_hosts):
-    """Factory: warm_hosts(n) -> n sshd hosts whose cached mhtest environment is ready.
-
-    Every test host is this machine and user, so one install serves them all; it happens
-    here, in fixture setup, outside the tests' timeouts (a fresh CI machine builds it once).
-    """
-    from mhtest.hosts.bootstrap import ensure_mhtest
-
-    with sshd_hosts(1)[0].make_host() as host:
-        ensure_mhtest(host, timeout=600)
-    return sshd_hosts
-
-
 def write_ssh_config(path: Path, hosts: dict[str, HostInfo], extra: str = "") -> Path:
     """An ssh_config with one `Host ALIAS` block per entry (its key and known_hosts)."""
     blocks = []
@@ -253,6 +239,29 @@ def test_inventory_hosts_and_their_params(mhtest, write_tests, warm_hosts, tmp_p
     )
     assert run.code == 0, run
     assert [r["host"] for r in run.results()["tests"]] == ["web2"]
+
+
+def test_an_inventory_host_with_a_local_connection_runs_here(mhtest, write_tests, tmp_path):
+    """Its kind picks the runner, not its name (it used to fail: no attribute 'start')."""
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text("all:\n  hosts:\n    mybox: {ansible_connection: local, role: db}\n")
+    tests = write_tests({"here.py": HERE_PY})
+    run = mhtest("run", str(tests / "here.py"), "--inventory", str(inventory), "--hosts", "mybox")
+    assert run.code == 0, run
+    (result,) = run.results()["tests"]
+    assert (result["host"], result["status"], result["whiteboard"]) == ("mybox", "PASS", "db here")
+
+
+HERE_PY = """
+import os
+
+from mhtest import Test
+
+
+class Here(Test):
+    def test(self):
+        self.whiteboard = f"{self.params.get('role')} {os.environ.get('SSH_CONNECTION', 'here')}"
+"""
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from . import test_remote
 from .conftest import wait_gone
 from .test_remote import WHERE_PY, write_ssh_config
-
-warm_hosts = test_remote.warm_hosts  # the session fixture, shared
 
 pytestmark = pytest.mark.timeout(90)
 
