@@ -87,3 +87,9 @@ class Console:
             self._write("Job interrupted by the user")
         self._write(f"RESULTS    : {summary}")
         self._write(f"JOB TIME   : {job.time_elapsed:.2f} s")
+        if job.write_errors:
+            what = "; ".join(f"{k}: {v}" for k, v in job.write_errors.items())
+            self._write(
+                f"ERROR      : the results in {job.logdir} are incomplete ({what}); "
+                "free some space there or choose another place with --job-results-dir"
+            )

@@ -118,11 +118,15 @@ def place(
             if spec.multihost:
                 copy.hosts = [asdict(p) for p in places or ()]
                 copy.host_options = dict(host_options)
+                copy.secrets = sorted(
+                    {*spec.secrets, *(s for p in places or () for s in p.secrets)}
+                )
             assigned.append((here, copy))
             continue
         for where in places:
             params_here = {**merged, **(where.params or {})}
             copy = replace(spec, params=params_here, env=dict(spec.env), host=where.name)
+            copy.secrets = sorted({*spec.secrets, *where.secrets})
             assigned.append((where, copy))
     return assigned
 

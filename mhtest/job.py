@@ -8,10 +8,12 @@ rewritten atomically after every test end) and drives the console.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +28,23 @@ from mhtest.spec import TestSpec, dir_name
 
 LOG = logging.getLogger(__name__)
 DEFAULT_RESULTS_DIR = "~/mhtest/job-results"
+#: Disk space set aside for the results files: a base, per test, and at most.
+RESERVE_BASE = 64 << 10
+RESERVE_PER_TEST = 8 << 10
+RESERVE_MAX = 64 << 20
+
+
+class _JobLog(logging.FileHandler):
+    """job.log: a write that fails (a full disk) is remembered once, not printed per record."""
+
+    error: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.error is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.error = self.error or sys.exc_info()[1]
 
 
 class JobError(Exception):
@@ -68,8 +87,11 @@ class Job:
         )
         self._lock = threading.Lock()
         self._started: dict[int, float] = {}
+        #: What could not be written of the job's results: {what: why}.
+        self.write_errors: dict[str, str] = {}
         self.logdir = self._make_logdir()
         self._log_handler = self._open_job_log()
+        self._reserve: Path | None = None
 
     # set-up ------------------------------------------------------------------
     def _make_logdir(self) -> Path:
@@ -77,7 +99,10 @@ class Job:
         stamp = time.strftime("%Y-%m-%dT%H.%M", time.localtime(self.start_time))
         logdir = base / f"job-{stamp}-{self.unique_id[:7]}"
         try:
-            (logdir / "test-results").mkdir(parents=True)
+            base.mkdir(parents=True, exist_ok=True)
+            # Private to its user: params and logs may hold what others must not read.
+            logdir.mkdir(mode=0o700)
+            (logdir / "test-results").mkdir(mode=0o700)
             (logdir / "id").write_text(self.unique_id + "\n", encoding="utf-8")
         except OSError as exc:
             raise JobError(
@@ -93,8 +118,8 @@ class Job:
             LOG.warning("cannot update %s: %s", link, exc)
         return logdir
 
-    def _open_job_log(self) -> logging.Handler:
-        handler = logging.FileHandler(self.logdir / "job.log", encoding="utf-8")
+    def _open_job_log(self) -> _JobLog:
+        handler = _JobLog(self.logdir / "job.log", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s| %(message)s"))
         handler.setLevel(logging.DEBUG)
         logger = logging.getLogger("mhtest")
@@ -121,6 +146,7 @@ class Job:
     def run(self) -> int:
         """Run every test at its place; returns the exit code."""
         LOG.info("job %s: %d test(s), results in %s", self.unique_id, len(self.specs), self.logdir)
+        self._reserve_space()
         self._call_writers("job_start", self)
         if self.console:
             self.console.job_start(self)
@@ -183,19 +209,78 @@ class Job:
         self.end_time = time.time()
         self.results.sort(key=lambda r: r.uid)
         self._call_writers("render", self)
-        if self.console:
-            self.console.job_end(self)
+        self.release_space()
         LOG.info("job %s ended: exit code %d", self.unique_id, self.exit_code())
         logging.getLogger("mhtest").removeHandler(self._log_handler)
-        self._log_handler.close()
+        try:
+            self._log_handler.close()
+        except OSError as exc:
+            self._log_handler.error = self._log_handler.error or exc
+        if self._log_handler.error is not None:
+            self._write_error("job.log", self._log_handler.error)
+        if self.console:
+            self.console.job_end(self)
+
+    # a full disk ---------------------------------------------------------------
+    def _reserve_space(self) -> None:
+        """Set disk space aside for the results files, given back when they need it.
+
+        Tests may fill the results disk; results.json must still hold every result.
+        """
+        size = min(RESERVE_MAX, RESERVE_BASE + RESERVE_PER_TEST * len(self.specs))
+        path = self.logdir / ".space-reserve"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+        except (OSError, AttributeError) as exc:
+            LOG.warning("cannot set %d bytes aside for the results in %s: %s", size, path, exc)
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            return
+        self._reserve = path
+
+    def release_space(self) -> bool:
+        """Give the space set aside back (for the final results files); False if none was."""
+        path, self._reserve = self._reserve, None
+        if path is None:
+            return False
+        try:
+            path.unlink()
+        except OSError as exc:
+            LOG.warning("cannot remove %s: %s", path, exc)
+            return False
+        return True
+
+    def _write_error(self, what: str, exc: BaseException) -> None:
+        self.write_errors[what] = getattr(exc, "strerror", None) or str(exc)
 
     def _call_writers(self, method: str, *args: Any) -> None:
         for writer in self.writers:
             func: Callable | None = getattr(writer, method, None)
             if func is None:
                 continue
+            what = f"{getattr(writer, 'name', writer)} results"
             try:
-                func(*args)
+                try:
+                    func(*args)
+                except OSError as exc:
+                    # The space set aside serves the final files, once the tests are done
+                    # (running tests would use it up).
+                    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                    if method != "render" or not full or not self.release_space():
+                        raise
+                    LOG.info("the results disk is full: writing the results in the space set aside")
+                    func(*args)
+                if method == "render":
+                    self.write_errors.pop(what, None)  # written in the end after all
+            except OSError as exc:
+                LOG.debug("result plugin %s cannot write", what, exc_info=True)
+                self._write_error(what, exc)
             except Exception as exc:  # noqa: BLE001 - a result plugin never stops a job
                 # The traceback goes to job.log only; the console gets one line.
                 LOG.debug(
@@ -217,6 +302,8 @@ class Job:
             code |= exitcodes.INTERRUPTED
         if self.crashed:
             code |= exitcodes.CRASH
+        if self.write_errors:
+            code |= exitcodes.JOB_FAIL
         return code
 
     @property

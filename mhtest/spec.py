@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ class TestSpec:
     host_options: dict[str, Any] = field(default_factory=dict)
     # Filled in by the runner that starts the test: when its timeout began (time.time()).
     started: float | None = None
+    # Param names to keep out of files (beside those that look secret: mhtest.secrets).
+    secrets: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -49,6 +52,34 @@ class TestSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def masked_dict(self) -> dict[str, Any] | None:
+        """to_dict() with secret params masked (see mhtest.secrets); None when it has none."""
+        from mhtest.secrets import masked, secret_names
+
+        hosts = [(h.get("params") or {}, h.get("secrets") or ()) for h in self.hosts]
+        if not secret_names(self.params, self.secrets) and not any(
+            secret_names(params, marked) for params, marked in hosts
+        ):
+            return None
+        data = self.to_dict()
+        data["params"] = masked(self.params, self.secrets)
+        for host, (params, marked) in zip(data["hosts"], hosts):
+            host["params"] = masked(params, marked)
+        return data
+
+    def mask_file(self, path: str | os.PathLike[str]) -> None:
+        """Rewrite the spec file at `path` with secret params masked, once they are read."""
+        import json
+
+        data = self.masked_dict()
+        if data is None:
+            return
+        tmp = f"{path}.masked"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out)
+        os.replace(tmp, path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TestSpec:

@@ -2,8 +2,9 @@
 
 Each worker runs as the multi-host runner runs one (mhtest.virt.testing, through the
 dispatcher): a real test in its own process, setUp and tearDown included, the params
-``host``/``hosts``/``host_address`` plus the user's, and a SyncClient named after the host. The destination listens on its own loopback address (127.0.0.3), as a
-second host would. tests/functional/test_migration.py runs the same through `mhtest run`.
+``host``/``hosts``/``host_address`` plus the user's, and a SyncClient named after the host.
+The destination listens on its own loopback address (127.0.0.3), as a second host would.
+tests/functional/test_migration.py runs the same through `mhtest run`.
 """
 
 from __future__ import annotations

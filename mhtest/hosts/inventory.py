@@ -15,7 +15,9 @@ ConnectTimeout), or a host or group name from an inventory in Ansible's YAML sha
           vars: {role: client}
 
 ``ansible_timeout`` (or ssh_config's ConnectTimeout) bounds the SSH connect. Keys that are not
-``ansible_*`` become the host's params (host values win over group vars).
+``ansible_*`` become the host's params (host values win over group vars). ``mhtest_secrets``
+lists params never to write in clear (names like ``db_password`` are masked anyway);
+``ansible_ssh_pass`` is refused: mhtest logs in with keys.
 ``local`` (or ``ansible_connection: local``) is this machine, run without SSH.
 """
 
@@ -39,6 +41,10 @@ HOST_RE = re.compile(
     r"(?P<name>[A-Za-z0-9_][A-Za-z0-9_.\-]*|\[[0-9A-Fa-f:.%A-Za-z]+\])"
     r"(?::(?P<port>[0-9]+))?$"
 )
+#: Login passwords: refused (mhtest logs in with keys only).
+PASSWORD_KEYS = {"ansible_ssh_pass", "ansible_password", "ansible_ssh_password"}
+#: A host or group var listing the params never to write in clear (see mhtest.secrets).
+SECRETS_KEY = "mhtest_secrets"
 ANSIBLE_KEYS = {
     "ansible_host": "address",
     "ansible_ssh_host": "address",
@@ -74,6 +80,7 @@ class HostConfig:
     known_hosts: str | None = None
     connect_timeout: float | None = None  # seconds; SSHHost's default when None
     kind: str = SSH
+    secrets: list[str] = field(default_factory=list)  # param names never written in clear
 
     def __post_init__(self) -> None:
         if self.address == LOCAL:
@@ -272,11 +279,20 @@ def _walk_group(
 def _host_config(path: str, name: str, values: dict[str, Any]) -> HostConfig:
     fields: dict[str, Any] = {}
     params: dict[str, Any] = {}
+    secrets: list[str] = []
     for key, value in values.items():
         if key in ANSIBLE_KEYS:
             fields[ANSIBLE_KEYS[key]] = value
         elif key == "ansible_connection":
             fields["connection"] = value
+        elif key in PASSWORD_KEYS:
+            raise HostSpecError(
+                f"inventory {path}: host {name!r}: {key} is not supported: mhtest logs in with "
+                "SSH keys (ansible_ssh_private_key_file, or your ssh-agent); install the key "
+                "on the host (ssh-copy-id) and remove the password"
+            )
+        elif key == SECRETS_KEY:
+            secrets = [str(v) for v in (value if isinstance(value, list) else [value])]
         elif not str(key).startswith("ansible_"):
             params[str(key)] = value
     port = fields.get("port", 22)
@@ -309,6 +325,7 @@ def _host_config(path: str, name: str, values: dict[str, Any]) -> HostConfig:
             else None
         ),
         kind=LOCAL if connection == LOCAL else SSH,
+        secrets=secrets,
     )
 
 

@@ -44,10 +44,17 @@ def summary_fields(job: Any, results: list[Any]) -> dict[str, Any]:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)  # no half-written temp file left behind (a full disk)
+        except OSError:
+            pass
+        raise
 
 
 class BackgroundWriter:

@@ -43,8 +43,14 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
     """Run `spec` here: set up its directory and logging, run it, report its end."""
     emit = EventWriter(event_fd)
     logdir = Path(spec.logdir)
-    (logdir / "data").mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(logdir / "debug.log", encoding="utf-8")
+    try:
+        (logdir / "data").mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(logdir / "debug.log", encoding="utf-8")
+    except OSError as exc:  # a full disk, most likely: say so instead of dying unexplained
+        reason = f"cannot write the test's results directory {logdir}: {exc.strerror or exc}"
+        emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=None)
+        emit(events.TEST_END, uid=spec.uid, status=events.ERROR, fail_reason=reason)
+        return 0
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -149,6 +155,7 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
         signal.signal(signal.SIGINT, previous)
     # The caller reaps it (and learns its exit status); subprocess must never do so.
     proc.returncode = 0
+    spec.mask_file(spec_path)  # read: secrets need not stay in the file
     events.append_debug_log(spec.logdir, f"START {spec.name}")  # the end says if it fails
     EventWriter(event_fd)(
         events.TEST_START, uid=spec.uid, name=spec.name, pid=proc.pid, timeout=timeout
@@ -304,6 +311,7 @@ def child_main(spec_path: str, event_fd: int = 1) -> int:
     import json
 
     spec = TestSpec.from_dict(json.loads(Path(spec_path).read_text(encoding="utf-8")))
+    spec.mask_file(spec_path)  # read: secrets need not stay in the file
     if event_fd == 1:
         # Keep the event stream clean: the test's own stdout goes to its file.
         event_fd = os.dup(1)

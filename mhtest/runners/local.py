@@ -271,11 +271,19 @@ class LocalRunner:
         self, server: ForkServer, sel: selectors.BaseSelector, running: dict, spec: TestSpec
     ) -> None:
         logdir = Path(spec.logdir)
-        logdir.mkdir(parents=True, exist_ok=True)
         spec_path = logdir / "spec.json"
         run = _Running(spec=spec, rfd=-1)
         spec.started = run.started
-        spec_path.write_text(json.dumps(spec.to_dict()), encoding="utf-8")
+        try:
+            logdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w", encoding="utf-8") as out:
+                out.write(json.dumps(spec.to_dict()))
+        except OSError as exc:  # a full disk, most likely: this test ends, the next may run
+            why = exc.strerror or str(exc)
+            reason = f"cannot write the test's results directory {logdir}: {why}"
+            self.sink(events.synthetic_end(spec.uid, events.ERROR, reason, start=run.started))
+            return
         rfd, wfd = os.pipe()
         run.rfd = rfd
         key = str(spec.uid)

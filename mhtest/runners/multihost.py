@@ -262,6 +262,7 @@ class MultiHostTest(Test):
         spec.uid = index
         spec.ref = worker.ref
         spec.host = worker.host
+        spec.secrets = sorted({*(self._spec.secrets if self._spec else ()), *config.secrets})
         spec.logdir = str(Path(self.logdir) / "workers" / dir_name(f"{index}-{name}"))
         spec.env = {ENV_WORKER: name}
         return spec
