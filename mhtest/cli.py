@@ -84,6 +84,10 @@ def _main(argv: list[str], early_fork_server: object) -> int:
     console_log = logging.StreamHandler(sys.stderr)
     console_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     console_log.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if not args.verbose:
+        # Libraries' own chatter (paramiko's tracebacks for a silent host, …) stays in
+        # job.log; the console gets mhtest's one-line reasons.
+        console_log.addFilter(lambda record: record.name.split(".", 1)[0] == "mhtest")
     logging.getLogger().addHandler(console_log)
     cmd = getattr(args, "_command", None)
     if cmd is None:

@@ -126,6 +126,11 @@ class Job:
         logger.addHandler(handler)
         if logger.level == logging.NOTSET or logger.level > logging.DEBUG:
             logger.setLevel(logging.DEBUG)
+        # paramiko's warnings and errors (a silent host's traceback) go here, not the console.
+        paramiko = logging.getLogger("paramiko")
+        paramiko.addHandler(handler)
+        if paramiko.level == logging.NOTSET:
+            paramiko.setLevel(logging.WARNING)
         return handler
 
     @property
@@ -212,6 +217,7 @@ class Job:
         self.release_space()
         LOG.info("job %s ended: exit code %d", self.unique_id, self.exit_code())
         logging.getLogger("mhtest").removeHandler(self._log_handler)
+        logging.getLogger("paramiko").removeHandler(self._log_handler)
         try:
             self._log_handler.close()
         except OSError as exc:

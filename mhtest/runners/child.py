@@ -55,6 +55,10 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG)
+    # paramiko's per-packet and key-exchange DEBUG lines are not the test's story.
+    paramiko_log = logging.getLogger("paramiko")
+    if paramiko_log.level == logging.NOTSET:
+        paramiko_log.setLevel(logging.WARNING)
     for name in spec.env:
         os.environ[name] = spec.env[name]
     start = time.time()

@@ -110,7 +110,6 @@ class WorkerRun:
         """
         from mhtest.sync.server import SyncServer
 
-        _quiet_paramiko()
         self.specs = specs
         bind = "127.0.0.1:0"
         if self.options.sync_direct and any(not c.is_local for c in self.configs):
@@ -158,13 +157,6 @@ class WorkerRun:
         )
         if self.keys_dir:
             spec.env["MHTEST_SYNC_KEYS"] = self.keys_dir
-
-
-def _quiet_paramiko() -> None:
-    """Keep paramiko's per-channel DEBUG lines out of the test's debug.log."""
-    logger = logging.getLogger("paramiko")
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.WARNING)
 
 
 def _local_address(host: Any) -> str:

@@ -101,6 +101,9 @@ def test_examples_on_three_sshd_hosts(mhtest, sshd_hosts) -> None:
         for d in worker_dirs(run, "pingpong.py:PingPong.test").values()
     }
     assert len(addresses) == 3, addresses
+    # paramiko's key-exchange chatter stays out of the test's own log (it was ~50 lines a host)
+    log = Path(run.result("pingpong.py:PingPong.test")["logdir"], "debug.log").read_text()
+    assert "paramiko" not in log, log
 
 
 @pytest.mark.timeout(90)

@@ -75,6 +75,10 @@ def test_each_broken_host_is_error_with_its_reason_and_the_others_go_on(
         for part in parts:
             assert part in reason, (host, reason)
         assert re.search(rf"where.py:Where.test \[{re.escape(host)}\]: ERROR", run.stdout), run
+    # One line per host in the results; no library traceback on the console (a silent host
+    # made paramiko print 25 lines), which goes to job.log instead.
+    assert "Traceback" not in run.stderr and "paramiko" not in run.stderr, run.stderr
+    assert "paramiko.transport" in (run.job_dir / "job.log").read_text()
     # a changed key is never accepted, even when asked to accept new ones
     run = mhtest(
         "run",
