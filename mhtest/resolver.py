@@ -206,6 +206,10 @@ def resolve_references(references: Iterable[str], resolvers: list[Resolver]) -> 
                 specs += [s for s in found if not s.worker_only]
             continue
         found = _resolve_file(path, flt, resolvers, explicit=True)
+        if flt is None and any(not s.worker_only for s in found):
+            # A file with a multi-host test and its workers runs the multi-host test; its
+            # workers run when it names them (or when the user names their class).
+            found = [s for s in found if not s.worker_only]
         if not found:
             raise ResolutionError(
                 f"reference {ref!r}: no tests found (not a test class file nor an executable; "

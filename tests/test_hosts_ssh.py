@@ -143,3 +143,27 @@ def test_wait_down_on_a_live_host_times_out(ssh_host: SSHHost) -> None:
     started = time.monotonic()
     assert ssh_host.wait_down(timeout=1) is False
     assert time.monotonic() - started < 5
+
+
+def test_a_name_is_resolved_through_ssh_config_as_the_cli_does(sshd_host, tmp_path, monkeypatch):
+    """SSHHost("alias") used to ignore ~/.ssh/config while `--hosts alias` honoured it."""
+    from mhtest.hosts.inventory import make_host, resolve_hosts
+
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host box\n  HostName {sshd_host.address}\n  Port {sshd_host.port}\n"
+        f"  User {sshd_host.user}\n  IdentityFile {sshd_host.key_file}\n"
+        f"  UserKnownHostsFile {sshd_host.known_hosts}\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    with SSHHost("box") as host:
+        assert (host.name, host.hostname, host.port) == ("box", sshd_host.address, sshd_host.port)
+        assert host.run("echo $SSH_CONNECTION").stdout.split()[2] == sshd_host.address
+    (config,) = resolve_hosts("box")
+    with make_host(config) as same:
+        assert (same.hostname, same.port, same.user) == (host.hostname, host.port, host.user)
+    # what is given wins over the file, and the file can be named or left out
+    explicit = SSHHost("box", port=2, ssh_config=str(home / ".ssh" / "config"))
+    assert (explicit.hostname, explicit.port) == (sshd_host.address, 2)
+    assert SSHHost("box", ssh_config=False).hostname == "box"

@@ -181,6 +181,18 @@ def test_worker_tests_run_when_named_but_not_from_directories(tmp_path, resolver
     assert named[0].worker_only
 
 
+def test_a_file_with_a_multihost_test_and_its_workers_runs_the_multihost_test(
+    tmp_path, resolvers, monkeypatch
+):
+    """The workers ERRORed on their own ("no sync server") and a passing job exited 1."""
+    monkeypatch.chdir(tmp_path)
+    ring = "from mhtest import MultiHostTest\nclass Ring(MultiHostTest):\n def test(self): pass\n"
+    write(tmp_path / "ring.py", WORKER_PY + ring)
+    assert refs(resolve_references(["ring.py"], resolvers)) == ["ring.py:Ring.test"]
+    # the user may still name a worker class to run it alone
+    assert refs(resolve_references(["ring.py:Helper"], resolvers)) == ["ring.py:Helper.test"]
+
+
 def test_executable_python_test_file_is_instrumented(tmp_path, resolvers, monkeypatch):
     """The python resolver goes first: an executable test class file is not a simple test."""
     monkeypatch.chdir(tmp_path)

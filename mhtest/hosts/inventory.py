@@ -144,6 +144,15 @@ def resolve_hosts(
     return configs
 
 
+def ssh_config_entry(name: str, path: str | None = None) -> HostConfig:
+    """What the ssh_config file (default ~/.ssh/config, when it exists) says of `name`.
+
+    HostName, User, Port, IdentityFile, UserKnownHostsFile and ConnectTimeout, as
+    `resolve_hosts` reads them: SSHHost("h2") and `--hosts h2` reach the same machine.
+    """
+    return _from_ssh_config(name, None, name, None, _load_ssh_config(path))
+
+
 def _load_ssh_config(path: str | None) -> Any:
     paramiko = _paramiko.load()
 
@@ -349,5 +358,6 @@ def make_host(config: HostConfig, **opts: Any):
         port=config.port,
         name=opts.pop("name", config.name),
         params=config.params,
+        ssh_config=False,  # the config holds what ssh_config said already
         **opts,
     )

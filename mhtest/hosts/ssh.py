@@ -35,6 +35,7 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes128-ctr", "aes256-gcm@openssh
 WINDOW_SIZE = 16 * 1024 * 1024
 MAX_PACKET_SIZE = 32768
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+DEFAULT_CONNECT_TIMEOUT = 15.0
 
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -85,34 +86,50 @@ def _transport_class():
 class SSHHost(Host):
     """A machine controlled over SSH (public key authentication).
 
-    `key_file` is a path or a list of paths (default: ~/.ssh/id_* and the ssh-agent);
-    `known_hosts` defaults to ~/.ssh/known_hosts. With `accept_new_host_keys`, a host not
-    yet in known_hosts is accepted and recorded there; a changed key is always refused.
+    `hostname` is resolved as `mhtest run --hosts` resolves a name: an alias in the
+    ssh_config file (`ssh_config`, default ~/.ssh/config; False for none) gives its
+    HostName, User, Port, IdentityFile, UserKnownHostsFile and ConnectTimeout, and the
+    arguments given here win over it. `key_file` is a path or a list of paths (default:
+    ~/.ssh/id_* and the ssh-agent); `known_hosts` defaults to ~/.ssh/known_hosts. With
+    `accept_new_host_keys`, a host not yet in known_hosts is accepted and recorded there; a
+    changed key is always refused.
     """
 
     def __init__(
         self,
         hostname: str,
         user: str | None = None,
-        port: int = 22,
+        port: int | None = None,
         key_file: str | Sequence[str] | None = None,
         known_hosts: str | None = None,
         accept_new_host_keys: bool = False,
-        connect_timeout: float = 15.0,
+        connect_timeout: float | None = None,
         name: str | None = None,
         params: dict[str, Any] | None = None,
+        ssh_config: str | bool | None = None,
     ) -> None:
         super().__init__(params)
+        alias, given_port = hostname, port
+        if ssh_config is not False:
+            from mhtest.hosts.inventory import ssh_config_entry
+
+            entry = ssh_config_entry(alias, ssh_config if isinstance(ssh_config, str) else None)
+            hostname = entry.address
+            user = user or entry.user
+            port = port or (entry.port if entry.port != 22 else None)
+            key_file = key_file or entry.key_file
+            known_hosts = known_hosts or entry.known_hosts
+            connect_timeout = connect_timeout or entry.connect_timeout
         self.hostname = hostname
         self.user = user or getpass.getuser()
-        self.port = int(port)
+        self.port = int(port or 22)
         if isinstance(key_file, str):
             key_file = [key_file]
         self.key_files = [os.path.expanduser(k) for k in (key_file or [])]
         self.known_hosts = os.path.expanduser(known_hosts or "~/.ssh/known_hosts")
         self.accept_new_host_keys = accept_new_host_keys
-        self.connect_timeout = connect_timeout
-        self.name = name or (hostname if self.port == 22 else f"{hostname}:{self.port}")
+        self.connect_timeout = connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        self.name = name or (alias if given_port in (None, 22) else f"{alias}:{given_port}")
         self._lock = threading.Lock()
         self._transport: Any = None
         self._pid = os.getpid()
