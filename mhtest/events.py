@@ -10,6 +10,7 @@ Types:
   test.files   uid, data, last                (a remote test's results directory: base64
                                                pieces of an uncompressed tar, before test.end)
   test.skipped uid, reason                     (never started: the job was interrupted)
+  host.info    facts, [host]                   (a host's executor: mhtest.sysinfo.collect())
   log          uid, level, message            (optional, for live consoles)
   runner.error message                         (the runner itself failed)
 """
@@ -28,6 +29,7 @@ TEST_START = "test.start"
 TEST_END = "test.end"
 TEST_FILES = "test.files"
 TEST_SKIPPED = "test.skipped"
+HOST_INFO = "host.info"
 LOG = "log"
 RUNNER_ERROR = "runner.error"
 

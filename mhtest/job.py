@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import random
@@ -32,6 +33,23 @@ DEFAULT_RESULTS_DIR = "~/mhtest/job-results"
 RESERVE_BASE = 64 << 10
 RESERVE_PER_TEST = 8 << 10
 RESERVE_MAX = 64 << 20
+
+
+def _versions() -> dict[str, str]:
+    """mhtest's and Python's versions, and those of the libraries this process has loaded.
+
+    From the modules themselves: asking the package metadata costs ~15 ms per job.
+    """
+    import platform
+
+    from mhtest import __version__
+
+    found = {"mhtest": __version__, "python": platform.python_version()}
+    for name, module in (("paramiko", "paramiko"), ("pyzmq", "zmq"), ("PyYAML", "yaml")):
+        version = getattr(sys.modules.get(module), "__version__", None)
+        if version:
+            found[name] = str(version)
+    return found
 
 
 class _JobLog(logging.FileHandler):
@@ -60,6 +78,9 @@ class JobConfig:
     options: Options = field(default_factory=Options)  # how places are reached
     timeout: float | None = None  # for the whole job
     fork_server: Any = None  # a local ForkServer started early, for the local spawner
+    #: How the job was asked for, kept in jobdata/<key>.json (secrets already masked):
+    #: the command line, references, params, hosts, options.
+    jobdata: dict[str, Any] = field(default_factory=dict)
 
 
 class Job:
@@ -152,6 +173,7 @@ class Job:
         """Run every test at its place; returns the exit code."""
         LOG.info("job %s: %d test(s), results in %s", self.unique_id, len(self.specs), self.logdir)
         self._reserve_space()
+        self._record_how()
         self._call_writers("job_start", self)
         if self.console:
             self.console.job_start(self)
@@ -166,6 +188,9 @@ class Job:
 
     def sink(self, event: dict) -> None:
         """The collector: every runner reports every event here (thread-safe)."""
+        if event.get("type") == events.HOST_INFO:
+            self._host_info(str(event.get("host")), event.get("facts") or {})
+            return
         with self._lock:
             kind = event.get("type")
             uid = event.get("uid")
@@ -227,6 +252,34 @@ class Job:
         if self.console:
             self.console.job_end(self)
 
+    # what the job records of itself ----------------------------------------------
+    def _record_how(self) -> None:
+        """jobdata/ (how the job was run, versions) and this machine's facts (Avocado's way)."""
+        from mhtest import sysinfo
+
+        jobdata = self.logdir / "jobdata"
+        items = {**self.config.jobdata, "versions": _versions(), "pwd": os.getcwd()}
+        try:
+            jobdata.mkdir(mode=0o700, exist_ok=True)
+            for key, value in items.items():
+                text = json.dumps(value, indent=1, default=str)
+                (jobdata / f"{key}.json").write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            LOG.warning("cannot write %s: %s", jobdata, exc)
+        if "cmdline" in items:
+            LOG.info("command line: %s", " ".join(map(str, items["cmdline"])))
+        LOG.info("versions: %s", ", ".join(f"{k} {v}" for k, v in items["versions"].items()))
+        self._host_info("local", sysinfo.collect())
+
+    def _host_info(self, host: str, facts: dict[str, Any]) -> None:
+        from mhtest import sysinfo
+
+        LOG.info("%s: %s", host, sysinfo.summary(facts))
+        try:
+            sysinfo.write(self.logdir / "sysinfo", host, facts)
+        except OSError as exc:
+            LOG.warning("cannot keep the facts of %s: %s", host, exc)
+
     # a full disk ---------------------------------------------------------------
     def _reserve_space(self) -> None:
         """Set disk space aside for the results files, given back when they need it.
@@ -285,20 +338,20 @@ class Job:
                 if method == "render":
                     self.write_errors.pop(what, None)  # written in the end after all
             except OSError as exc:
+                if exc.errno is None:  # not the disk: a plugin's own failure
+                    self._plugin_failed(writer, method, exc)
+                    continue
                 LOG.debug("result plugin %s cannot write", what, exc_info=True)
                 self._write_error(what, exc)
             except Exception as exc:  # noqa: BLE001 - a result plugin never stops a job
-                # The traceback goes to job.log only; the console gets one line.
-                LOG.debug(
-                    "result plugin %s failed in %s",
-                    getattr(writer, "name", writer),
-                    method,
-                    exc_info=True,
-                )
-                if self.console:
-                    self.console.warning(
-                        f"result plugin {getattr(writer, 'name', writer)!r} failed: {exc}"
-                    )
+                self._plugin_failed(writer, method, exc)
+
+    def _plugin_failed(self, writer: Any, method: str, exc: Exception) -> None:
+        # The traceback goes to job.log only; the console gets one line.
+        name = getattr(writer, "name", writer)
+        LOG.debug("result plugin %s failed in %s", name, method, exc_info=exc)
+        if self.console:
+            self.console.warning(f"result plugin {name!r} failed: {exc}")
 
     def exit_code(self) -> int:
         code = exitcodes.OK

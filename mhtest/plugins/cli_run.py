@@ -185,6 +185,7 @@ class RunCommand(CLICommand):
         config = JobConfig(
             results_dir=args.job_results_dir or DEFAULT_RESULTS_DIR,
             options=options,
+            jobdata=_jobdata(args, base_params, hosts, options),
             # Started by the CLI before the plugins loaded, if this job runs tests here.
             fork_server=getattr(args, "early_fork_server", None),
         )
@@ -224,6 +225,48 @@ class RunCommand(CLICommand):
         if not hosts:
             raise UsageError("--hosts/--inventory named no hosts")
         return hosts
+
+
+def _jobdata(args: argparse.Namespace, params: dict, hosts: list[Any], options: Any) -> dict:
+    """How this job was asked for, for jobdata/ (secret params masked)."""
+    import dataclasses
+
+    from mhtest.secrets import masked
+
+    places = []
+    for host in hosts:
+        place = dataclasses.asdict(host)
+        place["params"] = masked(host.params, host.secrets)
+        places.append(place)
+    return {
+        "cmdline": ["mhtest", *_masked_argv(sys.argv[1:])],
+        "references": list(args.references),
+        "tags": list(args.filter_by_tags),
+        "params": masked(params),
+        "hosts": places,
+        "options": options.to_dict(),
+    }
+
+
+def _masked_argv(argv: list[str]) -> list[str]:
+    """The command line with the values of secret-looking `-p NAME=VALUE` params masked."""
+    from mhtest.secrets import MASK, looks_secret
+
+    out = []
+    after_p = False
+    for arg in argv:
+        prefix, text = "", arg
+        if not after_p:
+            for flag in ("--param=", "-p"):
+                if arg.startswith(flag) and arg not in ("-p",):
+                    prefix, text = flag, arg[len(flag) :]
+                    break
+        name, eq, _value = text.partition("=")
+        if (after_p or prefix) and eq and looks_secret(name):
+            arg = f"{prefix}{name}={MASK}"
+        out.append(arg)
+        after_p = arg in ("-p", "--param")
+    return out
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -243,6 +243,9 @@ def main() -> int:
 
         threading.Thread(target=watch_controller, daemon=True).start()
         output = _Output(stop, {s.uid: s.logdir for s in specs})
+        from mhtest import sysinfo
+
+        output({"type": events.HOST_INFO, "facts": sysinfo.collect()})
         LocalRunner(max_parallel or os.cpu_count() or 1, output, stop, server).run(specs)
     finally:
         server.close()  # a no-op once the runner has closed it

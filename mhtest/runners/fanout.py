@@ -45,10 +45,17 @@ class WorkerRun:
     workers are resolved), and those not used are closed on exit.
     """
 
-    def __init__(self, configs: list[Any], options: Options, keys_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        configs: list[Any],
+        options: Options,
+        keys_dir: str | None = None,
+        sysinfo_dir: str | None = None,
+    ) -> None:
         self.configs = configs
         self.options = options
         self.keys_dir = keys_dir
+        self.sysinfo_dir = sysinfo_dir  # where the hosts' facts go (host.info events)
         self.specs: list[TestSpec] = []
         self.dispatcher = Dispatcher(
             self.sink,
@@ -70,6 +77,14 @@ class WorkerRun:
     # -- events ----------------------------------------------------------------
     def sink(self, event: dict) -> None:
         """The workers' events: keep each worker's end, declare bad ends to the server."""
+        if event.get("type") == events.HOST_INFO and self.sysinfo_dir:
+            from mhtest import sysinfo
+
+            try:
+                sysinfo.write(self.sysinfo_dir, str(event.get("host")), event.get("facts") or {})
+            except OSError as exc:
+                LOG.warning("cannot keep the facts of %s: %s", event.get("host"), exc)
+            return
         if event.get("type") != events.TEST_END:
             return
         spec = next((s for s in self.specs if s.uid == event.get("uid")), None)

@@ -159,7 +159,8 @@ class MultiHostTest(Test):
         # The hosts' SSH connections open while the workers are resolved.
         configs = [self._host_config(w.host) for w in workers]
         keys = os.environ.get("MHTEST_SYNC_KEYS") or None
-        with WorkerRun(configs, self.host_options, keys_dir=keys) as run:
+        facts = str(Path(self.logdir) / "sysinfo")
+        with WorkerRun(configs, self.host_options, keys_dir=keys, sysinfo_dir=facts) as run:
             # Numbered on from earlier run_workers() calls: each worker its own directory.
             first = len(self.worker_results) + 1
             resolved: dict[str, TestSpec] = {}

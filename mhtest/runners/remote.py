@@ -150,6 +150,7 @@ class RemoteTestRunner:
         #: Why a test's results were refused: its end becomes ERROR with that reason.
         self._refused: dict[int, str] = {}
         self._bad_lines = 0
+        self._info_seen = False
 
     def run(self, specs: list[TestSpec]) -> None:
         try:
@@ -314,6 +315,9 @@ class RemoteTestRunner:
             LOG.warning("%s: more bad event lines; no longer logging them", self.host.name)
 
     def _event(self, event: dict, by_uid: dict[int, tuple[TestSpec, TestSpec]]) -> None:
+        if event["type"] == events.HOST_INFO:
+            self._host_info(event)
+            return
         pair = by_uid.get(event.get("uid"))
         if pair is None or pair[0].uid in self.ended:
             return  # not one of this host's tests, or already ended: nothing more counts
@@ -343,6 +347,16 @@ class RemoteTestRunner:
                 fail_reason=f"{self.host.name}: {refused} (the test itself ended {was})",
             )
         self.sink(event)
+
+    def _host_info(self, event: dict) -> None:
+        """The host's facts (kernel, distribution, …), once, checked and bounded."""
+        from mhtest import sysinfo
+
+        if self._info_seen:
+            return
+        self._info_seen = True
+        facts = sysinfo.bounded(event.get("facts"))
+        self.sink({"type": events.HOST_INFO, "host": self.host.name, "facts": facts})
 
     def _receive_files(self, spec: TestSpec, event: dict) -> None:
         """A piece of the test's results archive: spooled; the last one is extracted."""
