@@ -12,7 +12,7 @@ import pytest
 
 from mhtest.cli import UsageError
 from mhtest.spec import TestSpec
-from mhtest.sync import SyncClient, SyncUnavailable
+from mhtest.sync import SyncClient, SyncTimeout, SyncUnavailable
 from mhtest.sync.job import add_run_options, default_participant, job_sync, set_participants
 from mhtest.sync.keys import create_keys
 
@@ -54,6 +54,20 @@ def test_sync_joins_with_keys(tmp_path: Path) -> None:
         job_sync(_args("--sync", "127.0.0.1:5555", "--sync-keys", str(tmp_path))),
     ):
         pass
+
+
+def test_sync_group_reaches_the_tests_and_keeps_them_in_their_group() -> None:
+    with job_sync(_args("--sync-server", "--sync-group", "nightly-7")) as env:
+        assert env["MHTEST_SYNC_GROUP"] == "nightly-7"
+        with (
+            SyncClient.from_environment({**env, "MHTEST_SYNC_PARTICIPANT": "a"}) as a,
+            SyncClient(env["MHTEST_SYNC_ADDRESS"], "b") as b,
+        ):
+            assert a.group == "nightly-7" and b.group == ""
+            a.post("hello", 1)
+            assert a.wait("hello", timeout=1) == {"a": 1}
+            with pytest.raises(SyncTimeout):
+                b.wait("hello", timeout=0.3)
 
 
 def test_server_keys_missing_is_a_usage_error(tmp_path: Path) -> None:

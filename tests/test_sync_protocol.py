@@ -26,6 +26,21 @@ def test_parse_request_accepts_a_valid_barrier() -> None:
     assert (req.op, req.name, req.count, req.timeout) == ("barrier", "b", 3, 2.5)
 
 
+def test_hello_names_its_group_or_joins_the_common_one() -> None:
+    assert parse_request(_frame(op="hello", participant="a", group="g")).group == "g"
+    for common in ({}, {"group": ""}, {"group": None}):
+        assert parse_request(_frame(op="hello", participant="a", **common)).group == ""
+
+
+def test_an_oversized_request_keeps_its_id_for_the_refusal() -> None:
+    frame = b'{"v":1,"id":42,"op":"post","name":"p","data":"%s"}' % (
+        b"x" * protocol.MAX_MESSAGE_BYTES
+    )
+    with pytest.raises(ProtocolError, match="exceeds the 4 MiB") as refused:
+        parse_request(frame)
+    assert refused.value.request_id == 42
+
+
 @pytest.mark.parametrize(
     ("frame", "error"),
     [
@@ -43,6 +58,7 @@ def test_parse_request_accepts_a_valid_barrier() -> None:
         (_frame(op="barrier", name="b", timeout=-1), "timeout must be a number"),
         (b'{"v":1,"id":1,"op":"wait","name":"b","timeout":NaN}', "NaN is not allowed"),
         (_frame(op="hello", participant=7), "participant must be a non-empty string"),
+        (_frame(op="hello", participant="a", group=["g"]), "group must be a non-empty string"),
         (b'{"v":1,"id":1,"op":"post","name":"b","data":[Infinity]}', "Infinity is not allowed"),
         (b" " * (protocol.MAX_MESSAGE_BYTES + 1), "exceeds"),
     ],
@@ -80,6 +96,7 @@ MESSAGES = st.fixed_dictionaries(
     optional={
         "name": st.text(max_size=300) | st.integers() | st.none(),
         "participant": st.text(max_size=300) | st.integers(),
+        "group": st.text(max_size=300) | st.integers() | st.none(),
         "count": st.integers(-5, 2**40) | st.booleans() | st.floats() | st.none(),
         "timeout": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 10**9),
         "heartbeat": st.floats(allow_nan=True, allow_infinity=True),

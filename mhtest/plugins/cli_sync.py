@@ -39,6 +39,7 @@ class SyncServerCommand(CLICommand):
         )
 
     def run(self, args: argparse.Namespace) -> int:
+        from mhtest.sync.coordinator import SHARED_IDLE_EXPIRY
         from mhtest.sync.errors import SyncError
         from mhtest.sync.server import SyncServer
 
@@ -52,7 +53,12 @@ class SyncServerCommand(CLICommand):
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             try:
-                server = SyncServer(args.bind, keys_dir=args.sync_keys, expected=args.participants)
+                server = SyncServer(
+                    args.bind,
+                    keys_dir=args.sync_keys,
+                    expected=args.participants,
+                    idle_expiry=SHARED_IDLE_EXPIRY,  # runs come and go, each in its group
+                )
                 server.start()
             except SyncError as exc:
                 raise UsageError(str(exc)) from None

@@ -8,6 +8,10 @@ requests in flight queue their frame, poke the leader through a pipe and wait; w
 leader is done it wakes them so one can lead. While nobody waits, a small heartbeat
 thread takes the lock every `heartbeat` seconds to ping the server and read its pongs,
 so an idle participant stays alive and a dead one is noticed within a few seconds.
+
+Until the client has joined (`joined()`), a ZeroMQ monitor on the socket reports failed
+handshakes: a server that turns our CurveZMQ key away, or wants keys we do not have, is
+named at once rather than taken for a server that is not there.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ BYE_TIMEOUT = 1.0  # how long close() waits for the server to acknowledge the go
 SILENCE_CHECK_INTERVAL = 0.1  # seconds between scans for requests the server left unanswered
 # zmq.NOBLOCK, zmq.EVENTS, zmq.POLLIN as plain ints: enum arithmetic is slow at barrier rates
 _NOBLOCK, _EVENTS, _POLLIN = 1, 15, 1
+# zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, _SUCCEEDED, _FAILED_PROTOCOL, _FAILED_AUTH (libzmq 4.3)
+_FAILED_NO_DETAIL, _SUCCEEDED, _FAILED_PROTOCOL, _FAILED_AUTH = 0x800, 0x1000, 0x2000, 0x4000
+HANDSHAKE_EVENTS = _FAILED_NO_DETAIL | _SUCCEEDED | _FAILED_PROTOCOL | _FAILED_AUTH
+_MECHANISM_MISMATCH = 0x11000002  # zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
 
 
 class _Pending:
@@ -78,11 +86,18 @@ class Channel:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
         self._sock.setsockopt(zmq.MAXMSGSIZE, protocol.SOCKET_MAX_BYTES)
+        self._curve = curve is not None
         if curve is not None:
             self._sock.curve_serverkey = curve.server_public
             self._sock.curve_publickey = curve.public
             self._sock.curve_secretkey = curve.secret
-        self._poll_items = [(self._sock, zmq.POLLIN), (self._wake_r, zmq.POLLIN)]
+        self._handshake = ""  # why the last handshake failed, while joining
+        self._monitor = self._sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        self._poll_items = [
+            (self._sock, zmq.POLLIN),
+            (self._wake_r, zmq.POLLIN),
+            (self._monitor, zmq.POLLIN),
+        ]
         # Held here, not imported per call: an import statement costs a microsecond too.
         self._zmq_poll, self._again = zmq.zmq_poll, zmq.Again
         self._zmq_send = zmq.backend.Socket.send  # pyzmq's wrapper costs as much as the send
@@ -162,7 +177,7 @@ class Channel:
         if pending.reply is None:
             if self._closing.is_set():
                 raise SyncError(f"{op}: the sync client was closed while waiting")
-            raise SyncUnavailable(f"{op}: no answer from the sync server at {self.address}")
+            raise SyncUnavailable(self._no_answer(op))
         return pending.reply
 
     def close(self, say_bye: bool) -> None:
@@ -181,6 +196,7 @@ class Channel:
         if not self.io_lock.acquire(timeout=5.0):
             LOG.warning("sync client: a call still holds the socket; closing anyway")
         try:
+            self._stop_monitor()
             self._sock.close(0)
         finally:
             self._fail_all(SyncError("the sync client is closed"))
@@ -208,6 +224,11 @@ class Channel:
             timeout = min(deadline, self._last_ping + heartbeat) - now
             for item, _ in poll(self._poll_items, max(1, int(timeout * 1000) + 1)):
                 if item is not sock:
+                    if item is self._monitor:
+                        refused = self._handshake_refusal()
+                        if refused is not None:
+                            raise refused
+                        continue
                     os.read(self._wake_r, 4096)
                     while self._outgoing:  # another thread's request
                         self._send(self._outgoing.popleft())
@@ -228,7 +249,7 @@ class Channel:
             if now - max(self._last_heard, sent_at) > silence:
                 raise SyncUnavailable(self._silence_message(_Pending(op, silence)))
             if now >= deadline:
-                raise SyncUnavailable(f"{op}: no answer from the sync server at {self.address}")
+                raise SyncUnavailable(self._no_answer(op))
             if self._closing.is_set():
                 raise SyncError(f"{op}: the sync client was closed while waiting")
             if self._pending and now >= self._next_silence_check:
@@ -253,6 +274,10 @@ class Channel:
             for item, _ in self._zmq_poll(self._poll_items, max(1, int(timeout * 1000) + 1)):
                 if item is self._sock:
                     self._receive(drain=False)  # the poll reports the next one at once
+                elif item is self._monitor:
+                    refused = self._handshake_refusal()
+                    if refused is not None:
+                        self._fail_all(refused)
                 else:
                     os.read(self._wake_r, 4096)
             if mine.done and not self._outgoing:
@@ -328,11 +353,69 @@ class Channel:
 
     def _silence_message(self, pending: _Pending) -> str:
         if pending.op == "hello":
-            return f"no sync server answering at {self.address} within {pending.silence:g} s"
+            return (
+                f"no sync server answering at {self.address} within {pending.silence:g} s"
+                + self._handshake
+            )
         return (
             f"{pending.op}: the sync server at {self.address} stopped answering "
             f"(nothing heard for {pending.silence:g} s)"
         )
+
+    def _no_answer(self, op: str) -> str:
+        return f"{op}: no answer from the sync server at {self.address}" + self._handshake
+
+    # -- the handshake, while joining ------------------------------------------------------
+
+    def joined(self) -> None:
+        """The server answered: stop watching the handshake (it costs a socket per client)."""
+        with self.io_lock:
+            self._stop_monitor()
+
+    def _stop_monitor(self) -> None:
+        """Close the monitor (the caller holds io_lock, or the socket is closed)."""
+        if self._monitor is None:
+            return
+        self._poll_items = self._poll_items[:2]
+        if not self._sock.closed:
+            self._sock.disable_monitor()
+        self._monitor.close(0)
+        self._monitor = None
+
+    def _handshake_refusal(self) -> SyncUnavailable | None:
+        """Read the monitor's events: the error to raise if the server turned us away."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        while self._monitor is not None and self._monitor.poll(0):
+            event = parse_monitor_message(self._monitor.recv_multipart())
+            kind, value = event["event"], event["value"]
+            if kind == _SUCCEEDED:
+                self._handshake = ""
+            elif kind == _FAILED_AUTH:
+                return SyncUnavailable(
+                    f"the sync server at {self.address} did not accept this client's key "
+                    "(CurveZMQ): give the keys directory the server was started with "
+                    "(--sync-keys, MHTEST_SYNC_KEYS)"
+                )
+            elif kind == _FAILED_PROTOCOL and value == _MECHANISM_MISMATCH:
+                if self._curve:
+                    return SyncUnavailable(
+                        f"the sync server at {self.address} does not use CurveZMQ keys and "
+                        "this client does: join it without --sync-keys, or start it with them"
+                    )
+                return SyncUnavailable(
+                    f"the sync server at {self.address} requires CurveZMQ keys and this "
+                    "client has none: give its keys directory with --sync-keys "
+                    "(MHTEST_SYNC_KEYS)"
+                )
+            elif kind in (_FAILED_PROTOCOL, _FAILED_NO_DETAIL):
+                self._handshake = (
+                    " (the CurveZMQ handshake failed: is the server key given, server.key "
+                    "or MHTEST_SYNC_SERVER_KEY, this server's public key?)"
+                    if self._curve
+                    else f" (the handshake failed: is {self.address} a sync server?)"
+                )
+        return None
 
     # -- waking threads ------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping
 from mhtest.sync import protocol
 from mhtest.sync.channel import Channel
 from mhtest.sync.errors import SyncError, error_from_reply
+from mhtest.sync.keys import ClientKeys
 
 LOG = logging.getLogger(__name__)
 
@@ -33,10 +34,16 @@ ENV_ADDRESS = "MHTEST_SYNC_ADDRESS"
 ENV_PARTICIPANT = "MHTEST_SYNC_PARTICIPANT"
 ENV_COUNT = "MHTEST_SYNC_COUNT"
 ENV_KEYS = "MHTEST_SYNC_KEYS"
+ENV_GROUP = "MHTEST_SYNC_GROUP"
 
 
 class SyncClient:
-    """A participant of a sync server (see module docstring)."""
+    """A participant of a sync server (see module docstring).
+
+    `group` names the runs it meets on a server several runs share ("" the common group);
+    `keys_dir` (a keys directory) or `curve` (mhtest.sync.keys.ClientKeys, e.g. a
+    multi-host run's) makes it speak CurveZMQ.
+    """
 
     def __init__(
         self,
@@ -44,11 +51,13 @@ class SyncClient:
         participant: str,
         *,
         keys_dir: str | os.PathLike | None = None,
+        curve: ClientKeys | None = None,
         count: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         heartbeat: float = DEFAULT_HEARTBEAT,
         connect_timeout: float | None = None,
         context: Any = None,
+        group: str = "",
     ) -> None:
         try:
             host, port = protocol.parse_endpoint(address, default_port=-1)
@@ -60,15 +69,19 @@ class SyncClient:
             raise SyncError(f"sync client: bad participant name {participant!r}")
         if count is not None and not 1 <= count <= protocol.MAX_COUNT:
             raise SyncError(f"sync client: count must be 1 to {protocol.MAX_COUNT}")
+        if len(group) > protocol.MAX_NAME_CHARS:
+            raise SyncError(f"sync client: group names are at most {protocol.MAX_NAME_CHARS}")
         self.address = f"tcp://{host}:{port}"
         self.participant = participant
+        self.group = group
         self.count = count
         self.timeout = float(timeout)
         if not 0 < self.timeout <= protocol.MAX_TIMEOUT:
             raise SyncError(f"timeout must be above 0 and at most {protocol.MAX_TIMEOUT:g} s")
         self.heartbeat = float(heartbeat)
-        curve = None
         if keys_dir is not None:
+            if curve is not None:
+                raise SyncError("sync client: give a keys directory or keys, not both")
             from mhtest.sync.keys import load_client_keys
 
             curve = load_client_keys(keys_dir, participant)
@@ -78,15 +91,12 @@ class SyncClient:
         self._barriers: dict[tuple, bytes] = {}
         self._channel = Channel(self.address, participant, self.heartbeat, curve, context)
         wait = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
+        hello: dict[str, Any] = {"participant": participant, "heartbeat": self.heartbeat}
+        if group:
+            hello["group"] = group
         try:
-            self._call(
-                "hello",
-                wait,
-                silence=wait,
-                participant=participant,
-                heartbeat=self.heartbeat,
-                count=count,
-            )
+            self._call("hello", wait, silence=wait, count=count, **hello)
+            self._channel.joined()
         except BaseException:
             self.close(say_bye=False)
             raise
@@ -98,7 +108,10 @@ class SyncClient:
         """A client configured by MHTEST_SYNC_* variables, or None when no address is set.
 
         The participant is MHTEST_SYNC_PARTICIPANT, else `default_participant`, else
-        "HOSTNAME-PID" (unique, but not stable from run to run).
+        "HOSTNAME-PID" (unique, but not stable from run to run). MHTEST_SYNC_GROUP is its
+        group. Its CurveZMQ keys are MHTEST_SYNC_SERVER_KEY, _CLIENT_KEY and _CLIENT_SECRET
+        (a multi-host run's, mhtest.sync.keys.RunKeys.client_env) when set, else those of
+        the keys directory MHTEST_SYNC_KEYS.
         """
         env = os.environ if environ is None else environ
         address = env.get(ENV_ADDRESS, "").strip()
@@ -111,9 +124,17 @@ class SyncClient:
         count_text = env.get(ENV_COUNT, "").strip()
         if count_text and not count_text.isdigit():
             raise SyncError(f"{ENV_COUNT}={count_text!r} is not a number")
-        keys = env.get(ENV_KEYS, "").strip() or None
+        from mhtest.sync.keys import client_keys_from_env
+
+        curve = client_keys_from_env(env)
+        keys = env.get(ENV_KEYS, "").strip() or None if curve is None else None
         return cls(
-            address, participant, keys_dir=keys, count=int(count_text) if count_text else None
+            address,
+            participant,
+            keys_dir=keys,
+            curve=curve,
+            count=int(count_text) if count_text else None,
+            group=env.get(ENV_GROUP, "").strip(),
         )
 
     # -- the API -------------------------------------------------------------------------

@@ -5,6 +5,12 @@ Separate runs meet this way (the RFC's case of jobs started by other tools):
     mhtest run server_side.py --sync-server 127.0.0.1:5555     # prints SYNC SERVER: tcp://…
     mhtest run client_side.py --sync 127.0.0.1:5555
 
+On a server that several pairs of runs share (`mhtest sync-server`), each pair names its
+own group, and meets nobody else there:
+
+    mhtest run server_side.py --sync 127.0.0.1:5555 --sync-group nightly-42
+    mhtest run client_side.py --sync 127.0.0.1:5555 --sync-group nightly-42
+
 Each test process of the job gets MHTEST_SYNC_* variables (see `job_sync`) from which
 `SyncClient.from_environment()` builds the test's `self.sync`.
 
@@ -23,8 +29,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from mhtest.sync.client import ENV_ADDRESS, ENV_COUNT, ENV_KEYS, ENV_PARTICIPANT
+from mhtest.sync.client import ENV_ADDRESS, ENV_COUNT, ENV_GROUP, ENV_KEYS, ENV_PARTICIPANT
+from mhtest.sync.coordinator import SHARED_IDLE_EXPIRY
 from mhtest.sync.errors import SyncError
+from mhtest.sync.protocol import MAX_NAME_CHARS
 
 DEFAULT_SERVER_BIND = "127.0.0.1:0"
 
@@ -42,6 +50,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--sync", metavar="HOST:PORT", help="join the sync server another run started"
+    )
+    group.add_argument(
+        "--sync-group",
+        metavar="NAME",
+        help="on a sync server that several runs share, meet only the runs of this group "
+        "(default: one group common to all)",
     )
     group.add_argument(
         "--sync-keys",
@@ -89,13 +103,16 @@ def _check(args: argparse.Namespace) -> None:
             "use --sync-server to start a sync server or --sync to join one, not both"
         )
     if server is None and join is None:
-        for option in ("sync_keys", "sync_participant", "sync_count"):
+        for option in ("sync_keys", "sync_participant", "sync_count", "sync_group"):
             if getattr(args, option, None) is not None:
                 flag = "--" + option.replace("_", "-")
                 raise _usage_error(f"{flag} needs --sync HOST:PORT or --sync-server")
     count = getattr(args, "sync_count", None)
     if count is not None and count < 1:
         raise _usage_error(f"--sync-count must be at least 1, not {count}")
+    sync_group = getattr(args, "sync_group", None)
+    if sync_group is not None and not 0 < len(sync_group.strip()) <= MAX_NAME_CHARS:
+        raise _usage_error(f"--sync-group must be a name of 1 to {MAX_NAME_CHARS} characters")
     keys = getattr(args, "sync_keys", None)
     if keys is not None and not Path(keys).is_dir():
         raise _usage_error(f"--sync-keys: {keys} is not a directory")
@@ -128,13 +145,18 @@ def job_sync(
     count = getattr(args, "sync_count", None)
     if count is not None:
         env[ENV_COUNT] = str(count)
+    if getattr(args, "sync_group", None):
+        env[ENV_GROUP] = args.sync_group.strip()
     if join is not None:
         yield {**env, ENV_ADDRESS: _join_address(join, keys)}
         return
     from mhtest.sync.server import SyncServer
 
     try:
-        server = SyncServer(server_bind, keys_dir=keys, expected=count).start()
+        # Other runs may join it, each in its group: forget the groups that have left.
+        server = SyncServer(
+            server_bind, keys_dir=keys, expected=count, idle_expiry=SHARED_IDLE_EXPIRY
+        ).start()
     except SyncError as exc:
         raise _usage_error(f"--sync-server {server_bind}: {exc}") from None
     try:

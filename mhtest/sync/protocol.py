@@ -11,22 +11,27 @@ and the server (ROUTER) answers with the same id:
 
 Operations and their fields:
 
-- hello: participant, heartbeat (seconds between the client's pings), count (optional default)
+- hello: participant, heartbeat (seconds between the client's pings), count (optional
+  default), group (optional: runs that share a server meet only within their group)
 - barrier: name, count, timeout;  exchange: name, data, count, timeout
 - post: name, data;  wait: name, count, timeout
 - lock: name, timeout;  unlock: name
 - abort: reason;  ping (answered by a "pong" without id);  bye
+
+A request is exactly one frame of at most MAX_MESSAGE_BYTES, and so is a reply: what an
+exchange or a name's posts return must fit in one message too.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 VERSION = 1
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # larger requests are refused with a log line
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # larger requests are refused, larger replies never made
 SOCKET_MAX_BYTES = 2 * MAX_MESSAGE_BYTES  # ZeroMQ drops the connection beyond this
+REPLY_OVERHEAD = 64  # a reply's bytes around its result: '{"v":1,"id":…,"ok":true,"result":…}'
 MAX_NAME_CHARS = 256
 MAX_COUNT = 100_000
 MAX_TIMEOUT = 7 * 24 * 3600.0
@@ -58,6 +63,7 @@ class Request:
     participant: str = ""
     heartbeat: float = 1.0
     reason: str = ""
+    group: str = ""  # hello: the namespace to join ("" the common one)
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -80,6 +86,24 @@ def encode_value(value: Any) -> bytes:
     return _ENCODER.encode(value).encode()
 
 
+def encode_members(members: Mapping[str, bytes]) -> bytes:
+    """A JSON object from its keys and already encoded values ({name: data} of an exchange)."""
+    return b"{%s}" % b",".join(encode_value(k) + b":" + v for k, v in members.items())
+
+
+def member_size(key: str, encoded: bytes) -> int:
+    """The bytes `key` and its encoded value take in `encode_members`' object (comma included)."""
+    return len(encode_value(key)) + len(encoded) + 2
+
+
+def format_size(size: int) -> str:
+    """A byte count for messages: "4 MiB", "3.7 MiB", "512 KiB", "80 bytes"."""
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
 def _refuse_constant(name: str) -> Any:
     # NaN and Infinity are not JSON: replies carrying them could not be encoded.
     raise ValueError(f"{name} is not allowed")
@@ -91,9 +115,18 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def decode(frame: bytes) -> dict[str, Any]:
-    """Parse one frame into a JSON object, or raise ProtocolError."""
+    """Parse one frame into a JSON object, or raise ProtocolError.
+
+    An oversized frame is not parsed; its id, when it starts as mhtest writes requests,
+    goes with the error so that the sender can be told.
+    """
     if len(frame) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {len(frame)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        prefixed = _prefixed_id(frame)
+        raise ProtocolError(
+            f"message of {len(frame)} bytes exceeds the {format_size(MAX_MESSAGE_BYTES)} "
+            "a sync message may carry",
+            prefixed[0] if prefixed is not None else None,
+        )
     try:
         text = frame.decode("utf-8")
         if text[:1].isspace():
@@ -162,6 +195,9 @@ def parse_request(frame: bytes) -> Request:
     if op == "hello":
         req.participant = _check_name(get("participant"), "participant", request_id)
         req.heartbeat = _check_seconds(get("heartbeat", 1.0), "heartbeat", request_id)
+        group = get("group")
+        if group is not None and group != "":
+            req.group = _check_name(group, "group", request_id)
     elif op == "abort":
         reason = get("reason", "")
         req.reason = reason if isinstance(reason, str) else str(reason)
@@ -234,7 +270,8 @@ def reply_prefix(request_id: int) -> bytes:
 
 
 def reply_id(frame: bytes) -> int | None:
-    """The id a reply frame answers, read from its prefix (else parsed); None if malformed."""
+    """The id a reply frame answers (or a request carries), read from its prefix (else
+    parsed); None if malformed."""
     prefixed = _prefixed_id(frame)
     if prefixed is not None:
         return prefixed[0]

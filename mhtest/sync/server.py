@@ -3,8 +3,10 @@
     with SyncServer("127.0.0.1:0", expected=["h1", "h2"]) as server:
         ...  # hand server.address to the participants
 
-It binds loopback unless told otherwise; with `keys_dir` it speaks CurveZMQ and accepts
-only the client public keys listed in the keys directory (see mhtest.sync.keys).
+It binds loopback unless told otherwise. With `keys_dir` it speaks CurveZMQ and accepts
+only the client public keys listed in the keys directory; with `run_keys` (a multi-host
+run's, mhtest.sync.keys.make_run_keys) only those keys, each for its own participant name,
+read off every frame. A request is one frame: a message of more frames is dropped whole.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import time
 from typing import Any
 
 from mhtest.sync import protocol
-from mhtest.sync.coordinator import Coordinator, Expected
+from mhtest.sync.coordinator import DEFAULT_MAX_STORED_BYTES, Coordinator, Expected
 from mhtest.sync.errors import SyncError
+from mhtest.sync.keys import RunKeys, ServerKeys
 
 LOG = logging.getLogger(__name__)
 
@@ -31,14 +34,25 @@ START_TIMEOUT = 10.0
 
 
 class SyncServer:
-    """A sync server running in a background thread; `.address` is where clients connect."""
+    """A sync server running in a background thread; `.address` is where clients connect.
+
+    `max_stored_bytes` caps the posted and exchanged data it holds; `idle_expiry` (seconds)
+    drops the state of a group nobody has been connected to for that long: for a server
+    that several runs share (a run's own server, None, keeps everything until it stops).
+    """
 
     def __init__(
         self,
         bind: str = "127.0.0.1:0",
         keys_dir: str | os.PathLike | None = None,
         expected: Expected = None,
+        *,
+        run_keys: RunKeys | None = None,
+        max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES,
+        idle_expiry: float | None = None,
     ) -> None:
+        if keys_dir is not None and run_keys is not None:
+            raise SyncError("sync server: give a keys directory or a run's keys, not both")
         try:
             host, port = protocol.parse_endpoint(bind)
         except ValueError as exc:
@@ -49,7 +63,9 @@ class SyncServer:
             raise SyncError(f"sync server: cannot resolve {host!r}: {exc}") from None
         self._port = port
         self._keys_dir = keys_dir
+        self._run_keys = run_keys
         self._expected = expected
+        self._limits = {"max_stored_bytes": max_stored_bytes, "idle_expiry": idle_expiry}
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -131,6 +147,15 @@ class SyncServer:
             sock.close(0)
             raise
 
+    def _server_keys(self) -> ServerKeys | None:
+        if self._run_keys is not None:
+            return self._run_keys.server_keys()
+        if self._keys_dir is not None:
+            from mhtest.sync.keys import load_server_keys
+
+            return load_server_keys(self._keys_dir)
+        return None
+
     def _setup(self, sock: Any, ctx: Any) -> tuple[Any, Any]:
         import zmq
 
@@ -139,20 +164,28 @@ class SyncServer:
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.SOCKET_MAX_BYTES)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
-        auth = None
-        if self._keys_dir is not None:
-            from zmq.auth.thread import ThreadAuthenticator
+        zap = None
+        keys = self._server_keys()
+        if keys is not None:
+            from mhtest.sync.zap import ZapHandler
 
-            from mhtest.sync.keys import load_server_keys
-
-            keys = load_server_keys(self._keys_dir)
-            auth = ThreadAuthenticator(ctx, log=logging.getLogger(__name__ + ".auth"))
-            auth.start()
-            auth.configure_curve(domain="*", location=str(keys.clients_dir))
-            sock.curve_server = True
-            sock.curve_publickey = keys.public
-            sock.curve_secretkey = keys.secret
+            zap = ZapHandler(ctx, keys.accepted)  # before the first client can connect
         try:
+            self._listen(sock, keys)
+        except BaseException:
+            if zap is not None:
+                zap.close()  # else the context never terminates
+            raise
+        return sock, zap
+
+    def _listen(self, sock: Any, keys: ServerKeys | None) -> None:
+        import zmq
+
+        try:
+            if keys is not None:
+                sock.curve_server = True
+                sock.curve_publickey = keys.public
+                sock.curve_secretkey = keys.secret
             if self._port:
                 sock.bind(f"tcp://{self._host}:{self._port}")
                 self.port = self._port
@@ -160,18 +193,15 @@ class SyncServer:
                 sock.bind(f"tcp://{self._host}:*")
                 self.port = int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
         except zmq.ZMQError as exc:
-            if auth is not None:
-                auth.stop()
             raise SyncError(f"cannot listen on {self._host}:{self._port}: {exc}") from None
-        return sock, auth
 
     def _run(self) -> None:
         import zmq
 
         ctx = zmq.Context()
-        sock = auth = None
+        sock = zap = None
         try:
-            sock, auth = self._open(ctx)
+            sock, zap = self._open(ctx)
         except Exception as exc:  # noqa: BLE001 - reported by start()
             self._error = exc
             ctx.term()
@@ -180,21 +210,23 @@ class SyncServer:
         LOG.info("sync server listening on %s", self.bound)
         self._ready.set()
         try:
-            self._serve(sock)
+            self._serve(sock, zap)
         except Exception:
             LOG.exception("sync server loop crashed")
         finally:
             sock.close(0)
-            if auth is not None:
-                auth.stop()
+            if zap is not None:
+                zap.close()
             ctx.term()
             LOG.info("sync server on %s stopped", self.bound)
 
-    def _serve(self, sock: Any) -> None:
+    def _serve(self, sock: Any, zap: Any) -> None:
         import zmq
 
-        coord = Coordinator(self._expected)
+        coord = Coordinator(self._expected, **self._limits)
         items = [(sock, zmq.POLLIN), (self._wake_r, zmq.POLLIN)]
+        if zap is not None:
+            items.append((zap.socket, zmq.POLLIN))
         while not self._stopping.is_set():
             deadline = coord.next_deadline()
             wait_ms = MAX_POLL_MS
@@ -203,6 +235,8 @@ class SyncServer:
             for item, _ in zmq.zmq_poll(items, wait_ms):
                 if item is sock:
                     self._drain(sock, coord)
+                elif zap is not None and item is zap.socket:
+                    zap.answer()
                 else:
                     os.read(self._wake_r, 4096)
                     self._declare(sock, coord)
@@ -216,27 +250,45 @@ class SyncServer:
         import zmq
 
         recv, getsockopt, handle = sock.recv, sock.getsockopt, coord.handle
+        # With per-run keys every frame says whose key sent it: its User-Id, from the ZAP
+        # handler. It costs a frame object per message, so only then.
+        bound = self._run_keys is not None
+        user = None
         for _ in range(10_000):
             try:
                 identity = recv(_NOBLOCK)  # a ROUTER message: the sender's identity, then
-                frame = recv(_NOBLOCK)  # what it sent, which must be one frame
+                if bound:  # what it sent, which must be one frame
+                    message = recv(_NOBLOCK, copy=False)
+                    frame, user = message.bytes, message.get("User-Id")
+                else:
+                    frame = recv(_NOBLOCK)
             except zmq.Again:
                 return
             if getsockopt(_RCVMORE):
-                parts = 2
-                while getsockopt(_RCVMORE) and parts < 10_000:
-                    recv(_NOBLOCK)
-                    parts += 1
-                LOG.warning("dropped a message of %d frames (expected identity + 1)", parts)
+                coord.refuse_frames(identity, frame, self._skip_rest(sock))
             else:
                 try:
-                    handle(identity, frame, time.monotonic())
+                    handle(identity, frame, time.monotonic(), user)
                 except Exception:  # noqa: BLE001 - one bad message must never stop the server
                     LOG.exception("error handling a message; dropped it")
-                if coord.outbox:
-                    self._flush(sock, coord)
+            if coord.outbox:
+                self._flush(sock, coord)
             if not getsockopt(_EVENTS) & _POLLIN:
                 return  # drained, without paying for a zmq.Again
+
+    @staticmethod
+    def _skip_rest(sock: Any) -> int:
+        """Read the rest of a message of several frames, however many; how many it had.
+
+        All of it, never part: ZeroMQ delivers a message whole, and whatever of it were
+        left would be read as a message of its own, with a sender identity of the
+        sender's choosing.
+        """
+        frames = 2
+        while sock.getsockopt(_RCVMORE):
+            sock.recv(_NOBLOCK, copy=False)  # no copy: the frames may be large
+            frames += 1
+        return frames
 
     def _declare(self, sock: Any, coord: Coordinator) -> None:
         """Carry out the declare_gone() calls made since the last time."""

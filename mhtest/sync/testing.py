@@ -1,4 +1,4 @@
-"""Sync participants as real processes, for mhtest's own tests and benchmarks.
+"""Sync participants as real processes, and raw protocol clients, for mhtest's own tests.
 
     with participant(server.address, "h1", "attempt(lambda: c.barrier('b', timeout=5))") as p:
         outcome = p.outcome()   # {"ok": False, "error": "SyncTimeout", "missing": [...], ...}
@@ -6,11 +6,16 @@
 The body runs in a fresh Python process with `c`, a connected SyncClient, and two helpers:
 `report(**fields)` prints one JSON line, `attempt(fn)` runs fn and reports its result or
 the sync error it raised (type, message, arrived, missing, by, reason, seconds).
+
+    with raw_client(server.address) as raw:          # a bare DEALER, as an attacker uses
+        raw.request("hello", participant="h1")       # {"v": 1, "id": 1, "ok": True, ...}
+        raw.send(b"frame", b"another frame")         # anything, as one message
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import selectors
@@ -116,3 +121,73 @@ def participant(
         if proc.proc.poll() is None:
             proc.signal(signal.SIGCONT)  # a stopped process must wake up to die
         proc.stop()
+
+
+class RawClient:
+    """A bare ZeroMQ DEALER speaking the sync protocol by hand (no heartbeats, no checks).
+
+    `curve` is (server_public, public, secret) in z85; `identity` its ZeroMQ routing id.
+    """
+
+    def __init__(
+        self, address: str, identity: bytes | None = None, curve: tuple | None = None
+    ) -> None:
+        import zmq
+
+        self._ctx = zmq.Context()
+        self.sock = self._ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if identity is not None:
+            self.sock.setsockopt(zmq.ROUTING_ID, identity)
+        if curve is not None:
+            self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
+        self.sock.connect(address)
+        self._ids = itertools.count(1)
+        self.stray: list[dict[str, Any]] = []  # replies that answered no request of ours
+
+    def send(self, *frames: bytes) -> None:
+        """Send `frames` as one ZeroMQ message."""
+        self.sock.send_multipart(list(frames))
+
+    def start(self, op: str, **fields: Any) -> int:
+        """Send a request without waiting for its reply; its id."""
+        request_id = next(self._ids)
+        self.send(json.dumps({"v": 1, "id": request_id, "op": op, **fields}).encode())
+        return request_id
+
+    def reply(self, request_id: int, wait: float = 10.0) -> dict[str, Any] | None:
+        """The reply to `request_id`, or None if none comes within `wait` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
+                return None
+            reply = json.loads(self.sock.recv())
+            if reply.get("id") == request_id:
+                return reply
+            if reply.get("id"):
+                self.stray.append(reply)
+
+    def request(self, op: str, wait: float = 10.0, **fields: Any) -> dict[str, Any]:
+        """Send a request and return its reply; AssertionError if none comes within `wait`."""
+        request_id = self.start(op, **fields)
+        reply = self.reply(request_id, wait)
+        if reply is None:
+            raise AssertionError(f"no reply to {op} within {wait} s")
+        return reply
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self._ctx.term()
+
+
+@contextlib.contextmanager
+def raw_client(
+    address: str, identity: bytes | None = None, curve: tuple | None = None
+) -> Iterator[RawClient]:
+    """A RawClient for the `with` block, closed at the end."""
+    client = RawClient(address, identity, curve)
+    try:
+        yield client
+    finally:
+        client.close()

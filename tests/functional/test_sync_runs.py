@@ -7,12 +7,14 @@ processes; the TCP port travels through an exchange.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import selectors
 import socket
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -96,6 +98,44 @@ def test_client_run_may_start_first_on_a_fixed_port(tmp_path: Path, mhtest) -> N
     _check_pair(server.results(), client_results)
 
 
+@contextlib.contextmanager
+def _shared_server(tmp_path: Path) -> Iterator[str]:
+    """A standalone `mhtest sync-server`; its HOST:PORT."""
+    with running_mhtest(["sync-server"], tmp_path, tmp_path / "unused") as server:
+        with selectors.DefaultSelector() as sel:
+            sel.register(server.stdout, selectors.EVENT_READ)
+            assert sel.select(20), "mhtest sync-server printed no address"
+        line = server.stdout.readline()
+        assert line.startswith("SYNC SERVER: tcp://"), line
+        yield line.split("tcp://")[1].strip()
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_pairs_of_runs_share_one_server_each_in_its_group(tmp_path: Path) -> None:
+    """Two pairs of the same tests (the same participant names) on one standalone server:
+    each pair meets in its own --sync-group, and neither disturbs the other."""
+    runs = {}
+    with contextlib.ExitStack() as stack:
+        address = stack.enter_context(_shared_server(tmp_path))
+        for group in ("nightly-1", "nightly-2"):
+            for test in (SERVER_TEST, CLIENT_TEST):
+                name = f"{group}-{Path(test).stem}"
+                args = ["run", test, "--sync", address, "--sync-group", group]
+                runs[name] = stack.enter_context(
+                    running_mhtest([*args, "-p", "duration=0.6"], tmp_path, tmp_path / name)
+                )
+        for name, proc in runs.items():
+            out, err = _finish(proc, timeout=90)
+            assert proc.returncode == 0, f"{name}: {out}\n{err}"
+    for group in ("nightly-1", "nightly-2"):
+        server, client = (
+            json.loads((tmp_path / f"{group}-{side}" / "latest" / "results.json").read_text())
+            for side in ("sync_tcp_server", "sync_tcp_client")
+        )
+        _check_pair(server, client)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -105,6 +145,8 @@ def test_client_run_may_start_first_on_a_fixed_port(tmp_path: Path, mhtest) -> N
         (["--sync-participant", "h1"], "--sync-participant needs --sync HOST:PORT"),
         (["--sync", "127.0.0.1:5", "--sync-keys", "/nonexistent"], "is not a directory"),
         (["--sync-server", "--sync-count", "0"], "--sync-count must be at least 1"),
+        (["--sync-group", "a"], "--sync-group needs --sync HOST:PORT"),
+        (["--sync", "127.0.0.1:5", "--sync-group", " "], "--sync-group must be a name"),
     ],
 )
 def test_sync_option_mistakes_are_one_line_errors(mhtest, args: list[str], message: str) -> None:
