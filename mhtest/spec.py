@@ -58,12 +58,15 @@ class TestSpec:
         from mhtest.secrets import masked, secret_names
 
         hosts = [(h.get("params") or {}, h.get("secrets") or ()) for h in self.hosts]
-        if not secret_names(self.params, self.secrets) and not any(
-            secret_names(params, marked) for params, marked in hosts
+        if (
+            not secret_names(self.params, self.secrets)
+            and not secret_names(self.env)
+            and not any(secret_names(params, marked) for params, marked in hosts)
         ):
             return None
         data = self.to_dict()
         data["params"] = masked(self.params, self.secrets)
+        data["env"] = masked(self.env)
         for host, (params, marked) in zip(data["hosts"], hosts):
             host["params"] = masked(params, marked)
         return data

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mhtest.cli import UsageError
 from mhtest.spec import TestSpec
 from mhtest.sync import SyncClient, SyncTimeout, SyncUnavailable
+from mhtest.sync.errors import SyncOptionError
 from mhtest.sync.job import add_run_options, default_participant, job_sync, set_participants
 from mhtest.sync.keys import create_keys
 
@@ -50,7 +50,7 @@ def test_sync_joins_with_keys(tmp_path: Path) -> None:
             "MHTEST_SYNC_KEYS": str(keys.resolve()),
         }
     with (
-        pytest.raises(UsageError, match="server.key is missing"),
+        pytest.raises(SyncOptionError, match="server.key is missing"),
         job_sync(_args("--sync", "127.0.0.1:5555", "--sync-keys", str(tmp_path))),
     ):
         pass
@@ -70,9 +70,9 @@ def test_sync_group_reaches_the_tests_and_keeps_them_in_their_group() -> None:
                 b.wait("hello", timeout=0.3)
 
 
-def test_server_keys_missing_is_a_usage_error(tmp_path: Path) -> None:
+def test_server_keys_missing_is_an_option_error(tmp_path: Path) -> None:
     with (
-        pytest.raises(UsageError, match="--sync-server 127.0.0.1:0: .*server.key_secret"),
+        pytest.raises(SyncOptionError, match="--sync-server 127.0.0.1:0: .*server.key_secret"),
         job_sync(_args("--sync-server", "--sync-keys", str(tmp_path))),
     ):
         pass

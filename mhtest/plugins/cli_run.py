@@ -153,7 +153,7 @@ class RunCommand(CLICommand):
         from mhtest import params as params_mod
         from mhtest.console import Console
         from mhtest.dispatch import Options, place
-        from mhtest.job import DEFAULT_RESULTS_DIR, Job, JobConfig, JobError
+        from mhtest.job import DEFAULT_RESULTS_DIR, JobConfig
 
         if args.max_parallel is not None and args.max_parallel < 1:
             raise UsageError("--max-parallel must be 1 or more")
@@ -196,6 +196,18 @@ class RunCommand(CLICommand):
         sync_ctx = sync_job.job_sync(args) if sync_job is not None else contextlib.nullcontext({})
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
+            return self._run_job(config, assignments, sync_job, sync_ctx, writers, console)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    @staticmethod
+    def _run_job(
+        config: Any, assignments: list, sync_job: Any, sync_ctx: Any, writers: list, console: Any
+    ) -> int:
+        from mhtest.job import Job, JobError
+        from mhtest.sync.errors import SyncOptionError
+
+        try:
             with sync_ctx as sync_env:
                 config.env.update(sync_env or {})
                 if sync_job is not None:
@@ -207,8 +219,8 @@ class RunCommand(CLICommand):
                     raise UsageError(str(exc)) from None
                 job.add(assignments)
                 return job.run()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        except SyncOptionError as exc:
+            raise UsageError(str(exc)) from None
 
     @staticmethod
     def _hosts(args: argparse.Namespace) -> list[Any]:

@@ -70,6 +70,7 @@ class WorkerRun:
         self.results: dict[int, TestResult] = {}
         self._lock = threading.Lock()
         self.server: Any = None
+        self.run_keys: Any = None
 
     def names(self) -> list[str]:
         return [s.env[ENV_WORKER] for s in self.specs]
@@ -123,13 +124,19 @@ class WorkerRun:
         A TestInterrupt (the test process got SIGTERM: the job is being interrupted)
         stops the workers; `interrupted` then says why, once their results are in.
         """
+        from mhtest.sync.keys import make_run_keys
         from mhtest.sync.server import SyncServer
 
         self.specs = specs
         bind = "127.0.0.1:0"
         if self.options.sync_direct and any(not c.is_local for c in self.configs):
             bind = _direct_bind(self.dispatcher.settled_connections())
-        with SyncServer(bind=bind, expected=self.names(), keys_dir=self.keys_dir) as server:
+        # Every run is authenticated: with the keys directory given (--sync-keys), else
+        # with keys made for this run, one per worker, each bound to its worker's name.
+        self.run_keys = None if self.keys_dir else make_run_keys(self.names())
+        with SyncServer(
+            bind=bind, expected=self.names(), keys_dir=self.keys_dir, run_keys=self.run_keys
+        ) as server:
             self.server = server
             outcome = self.dispatcher.run(list(zip(self.configs, specs)), timeout, self._sync_place)
         self.timed_out = outcome.timed_out
@@ -172,6 +179,8 @@ class WorkerRun:
         )
         if self.keys_dir:
             spec.env["MHTEST_SYNC_KEYS"] = self.keys_dir
+        else:  # its own keys only (masked in the spec.json files once read)
+            spec.env.update(self.run_keys.client_env(spec.env[ENV_WORKER]))
 
 
 def _local_address(host: Any) -> str:

@@ -9,6 +9,10 @@ class SyncError(Exception):
     """A sync call failed: bad request, refused name, protocol error."""
 
 
+class SyncOptionError(SyncError):
+    """The sync options of a run are wrong (one line naming the option); the CLI exits 2."""
+
+
 class SyncUnavailable(SyncError):
     """The sync server cannot be reached or stopped answering."""
 

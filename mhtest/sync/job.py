@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from mhtest.sync.client import ENV_ADDRESS, ENV_COUNT, ENV_GROUP, ENV_KEYS, ENV_PARTICIPANT
 from mhtest.sync.coordinator import SHARED_IDLE_EXPIRY
-from mhtest.sync.errors import SyncError
+from mhtest.sync.errors import SyncError, SyncOptionError
 from mhtest.sync.protocol import MAX_NAME_CHARS
 
 DEFAULT_SERVER_BIND = "127.0.0.1:0"
@@ -91,9 +91,7 @@ def set_participants(specs: Iterable[Any], sync_env: dict[str, str]) -> None:
 
 
 def _usage_error(message: str) -> Exception:
-    from mhtest.cli import UsageError
-
-    return UsageError(message)
+    return SyncOptionError(message)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -103,7 +101,8 @@ def _check(args: argparse.Namespace) -> None:
             "use --sync-server to start a sync server or --sync to join one, not both"
         )
     if server is None and join is None:
-        for option in ("sync_keys", "sync_participant", "sync_count", "sync_group"):
+        # (--sync-keys alone serves the sync servers of the job's multi-host tests.)
+        for option in ("sync_participant", "sync_count", "sync_group"):
             if getattr(args, option, None) is not None:
                 flag = "--" + option.replace("_", "-")
                 raise _usage_error(f"{flag} needs --sync HOST:PORT or --sync-server")
@@ -129,12 +128,14 @@ def job_sync(
     """Start the job's sync server if asked; yield the MHTEST_SYNC_* variables for its tests.
 
     Yields {} when the job uses no sync. A mistake (bad address, port taken, missing
-    keys) raises mhtest.cli.UsageError with a one-line message.
+    keys) raises SyncOptionError with a one-line message. With only --sync-keys, the
+    keys directory is for the job's multi-host tests, whose servers then use it.
     """
     _check(args)
     server_bind, join = getattr(args, "sync_server", None), getattr(args, "sync", None)
     if server_bind is None and join is None:
-        yield {}
+        keys_only = getattr(args, "sync_keys", None)
+        yield {ENV_KEYS: str(Path(keys_only).resolve())} if keys_only else {}
         return
     env: dict[str, str] = {}
     keys = getattr(args, "sync_keys", None)
