@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,15 @@ pytestmark = pytest.mark.timeout(300)
 def host_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A host-side cache directory shared by this module's tests (fresh each session)."""
     return str(tmp_path_factory.mktemp("host-cache") / "cache")
+
+
+SHELL = """
+from mhtest.hosts.shell import REMOTE_SHELL, shell_session
+session = shell_session(REMOTE_SHELL, prompt=r"^MHTEST-PROMPT\\$ ?$")
+session.read_up_to_prompt(timeout=20)
+print(session.cmd_output("echo $((6*7))").strip())
+session.close()
+"""
 
 
 def run_mhtest(host, env: RemoteEnv, code: str) -> str:
@@ -51,6 +61,10 @@ def test_cold_then_warm_on_a_fresh_host_cache(ssh_host, host_cache: str, frozen_
     assert out.splitlines()[0].startswith(cold.env["PYTHONPATH"] + "/mhtest/")
     assert "'run'" in out.splitlines()[1]
     assert ssh_host.run(f"{cold.python} -m mhtest --help", env=cold.env).ok
+    # the environment's scripts run where it was moved to: aexpect's helper (a VM console, a
+    # shell) is found there on a PATH that has no other one
+    out = run_mhtest(ssh_host, replace(cold, env={**cold.env, "PATH": "/usr/bin:/bin"}), SHELL)
+    assert out == "42\n"
 
     ssh_host.close()  # warm path with a fresh connection, as a second job would
     started = time.monotonic()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -137,6 +142,32 @@ def test_shell_session(sshd_host, ssh_host: SSHHost, pty: bool) -> None:
         assert session.cmd_status("false") == 1
     finally:
         session.close()
+
+
+SHELL_FROM_A_VENV = """
+import json, sys
+from mhtest.hosts.ssh import SSHHost
+address, options = json.loads(sys.argv[1])
+with SSHHost(address, **options) as host:
+    session = host.shell(pty=False)
+    print(session.cmd_output("echo $((6*7))").strip())
+    session.close()
+"""
+
+
+def test_shell_session_when_the_environment_is_not_activated(sshd_host) -> None:
+    # `.venv/bin/mhtest` as scripts/setup leaves it: the venv's bin (aexpect_helper) not on PATH.
+    path = os.pathsep.join([os.path.dirname(shutil.which("ssh") or "/usr/bin/ssh"), "/bin"])
+    options = {"port": sshd_host.port, "user": sshd_host.user, "key_file": sshd_host.key_file}
+    options["known_hosts"] = sshd_host.known_hosts
+    done = subprocess.run(
+        [sys.executable, "-c", SHELL_FROM_A_VENV, json.dumps([sshd_host.address, options])],
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert (done.returncode, done.stdout) == (0, "42\n"), done.stderr[-2000:]
 
 
 def test_wait_down_on_a_live_host_times_out(ssh_host: SSHHost) -> None:

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 REMOTE_CACHE = "~/.cache/mhtest"
 READY = ".mhtest-ready"
 MIN_PYTHON = (3, 9)
+#: Changes when what goes into a host's environment changes, so that hosts build a new one
+#: (2: the environment's scripts, aexpect_helper among them, name its own python).
+ENV_LAYOUT = 2
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # .../mhtest
 
 
@@ -69,8 +72,8 @@ def _mhtest_version() -> str:
 
 
 def deps_key() -> str:
-    """Key of the dependency environment: mhtest's version and dependency set."""
-    text = "\n".join([_mhtest_version(), *requirements()])
+    """Key of the dependency environment: mhtest's version, dependency set and ENV_LAYOUT."""
+    text = "\n".join([_mhtest_version(), f"layout {ENV_LAYOUT}", *requirements()])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -345,6 +348,21 @@ def wheelhouse(version: str, machine: str, timeout: float = 900) -> Path:
     return target
 
 
+# pip writes into the scripts it installs (aexpect_helper, that aexpect starts each session
+# with, and others) the path of the interpreter it runs with: the temporary directory's, which
+# is renamed at the end. This points them at the environment's final path.
+_RETARGET_SCRIPTS = """
+import os, sys
+old, new = (path.encode() for path in sys.argv[1:])
+for entry in os.scandir(os.path.join(sys.argv[1], "bin")):
+    if entry.is_file(follow_symlinks=False):
+        with open(entry.path, "rb") as f:
+            text = f.read()
+        if old in text and b"\\0" not in text:
+            with open(entry.path, "wb") as f:
+                f.write(text.replace(old, new))
+"""
+
 _INSTALL = """
 set -e
 env={env}; wh={wh}
@@ -355,6 +373,7 @@ trap 'rm -rf "$tmp" "$wh"' EXIT
 pipwhl=$(ls "$wh"/pip-*.whl | head -n 1)
 "$tmp/bin/python" "$pipwhl/pip" install -q --no-index --disable-pip-version-check \
     --find-links "$wh" {reqs}
+"$tmp/bin/python" -c {retarget} "$tmp" "$env"
 touch "$tmp/{ready}"
 mv -T "$tmp" "$env" 2>/dev/null || test -f "$env/{ready}"
 """
@@ -377,6 +396,7 @@ def _install_env(host: Any, probe: dict[str, Any], key: str, cache: str, timeout
         wh=shlex.quote(remote_wh),
         python=shlex.quote(probe["python"]),
         reqs=" ".join(shlex.quote(r) for r in requirements()),
+        retarget=shlex.quote(_RETARGET_SCRIPTS),
         ready=READY,
     )
     try:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
+import sysconfig
 from typing import Any
 
 from mhtest.hosts.connection import Connection
@@ -19,6 +21,25 @@ REMOTE_SHELL = (
     f"exec env PS1={shlex.quote(PROMPT_TEXT)} PROMPT_COMMAND= bash --norc --noprofile -i; "
     f"else exec env PS1={shlex.quote(PROMPT_TEXT)} sh -i; fi"
 )
+
+
+def shell_session(command: str, **options: Any) -> Any:
+    """An aexpect ShellSession running `command` (`options` go to it), closed when dropped.
+
+    aexpect starts each session through its `aexpect_helper` script, which it looks for on PATH
+    only; a virtual environment's scripts directory is there only when the environment is
+    activated, not when mhtest runs as `.venv/bin/mhtest` or `.venv/bin/python -m mhtest`. So
+    that directory (this interpreter's) is added to the end of PATH when the helper is missing.
+    """
+    import aexpect
+
+    scripts = sysconfig.get_path("scripts")
+    if shutil.which("aexpect_helper") is None and os.path.isfile(
+        os.path.join(scripts, "aexpect_helper")
+    ):
+        log.debug("aexpect_helper is not on PATH: adding %s to it", scripts)
+        os.environ["PATH"] = os.pathsep.join(p for p in (os.environ.get("PATH"), scripts) if p)
+    return aexpect.ShellSession(command, auto_close=True, **options)
 
 
 def open_shell(
@@ -36,7 +57,7 @@ def open_shell(
         raise HostError(f"{host.name}: shell() needs the OpenSSH client `ssh` (openssh-client)")
     flags = ["-tt" if pty else "-T", "-o", "LogLevel=ERROR"]
     command = shlex.join(host.ssh_command(flags) + [REMOTE_SHELL + ("" if pty else " 2>&1")])
-    session = aexpect.ShellSession(command, auto_close=True, prompt=prompt)
+    session = shell_session(command, prompt=prompt)
     try:
         session.read_up_to_prompt(timeout=timeout)
     except aexpect.ExpectError as exc:

@@ -399,15 +399,15 @@ class VM:
         """An aexpect ShellSession on the serial console, logged in (prompt seen)."""
         import aexpect
 
+        from mhtest.hosts.shell import shell_session
+
         if self._console is None or not self._console.is_alive():
             path = self._socket_path("console.sock")
             # aexpect's server reads the command as one line: ship the bridge base64-encoded.
             code = base64.b64encode(_CONSOLE_BRIDGE.encode()).decode()
             bridge = f"import base64; exec(base64.b64decode('{code}'))"
             command = shlex.join([sys.executable, "-c", bridge, path])
-            self._console = aexpect.ShellSession(
-                command, auto_close=True, prompt=self.config.prompt, linesep="\n"
-            )
+            self._console = shell_session(command, prompt=self.config.prompt, linesep="\n")
         deadline = time.monotonic() + timeout
         while True:
             self._console.sendline("")
