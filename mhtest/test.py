@@ -152,6 +152,10 @@ class Test:
 
     #: Seconds after which the runner kills the test (the `timeout` param overrides it).
     timeout: float | None = None
+    #: In a multi-host worker: when another worker dies or aborts the run, end this test at
+    #: once with the reason (False: learn of it at the next sync call, as a test that
+    #: watches its peers itself prefers).
+    sync_aborts_interrupt: bool = True
 
     def __init__(
         self,

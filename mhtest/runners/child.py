@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -23,6 +24,8 @@ from mhtest.spec import BROKEN, SIMPLE, TestSpec
 from mhtest.test import Test, TestBaseException, TestInterrupt, skip_reason
 
 LOG_FORMAT = "%(asctime)s %(levelname)-5s| %(message)s"
+#: What a worker's test gets when its run is aborted while it is not in a sync call.
+ABORT_SIGNAL = signal.SIGUSR2
 
 
 class EventWriter:
@@ -47,10 +50,7 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
         (logdir / "data").mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(logdir / "debug.log", encoding="utf-8")
     except OSError as exc:  # a full disk, most likely: say so instead of dying unexplained
-        reason = f"cannot write the test's results directory {logdir}: {exc.strerror or exc}"
-        emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=None)
-        emit(events.TEST_END, uid=spec.uid, status=events.ERROR, fail_reason=reason)
-        return 0
+        return _cannot_write(spec, emit, exc)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -85,7 +85,7 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
         spec.name,
         f": {outcome['fail_reason']}" if outcome.get("fail_reason") else "",
     )
-    handler.flush()
+    _flush(handler)
     emit(
         events.TEST_END,
         uid=spec.uid,
@@ -174,7 +174,7 @@ def _exec_simple(spec: TestSpec, event_fd: int, handler: logging.Handler) -> dic
     event pipe and the log file close on exec, so the runner sees the stream end and learns
     the exit status from the fork server (see LocalRunner._simple_end).
     """
-    handler.flush()
+    _flush(handler)
     os.set_inheritable(event_fd, False)
     try:
         os.chdir(os.path.dirname(spec.path) or ".")
@@ -255,16 +255,64 @@ def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[s
     # The runner asks a test to stop with SIGTERM (the job is interrupted): the test ends
     # INTERRUPT, tearDown still runs, a multi-host test stops and fetches its workers.
     signal.signal(signal.SIGTERM, _interrupted)
-    outcome = run_lifecycle(test, method)
+    outcome = run_lifecycle(test, _stopped_by_aborts(test, method))
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(ABORT_SIGNAL, signal.SIG_IGN)
     test._close_sync()
-    (logdir / "whiteboard").write_text(test.whiteboard or "", encoding="utf-8")
+    try:
+        (logdir / "whiteboard").write_text(test.whiteboard or "", encoding="utf-8")
+    except OSError:
+        pass  # a full disk: the whiteboard still travels in the test's end
     outcome["whiteboard"] = test.whiteboard or ""
     # A multi-host test's workers become the children of its result.
     workers = getattr(test, "worker_results", None)
     if workers:
         outcome["children"] = [w.to_dict() for w in workers]
     return outcome
+
+
+def _stopped_by_aborts(test: Test, method: Callable[[], Any]) -> Callable[[], Any]:
+    """For a multi-host worker: `method`, ended at once when the run is aborted.
+
+    The worker joins the sync server before its test starts; when another worker dies or
+    aborts, the server tells every participant, and this one's test method gets the
+    SyncAborted (with the reason) wherever it is, not at its next sync call. setUp and
+    tearDown are not interrupted. Other tests get `method` as it is.
+    """
+    if not (os.environ.get("MHTEST_WORKER") and os.environ.get("MHTEST_SYNC_ADDRESS")):
+        return method
+    if not getattr(test, "sync_aborts_interrupt", True):
+        return method
+    try:
+        client = test.sync
+    except Exception as exc:  # noqa: BLE001 - the test meets the same error at its first call
+        logging.getLogger("mhtest.test").warning("cannot join the sync server yet: %s", exc)
+        return method
+    armed = threading.Event()
+    main = threading.main_thread().ident
+
+    def on_abort(error: BaseException) -> None:
+        if armed.is_set() and main is not None:
+            signal.pthread_kill(main, ABORT_SIGNAL)
+
+    def aborted(signum: int, frame: Any) -> None:
+        if armed.is_set() and client.aborted is not None:
+            armed.clear()
+            raise client.aborted
+
+    signal.signal(ABORT_SIGNAL, aborted)
+    client.on_abort = on_abort
+
+    def armed_method() -> Any:
+        armed.set()
+        try:
+            if client.aborted is not None:  # aborted while it was setting up
+                raise client.aborted
+            return method()
+        finally:
+            armed.clear()
+
+    return armed_method
 
 
 def _interrupted(signum: int, frame: Any) -> None:
@@ -319,8 +367,28 @@ def child_main(spec_path: str, event_fd: int = 1) -> int:
     if event_fd == 1:
         # Keep the event stream clean: the test's own stdout goes to its file.
         event_fd = os.dup(1)
-    redirect_output(Path(spec.logdir))
+    try:
+        redirect_output(Path(spec.logdir))
+    except OSError as exc:
+        return _cannot_write(spec, EventWriter(event_fd), exc)
     return run_spec(spec, event_fd)
+
+
+def _flush(handler: logging.Handler) -> None:
+    """Flush debug.log; a full disk must not keep the test from reporting its end."""
+    try:
+        handler.flush()
+    except OSError:
+        pass
+
+
+def _cannot_write(spec: TestSpec, emit: EventWriter, exc: OSError) -> int:
+    """The test's end when its results directory cannot be written (a full disk)."""
+    why = exc.strerror or str(exc)
+    reason = f"cannot write the test's results directory {spec.logdir}: {why}"
+    emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=None)
+    emit(events.TEST_END, uid=spec.uid, status=events.ERROR, fail_reason=reason)
+    return 0
 
 
 def redirect_output(logdir: Path) -> None:

@@ -68,6 +68,8 @@ class Channel:
 
         self.address = address
         self.heartbeat = heartbeat
+        #: Called (from whichever thread reads it) with a notice frame the server pushed.
+        self.on_notice: Any = None
         self._ids = itertools.count(1)
         self._outgoing: collections.deque[bytes] = collections.deque()
         self._pending: dict[int, _Pending] = {}
@@ -337,6 +339,10 @@ class Channel:
             request_id = protocol.reply_id(frame)
         if request_id is None:
             LOG.warning("dropped a malformed reply from the sync server: %r", frame[:100])
+            return
+        if request_id == 0:  # a pong, or a notice nobody asked for (the run was aborted)
+            if self.on_notice is not None and not protocol.is_success(frame):
+                self.on_notice(frame)
             return
         with self._pending_lock:
             pending = self._pending.get(request_id)

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping
 
 from mhtest.sync import protocol
 from mhtest.sync.channel import Channel
-from mhtest.sync.errors import SyncError, error_from_reply
+from mhtest.sync.errors import SyncAborted, SyncError, error_from_reply
 from mhtest.sync.keys import ClientKeys
 
 LOG = logging.getLogger(__name__)
@@ -89,7 +89,12 @@ class SyncClient:
         # Without a word from the server for this long, a call counts it as gone.
         self._silence = max(SERVER_SILENCE_BEATS * self.heartbeat, 2.0)
         self._barriers: dict[tuple, bytes] = {}
+        #: The abort the server told of while this client was not waiting (see on_abort).
+        self.aborted: SyncAborted | None = None
+        #: Called with that SyncAborted, from the client's reading thread, when it arrives.
+        self.on_abort: Any = None
         self._channel = Channel(self.address, participant, self.heartbeat, curve, context)
+        self._channel.on_notice = self._notice
         wait = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
         hello: dict[str, Any] = {"participant": participant, "heartbeat": self.heartbeat}
         if group:
@@ -217,6 +222,18 @@ class SyncClient:
             raise SyncError(f"sync client {self.participant} is closed")
         frame = self._channel.request(op, wait + REPLY_GRACE, silence or self._silence, **fields)
         return self._result(op, frame)
+
+    def _notice(self, frame: bytes) -> None:
+        """A notice the server pushed: the run was aborted (someone died, left or aborted)."""
+        try:
+            reply = protocol.decode(frame)
+        except protocol.ProtocolError:
+            return
+        error = error_from_reply(reply.get("error") or {})
+        if isinstance(error, SyncAborted) and self.aborted is None:
+            self.aborted = error
+            if self.on_abort is not None:
+                self.on_abort(error)
 
     @staticmethod
     def _result(op: str, frame: bytes) -> Any:

@@ -194,6 +194,12 @@ class Namespace:
             for w in lock.queue:
                 self._fail_one(w, "aborted", message, name=name, by=by, reason=reason)
             lock.queue.clear()
+        # Those not waiting hear of it too, at once (a notice with id 0, like a pong):
+        # their tests end with the reason instead of running on to their next call.
+        notice = reply_error(0, "aborted", message, by=by, reason=reason)
+        for participant in self.participants.values():
+            if participant.name != by:
+                self._send(participant.identity, notice)
 
     # -- timers --------------------------------------------------------------------------
 

@@ -80,6 +80,9 @@ class MultihostMigration(MultiHostTest):
     side's whole flow from migrate(), both in seconds).
     """
 
+    #: A migration notices a lost peer itself and reports the migration's own failure.
+    sync_aborts_interrupt = False
+
     # -- what the scenario reads ----------------------------------------------------------
 
     @property

@@ -159,6 +159,8 @@ class Waiter(Test):
     def test(self):
         self.sync.exchange("ready", os.getpid())
         self.log.info("waiting at the barrier")
+        if self.params.get("busy"):
+            time.sleep(100)  # busy with its own work: no sync call to fail
         self.sync.barrier("never", timeout=120)
 """
 
@@ -203,6 +205,23 @@ def test_worker_killed_aborts_the_others_local(mhtest, write_tests, tmp_path) ->
     died = died_at(tmp_path, run)
     children = check_victim_run(run, died, "local", ["waiter1", "waiter2"])
     assert "killed by signal 9" in children["victim"]["fail_reason"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["local", "sshd"])
+def test_worker_killed_stops_the_busy_others_at_once(
+    mhtest, write_tests, sshd_hosts, tmp_path, where
+) -> None:
+    """Workers not in a sync call ran on until their next one; now they end at once."""
+    base = write_tests({"workers.py": KILL_WORKERS})
+    hosts = sshd_hosts(3) if where == "sshd" else []
+    places = host_args(hosts) if hosts else ["-p", "hosts=local,local,local"]
+    run = mhtest(
+        "run", f"{base}/workers.py:Crowd.test", *places,
+        "-p", f"marks={tmp_path}", "-p", "busy=1", timeout=55,
+    )  # fmt: skip
+    died = died_at(tmp_path, run)
+    check_victim_run(run, died, hosts[0].alias if hosts else "local", ["waiter1", "waiter2"])
 
 
 @pytest.mark.timeout(90)
