@@ -11,6 +11,7 @@ Types:
                                                pieces of an uncompressed tar, before test.end)
   test.skipped uid, reason                     (never started: the job was interrupted)
   host.info    facts, [host]                   (a host's executor: mhtest.sysinfo.collect())
+  host.phase   host, phase                     (the controller: connecting, installing, …)
   log          uid, level, message            (optional, for live consoles)
   runner.error message                         (the runner itself failed)
 """
@@ -30,6 +31,7 @@ TEST_END = "test.end"
 TEST_FILES = "test.files"
 TEST_SKIPPED = "test.skipped"
 HOST_INFO = "host.info"
+HOST_PHASE = "host.phase"
 LOG = "log"
 RUNNER_ERROR = "runner.error"
 
@@ -70,6 +72,11 @@ def decode(line: bytes | str) -> dict[str, Any]:
     if event.get("v") != VERSION:
         raise EventError(f"event protocol version {event.get('v')!r}, expected {VERSION}")
     return event
+
+
+def host_phase(host: str, phase: str) -> dict[str, Any]:
+    """How far the preparation of `host` got (for live consoles): a host.phase event."""
+    return {"type": HOST_PHASE, "host": host, "phase": phase}
 
 
 def synthetic_end(

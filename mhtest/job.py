@@ -191,6 +191,11 @@ class Job:
         if event.get("type") == events.HOST_INFO:
             self._host_info(str(event.get("host")), event.get("facts") or {})
             return
+        if event.get("type") == events.HOST_PHASE:
+            LOG.debug("%s: %s", event.get("host"), event.get("phase"))
+            if self.console:
+                self.console.host_phase(str(event.get("host")), str(event.get("phase")))
+            return
         with self._lock:
             kind = event.get("type")
             uid = event.get("uid")

@@ -125,3 +125,37 @@ def test_local_host_needs_nothing_installed() -> None:
     assert env.python and not env.cold
     out = host.run(f"{env.python} -m mhtest --help", env=env.env)
     assert "usage" in out.stdout
+
+
+def test_the_wheelhouse_is_built_once_when_hosts_ask_together(tmp_path, monkeypatch) -> None:
+    """Three hosts set up at once built the controller's wheels three times, racing."""
+    import threading
+
+    monkeypatch.setenv("MHTEST_CACHE_DIR", str(tmp_path / "cache"))
+    builds = []
+
+    def fake_pip(command, **kwargs):  # the slow part, replaced: count the builds
+        builds.append(command)
+        time.sleep(0.5)
+        wheel_dir = Path(command[command.index("--wheel-dir") + 1])
+        (wheel_dir / "pip-1-py3-none-any.whl").write_text("")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(bootstrap.subprocess, "run", fake_pip)
+    import platform
+    import sys
+
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    got = []
+    threads = [
+        threading.Thread(
+            target=lambda: got.append(bootstrap.wheelhouse(version, platform.machine()))
+        )
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(builds) == 1, f"built {len(builds)} times"
+    assert len(set(got)) == 1 and (got[0] / bootstrap.READY).exists()

@@ -17,6 +17,7 @@ The warm path (both present) is a single SSH command that checks the markers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -30,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from mhtest.hosts.errors import CmdError, HostError
 
@@ -303,6 +304,38 @@ def wheelhouse(version: str, machine: str, timeout: float = 900) -> Path:
     if (target / READY).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (hosts set up in parallel threads, or jobs side by side): the
+    # others wait for it and use what it built.
+    with _exclusive(target.parent / f".{target.name}.lock", timeout):
+        if (target / READY).exists():
+            return target
+        return _build_wheelhouse(target, version, machine, timeout)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (threads and processes alike); HostError past `timeout`."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise HostError(
+                        f"controller: another mhtest kept {path} locked for {timeout:g} s"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_wheelhouse(target: Path, version: str, machine: str, timeout: float) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp.", dir=target.parent))
     local = f"{sys.version_info[0]}.{sys.version_info[1]}"
     import platform

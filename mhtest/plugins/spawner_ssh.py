@@ -12,9 +12,15 @@ class SSHSpawner:
 
     def run(self, place: Any) -> None:
         """Run `place.specs` (a mhtest.dispatch.Place) on its host; ends go to place.sink."""
+        from mhtest import events
         from mhtest.runners.remote import RemoteTestRunner
 
-        host = place.connect()
+        place.sink(events.host_phase(place.config.name, "connecting"))
+        try:
+            host = place.connect()
+        except BaseException:
+            place.sink(events.host_phase(place.config.name, "done"))
+            raise
         try:
             with place.entered(host):
                 options = place.options
@@ -28,4 +34,5 @@ class SSHSpawner:
                     max_results=options.max_results,
                 ).run(place.specs)
         finally:
+            place.sink(events.host_phase(place.config.name, "done"))
             host.close()

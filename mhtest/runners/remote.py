@@ -168,7 +168,9 @@ class RemoteTestRunner:
         proc, stream = self._launch(SYNC_PRELOAD if uses_sync else ())
         LOG.info("%s: executor started in %.2f s", self.host.name, time.monotonic() - started)
         try:
+            self._phase(f"sending the tests ({untrusted.human_size(len(archive))})")
             self._send(proc.channel, remote_specs, archive)
+            self._phase("running")
             self._relay(proc, stream, {s.uid: (local, s) for local, s in zip(specs, remote_specs)})
             missing = [s for s in specs if s.uid not in self.ended]
             if missing and not self.stop.is_set():
@@ -195,6 +197,9 @@ class RemoteTestRunner:
         except (OSError, EOFError) as exc:
             # The executor is gone: its stderr (read by the relay) says why.
             LOG.debug("%s: sending the tests failed: %s", self.host.name, exc)
+
+    def _phase(self, phase: str) -> None:
+        self.sink(events.host_phase(self.host.name, phase))
 
     def _why_ended(self, channel: Any, stream: _Stream) -> str:
         transport = channel.get_transport()
@@ -228,6 +233,7 @@ class RemoteTestRunner:
             self.python, sources.deps_key, sources.src_key, self.remote_cache, then=launch
         )
         for attempt in (1, 2):
+            self._phase("checking Python and mhtest")
             proc = self.host.start(script)
             stream = _Stream(proc.channel)
             found, text = self._read_probe(stream)
@@ -239,6 +245,8 @@ class RemoteTestRunner:
                 why = stream.stderr_line() or text.strip().replace("\n", " | ")[-300:]
                 raise HostError(f"{self.host.name}: cannot start mhtest there: {why}")
             started = time.monotonic()
+            missing = "dependencies and sources" if not probe["env_ok"] else "sources"
+            self._phase(f"installing mhtest ({missing})")
             bootstrap.complete(
                 self.host, probe, sources.archive, self.remote_cache, INSTALL_TIMEOUT
             )

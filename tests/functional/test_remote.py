@@ -303,16 +303,21 @@ def test_second_run_reuses_the_cached_environment(mhtest, write_tests, warm_host
     args = ["run", str(tests / "where.py"), "--hosts", info.alias, "--ssh-config", info.ssh_config]
     times = []
     logs = []
+    outputs = []
     for _ in range(2):
         started = time.monotonic()
         run = mhtest(*args, env=env, timeout=280)
         times.append(time.monotonic() - started)
         assert run.code == 0, run
         logs.append((run.job_dir / "job.log").read_text())
+        outputs.append(run.stdout)
         if not times[1:]:
             (ready,) = (tmp_path / "host-cache").glob("env-*/.mhtest-ready")
             stamp = ready.stat().st_mtime_ns
     assert re.search(r"mhtest installed in \S+ \(dependencies and sources", logs[0])
+    # The console says what the wait is for (it said nothing for seconds)
+    assert f"HOST       : {info.alias}: installing mhtest (dependencies and sources)" in outputs[0]
+    assert "HOST" not in outputs[1]
     # Sources are installed again only when mhtest's own code changed in between (this tree
     # may be edited while the tests run); the dependency environment is never rebuilt.
     assert "(dependencies" not in logs[1]
