@@ -308,6 +308,12 @@ class Dispatcher:
             self._sources = Future()
         _in_thread("pack-sources", _build_sources, self._sources)
 
+    def _payload_ahead(self, paths: list[str]) -> None:
+        try:
+            self.payload(paths)
+        except Exception:  # noqa: BLE001 - the place that takes it reports it
+            LOG.debug("building the test files for %s failed", paths, exc_info=True)
+
     def take_fork_server(self) -> Any:
         with self._lock:
             server, self._fork_server = self._fork_server, None
@@ -379,6 +385,10 @@ class Dispatcher:
             groups.setdefault(config.name, (config, []))[1].append(spec)
             self._specs[spec.uid] = spec
         self.connect_ahead(config for config, _ in groups.values())
+        for config, specs in groups.values():
+            if not config.is_local:  # its test files are listed and hashed while it connects
+                paths = [s.path for s in specs if s.path]
+                _in_thread(f"payload-{config.name}", self._payload_ahead, paths)
         for config, specs in groups.values():
             self._places[config.name] = Place(self, config, specs, on_place)
         for where in list(self._places.values()):
