@@ -15,9 +15,11 @@ A place is a HostConfig; its `kind` picks the spawner plugin (`mhtest.spawner`) 
 tests there: "local" (child processes on this machine) or "ssh" (the RemoteTestRunner).
 `place()` says which test runs where, as `mhtest run` does: every plain test at every
 place, a multi-host test here, spanning the places. A `Dispatcher` runs such assignments:
-one thread per place, every event to one sink, a deadline for the whole run, an interrupt
-(Ctrl-C, or SIGTERM in a multi-host test's process) that asks every place to stop, and a
-made-up end for every test a place could not run or report. `run()` wraps a Job around it
+one thread per place, every event to one sink, a deadline for the whole run and one for
+each test (its timeout, from its test.start, plus DEADLINE_MARGIN: a host that stops
+answering cannot hold a test past it), an interrupt (Ctrl-C, or SIGTERM in a multi-host
+test's process) that asks every place to stop, and a made-up end for every test a place
+could not run or report. `run()` wraps a Job around it
 (the results tree, result files) and yields each result as its test ends.
 """
 
@@ -30,7 +32,7 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Sequence
 
 from mhtest import events
@@ -47,7 +49,12 @@ CONNECT_WAIT = 60.0
 #: After the run's timeout, how long the places get to stop their tests and report.
 STOP_GRACE = 30.0
 #: After an interrupt, how long the places get to stop their tests and report.
+#: Longer than any runner below waits (see mhtest.runners.local.MULTIHOST_STOP_GRACE).
 INTERRUPT_GRACE = 30.0
+#: How long past its timeout a started test may go without an end before one is made up
+#: here (its place's runner should have ended it at its timeout); results arriving for
+#: it (test.files) move this deadline on.
+DEADLINE_MARGIN = 10.0
 #: What the runners say of a test they stopped because the run was interrupted.
 USER = "interrupted by the user"
 #: The spawners that come with mhtest, by kind (loaded without scanning entry points).
@@ -59,6 +66,10 @@ BUILTIN_SPAWNERS = {
 
 class DispatchError(Exception):
     """A place cannot be run at all (no spawner for its kind, …): one line."""
+
+
+class Stopped(Exception):
+    """A place was asked to stop while it was still getting ready (connecting, …)."""
 
 
 @dataclass
@@ -73,6 +84,8 @@ class Options:
     inventory: str | None = None  # for hosts a multi-host test names in its params
     ssh_config: str | None = None
     max_results: int | None = None  # bytes a host may send back per test
+    remote_exclude: list[str] = field(default_factory=list)  # .mhtestignore lines for all
+    remote_send_dir: bool = False  # send each test's whole directory to the hosts
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,7 +153,11 @@ class Place:
         self.config = config
         self.specs = specs
         self.options = dispatcher.options
-        self.stop = dispatcher.stop
+        #: Set when this place must stop its tests: the run stops, or every one of them
+        #: was given an end here (a deadline) while its runner still waits.
+        self.stop = threading.Event()
+        self.done = False
+        self.give_up: float | None = None  # when the dispatcher stops waiting for it
         self.sink: Sink = dispatcher.report
         self._dispatcher = dispatcher
         self._hook = hook
@@ -153,12 +170,22 @@ class Place:
         return self.options.max_parallel
 
     def connect(self) -> Any:
-        """A connected Host for this place (opened ahead when the dispatcher could)."""
-        return self._dispatcher.take_connection(self.config)
+        """A connected Host for this place (opened ahead when the dispatcher could).
+
+        Raises Stopped if the place is asked to stop first.
+        """
+        return self._dispatcher.take_connection(self.config, self.stop)
 
     def sources(self) -> Any:
         """mhtest's packed sources for hosts (built once per dispatcher)."""
         return self._dispatcher.sources()
+
+    def payload(self) -> Any:
+        """The test files this place's tests need (mhtest.runners.payload.Payload).
+
+        Built once per set of test files, shared by the places that run the same tests.
+        """
+        return self._dispatcher.payload([s.path for s in self.specs if s.path], self.stop)
 
     def take_fork_server(self) -> Any:
         """A local fork server started ahead of the run, for the first local place; or None."""
@@ -201,10 +228,13 @@ class Dispatcher:
         self._wake = threading.Event()
         self._connections: dict[str, Future] = {}
         self._sources: Future | None = None
+        self._payloads: dict[tuple, Future] = {}
         self._spawners: dict[str, Any] = {}
         self._specs: dict[int, TestSpec] = {}
         self._ended: set[int] = set()
-        self._places_left = 0
+        #: Started tests without an end: uid -> (deadline (monotonic), timeout).
+        self._deadlines: dict[int, tuple[float, float]] = {}
+        self._places: dict[str, Place] = {}
         self._closed = False
         self._interrupt_asked: str | None = None
 
@@ -233,17 +263,42 @@ class Dispatcher:
                 settled[name] = exc
         return settled
 
-    def take_connection(self, config: HostConfig) -> Any:
+    def take_connection(self, config: HostConfig, stop: threading.Event | None = None) -> Any:
         with self._lock:
             future = self._connections.pop(config.name, None)
         if future is None:
             future = Future()
             _connect(config, self.options, future)
         try:
-            return future.result(CONNECT_WAIT)
+            return _result(future, CONNECT_WAIT, stop)
         except FutureTimeout:
             why = f"{config.name}: no SSH connection within {CONNECT_WAIT:g} s"
             raise TimeoutError(why) from None
+        except Stopped:
+            future.add_done_callback(_close_host)  # it may still connect: not left open
+            raise
+
+    def payload(self, paths: list[str], stop: threading.Event | None = None) -> Any:
+        """The payload of test files `paths` (see mhtest.runners.payload), built once."""
+        from mhtest.runners import payload
+
+        key = (tuple(paths), tuple(self.options.remote_exclude), self.options.remote_send_dir)
+        with self._lock:
+            future = self._payloads.get(key)
+            mine = future is None
+            if mine:
+                future = self._payloads[key] = Future()
+        if mine:
+            try:
+                built = payload.build(
+                    paths, self.options.remote_exclude, self.options.remote_send_dir
+                )
+            except BaseException as exc:
+                future.set_exception(exc)
+                raise
+            future.set_result(built)
+            return built
+        return _result(future, None, stop)
 
     def sources(self) -> Any:
         self._start_sources()
@@ -256,6 +311,12 @@ class Dispatcher:
                 return
             self._sources = Future()
         _in_thread("pack-sources", _build_sources, self._sources)
+
+    def _payload_ahead(self, paths: list[str]) -> None:
+        try:
+            self.payload(paths)
+        except Exception:  # noqa: BLE001 - the place that takes it reports it
+            LOG.debug("building the test files for %s failed", paths, exc_info=True)
 
     def take_fork_server(self) -> Any:
         with self._lock:
@@ -276,16 +337,28 @@ class Dispatcher:
     def report(self, event: dict) -> None:
         """Every event of the run passes here: one end per test, then the caller's sink."""
         kind = event.get("type")
+        uid = event.get("uid")
         with self._lock:
             if self._closed:
                 return  # a runner that outlived the run: its tests have their ends
             if kind in (events.TEST_END, events.TEST_SKIPPED):
-                uid = event.get("uid")
                 if uid in self._ended:
-                    return
+                    return  # one end per test: the first (maybe made up here) stays
                 self._ended.add(uid)
+                self._deadlines.pop(uid, None)
                 if event.get("status") == events.INTERRUPT:
                     event = self._why_stopped(event)
+            elif kind == events.TEST_START and uid not in self._ended:
+                timeout = _timeout(event, self._specs.get(uid))
+                if timeout:
+                    deadline = time.monotonic() + timeout + DEADLINE_MARGIN
+                    self._deadlines.setdefault(uid, (deadline, timeout))
+            elif kind == events.TEST_FILES:
+                if uid in self._deadlines:  # its results are on their way
+                    deadline, timeout = self._deadlines[uid]
+                    later = time.monotonic() + DEADLINE_MARGIN
+                    self._deadlines[uid] = (max(deadline, later), timeout)
+                return  # progress only: not for the sink
         self.sink(event)
 
     def _why_stopped(self, event: dict) -> dict:
@@ -316,9 +389,14 @@ class Dispatcher:
             groups.setdefault(config.name, (config, []))[1].append(spec)
             self._specs[spec.uid] = spec
         self.connect_ahead(config for config, _ in groups.values())
-        self._places_left = len(groups)
         for config, specs in groups.values():
-            _in_thread(f"place-{config.name}", self._run_place, config, specs, on_place)
+            if not config.is_local:  # its test files are listed and hashed while it connects
+                paths = [s.path for s in specs if s.path]
+                _in_thread(f"payload-{config.name}", self._payload_ahead, paths)
+        for config, specs in groups.values():
+            self._places[config.name] = Place(self, config, specs, on_place)
+        for where in list(self._places.values()):
+            _in_thread(f"place-{where.config.name}", self._run_place, where)
         try:
             self._wait(timeout)
             self._make_up_ends()
@@ -328,18 +406,21 @@ class Dispatcher:
             self.close()
         return self.outcome
 
-    def _run_place(self, config: HostConfig, specs: list[TestSpec], hook: Any) -> None:
+    def _run_place(self, where: Place) -> None:
         """One place's thread: its spawner runs its tests; a failure ends only them, as ERROR."""
+        config = where.config
         try:
-            self._spawner(config).run(Place(self, config, specs, hook))
+            self._spawner(config).run(where)
         except Exception as exc:  # noqa: BLE001 - one place failing must not stop the others
             LOG.debug("place %s failed", config.name, exc_info=True)
-            reason = events.one_line(exc, config.name)
-            for spec in specs:
-                self.report(events.synthetic_end(spec.uid, events.ERROR, reason, host=config.name))
+            status, reason = events.ERROR, events.one_line(exc, config.name)
+            if where.stop.is_set():  # it failed because it was stopping (Ctrl-C …)
+                status, reason = events.INTERRUPT, USER
+            for spec in where.specs:
+                self.report(events.synthetic_end(spec.uid, status, reason, host=config.name))
         finally:
             with self._lock:
-                self._places_left -= 1
+                where.done = True
             self._wake.set()
 
     def _spawner(self, config: HostConfig) -> Any:
@@ -363,9 +444,8 @@ class Dispatcher:
         give_up: float | None = None
         while True:
             try:
-                with self._lock:
-                    if not self._places_left:
-                        return
+                if self._all_done():
+                    return
                 self._wake.wait(0.1)
                 self._wake.clear()
                 now = time.monotonic()
@@ -374,8 +454,11 @@ class Dispatcher:
                 if deadline is not None and now > deadline and not self.stop.is_set():
                     LOG.warning("tests did not end within %g s: stopping them", timeout)
                     self.outcome.timed_out = timeout
-                    self.stop.set()
+                    self._stop_all()
                     give_up = now + self.stop_grace
+                if self.stop.is_set():
+                    self._stop_all()  # (set from outside, too)
+                self._check_deadlines(now)
                 if give_up is not None and now > give_up:
                     LOG.error("places did not stop in time; not waiting for them any longer")
                     return
@@ -389,8 +472,46 @@ class Dispatcher:
     def _interrupted(self, reason: str, give_up: float | None) -> float:
         LOG.warning("%s: stopping the tests and collecting their results", reason)
         self.outcome.interrupted = reason
-        self.stop.set()
+        self._stop_all()
         return min(give_up or float("inf"), time.monotonic() + self.interrupt_grace)
+
+    def _stop_all(self) -> None:
+        self.stop.set()
+        for where in self._places.values():
+            where.stop.set()
+
+    def _all_done(self) -> bool:
+        """True when every place's thread ended, or was given up on (see _check_deadlines)."""
+        now = time.monotonic()
+        with self._lock:
+            return all(
+                p.done or (p.give_up is not None and now > p.give_up) for p in self._places.values()
+            )
+
+    def _check_deadlines(self, now: float) -> None:
+        """An end for each started test past its deadline; its place stops once all ended.
+
+        Its place's runner should have ended it at its timeout: when it has not (a host
+        that stopped answering, a runner that hangs), the end is made up here, and the
+        runner's own end, if it comes, is dropped. A place whose tests all have ends is
+        asked to stop, and waited for at most `stop_grace` more.
+        """
+        with self._lock:
+            late = [(uid, t) for uid, (d, t) in self._deadlines.items() if now > d]
+        for uid, timeout in late:
+            spec = self._specs[uid]
+            reason = f"timeout of {timeout:g} s reached; {spec.host} did not report the end"
+            LOG.warning("%s: %s", spec.name, reason)
+            self.report(events.synthetic_end(uid, events.INTERRUPT, reason, host=spec.host))
+        if not late:
+            return
+        with self._lock:
+            for where in self._places.values():
+                ended = all(s.uid in self._ended for s in where.specs)
+                if ended and not where.done and where.give_up is None:
+                    LOG.warning("%s: stopping its runner (its tests ended here)", where.config.name)
+                    where.stop.set()
+                    where.give_up = now + self.stop_grace
 
     def _make_up_ends(self) -> None:
         """An end for every test that has none: what happened to the run says why."""
@@ -501,6 +622,36 @@ def _load_spawner(kind: str, place_name: str) -> Any:
         f"{place_name}: no spawner plugin runs tests on places of kind {kind!r} "
         "(install the plugin that provides it)"
     )
+
+
+def _timeout(event: dict, spec: TestSpec | None) -> float | None:
+    """A started test's timeout: its test.start's, else what its spec or params say."""
+    for value in (
+        event.get("timeout"),
+        spec.timeout if spec else None,
+        (spec.params or {}).get("timeout") if spec else None,
+    ):
+        try:
+            timeout = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if 0 < timeout < float("inf"):
+            return timeout
+    return None
+
+
+def _result(future: Future, timeout: float | None, stop: threading.Event | None) -> Any:
+    """future.result(timeout), watching `stop` meanwhile (Stopped when it is set)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if stop is not None and stop.is_set():
+            raise Stopped("stopped before it was ready")
+        wait = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
+        try:
+            return future.result(wait)
+        except FutureTimeout:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
 
 
 def _in_thread(name: str, target: Callable[..., Any], *args: Any) -> None:

@@ -36,27 +36,37 @@ WINDOW_SIZE = 16 * 1024 * 1024
 MAX_PACKET_SIZE = 32768
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 DEFAULT_CONNECT_TIMEOUT = 15.0
+#: Seconds without a packet from the host before it is asked whether it is still there.
+KEEPALIVE = 5.0
+#: Seconds it then gets to answer before its connection counts as lost (and is closed).
+KEEPALIVE_WAIT = 10.0
 
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
-class _QuickAckSocket(socket.socket):
-    """A TCP socket that acknowledges what it receives at once (Linux's TCP_QUICKACK).
+class _Socket(socket.socket):
+    """A TCP socket that notes when it last received data and acknowledges it at once.
 
-    sshd keeps Nagle's algorithm on for sessions without a terminal, so a small packet
-    of its that follows another one waits until we acknowledge the first, and we delay
-    acknowledgements by up to 40 ms. That wait hit the first command on each new
-    connection (175 -> 128 ms here) and the first remote port forward (44 -> 2 ms).
+    `last_recv` (time.monotonic()) is what the keepalive watch reads. Quick-ack (Linux's
+    TCP_QUICKACK): sshd keeps Nagle's algorithm on for sessions without a terminal, so a
+    small packet of its that follows another one waits until we acknowledge the first,
+    and we delay acknowledgements by up to 40 ms. That wait hit the first command on each
+    new connection (175 -> 128 ms here) and the first remote port forward (44 -> 2 ms).
     Quick-ack mode does not stick, so it is set again after every read.
     """
 
+    last_recv = 0.0
+
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         data = super().recv(bufsize, flags)
-        try:
-            self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        except OSError:
-            pass  # closed meanwhile: the next read says so
+        if data:
+            self.last_recv = time.monotonic()
+        if _QUICKACK is not None:
+            try:
+                self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except OSError:
+                pass  # closed meanwhile: the next read says so
         return data
 
 
@@ -83,6 +93,14 @@ def _transport_class():
     return _Transport
 
 
+def _ping(transport: Any, timeout: float) -> None:
+    """Open and close a channel: the host's answer is the sign of life."""
+    try:
+        transport.open_session(timeout=timeout).close()
+    except Exception as exc:  # noqa: BLE001 - the watch decides from what arrived
+        log.debug("keepalive: no channel: %s", exc)
+
+
 class SSHHost(Host):
     """A machine controlled over SSH (public key authentication).
 
@@ -106,6 +124,8 @@ class SSHHost(Host):
         connect_timeout: float | None = None,
         name: str | None = None,
         params: dict[str, Any] | None = None,
+        keepalive: float = KEEPALIVE,
+        keepalive_wait: float = KEEPALIVE_WAIT,
         ssh_config: str | bool | None = None,
     ) -> None:
         super().__init__(params)
@@ -129,6 +149,10 @@ class SSHHost(Host):
         self.known_hosts = os.path.expanduser(known_hosts or "~/.ssh/known_hosts")
         self.accept_new_host_keys = accept_new_host_keys
         self.connect_timeout = connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        self.keepalive = keepalive
+        self.keepalive_wait = keepalive_wait
+        #: Why the connection was closed as lost ("connection to h2 lost at 12:00:01 …").
+        self.lost: str | None = None
         self.name = name or (alias if given_port in (None, 22) else f"{alias}:{given_port}")
         self._lock = threading.Lock()
         self._transport: Any = None
@@ -184,8 +208,8 @@ class SSHHost(Host):
                 f"{self.name}: cannot connect to {self.hostname}:{self.port}: {reason}", self.name
             ) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if _QUICKACK is not None:
-            sock = _QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        sock = _Socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        sock.last_recv = time.monotonic()
         transport = _transport_class()(
             sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
         )
@@ -219,8 +243,42 @@ class SSHHost(Host):
             transport.close()
             raise
         transport.set_keepalive(30)
+        self.lost = None
+        if self.keepalive:
+            name = f"ssh-keepalive-{self.name}"
+            threading.Thread(
+                target=self._watch, args=(transport, sock), name=name, daemon=True
+            ).start()
         log.debug("%s: connected (%s)", self.name, transport.remote_cipher)
         return transport
+
+    def _watch(self, transport: Any, sock: _Socket) -> None:
+        """Ask an idle connection for an answer; close it when none comes in time.
+
+        paramiko's own keepalives ask for no reply, so they cannot tell a dead host (a
+        partition, a stopped sshd: the kernel may still acknowledge) from a quiet one.
+        Opening a channel is a request the host must answer; any packet from it counts.
+        Once closed, every command on it ends at once with `lost` as the reason.
+        """
+        ping: threading.Thread | None = None
+        while transport.is_active():
+            time.sleep(min(1.0, self.keepalive))
+            silent = time.monotonic() - sock.last_recv
+            if silent < self.keepalive:
+                continue
+            if silent >= self.keepalive + self.keepalive_wait:
+                since = time.strftime("%H:%M:%S", time.localtime(time.time() - silent))
+                self.lost = (
+                    f"connection to {self.name} lost at {since} (no answer for {silent:.0f} s)"
+                )
+                log.warning("%s", self.lost)
+                transport.close()
+                return
+            if ping is None or not ping.is_alive():
+                ping = threading.Thread(
+                    target=_ping, args=(transport, self.keepalive_wait), daemon=True
+                )
+                ping.start()
 
     def _load_known_hosts(self) -> Any:
         paramiko = _paramiko.load()
@@ -331,6 +389,13 @@ class SSHHost(Host):
                 super().close()
         finally:
             self._forget_connection()
+
+    def drop_connection(self) -> None:
+        """Close the connection now, without cleaning up on the host (for a stop).
+
+        Whatever runs on it ends at once; the next command connects again.
+        """
+        self._forget_connection()
 
     def _forget_connection(self) -> None:
         if self._pid != os.getpid():

@@ -140,6 +140,20 @@ class RunCommand(CLICommand):
             "e.g. 200M): past it the test is ERROR and the rest is dropped",
         )
         hosts.add_argument(
+            "--remote-exclude",
+            action="append",
+            default=[],
+            metavar="PATTERN",
+            help="do not send files matching PATTERN to the hosts (repeatable; a "
+            ".mhtestignore line, relative to each test's directory: *.iso, build/, /big/)",
+        )
+        hosts.add_argument(
+            "--remote-send-dir",
+            action="store_true",
+            help="send each test's whole directory to the hosts, not only what the test "
+            "needs (its file, <file>.data/, the modules it imports, the files it names)",
+        )
+        hosts.add_argument(
             "--sync-direct",
             action="store_true",
             help="multi-host workers reach the sync server directly instead "
@@ -181,6 +195,8 @@ class RunCommand(CLICommand):
             inventory=args.inventory,
             ssh_config=args.ssh_config,
             max_results=max_results,
+            remote_exclude=list(args.remote_exclude),
+            remote_send_dir=args.remote_send_dir,
         )
         config = JobConfig(
             results_dir=args.job_results_dir or DEFAULT_RESULTS_DIR,

@@ -32,6 +32,7 @@ class SSHSpawner:
                     max_parallel=place.max_parallel,
                     sources=place.sources(),
                     max_results=options.max_results,
+                    payload=place.payload(),
                 ).run(place.specs)
         finally:
             place.sink(events.host_phase(place.config.name, "done"))

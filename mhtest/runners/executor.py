@@ -4,10 +4,12 @@ This is what a remote host runs (`python -m mhtest.runners.executor`), started o
 SSH by the RemoteTestRunner: the very same LocalRunner as `mhtest run` uses here, with
 the event stream going back over the SSH channel.
 
-Input: one JSON line ``{"max_parallel": N or null, "archive": SIZE, "specs": [...]}``,
-then SIZE bytes of an uncompressed tar holding the test files. A spec's `path` and
-`logdir` relative to the archive's root are placed under a private temporary directory,
-which is removed when the executor ends. The controller keeps stdin open while it
+Input: one JSON line ``{"max_parallel": N or null, "payload": {"key": K, "size": SIZE},
+"specs": [...]}``, then SIZE bytes of an uncompressed tar holding the test files (none when
+the host's cache, `--cache DIR`, already holds payload K: see mhtest.runners.payload). A
+spec's `path` is relative to the payload's root, its `logdir` to a private temporary
+directory; the tests run in a private tree of links to the cached payload. Both are
+removed when the executor ends. The controller keeps stdin open while it
 listens: end of input before the job is done means it went away (or asks to stop), and
 the running tests are stopped. SIGTERM, SIGHUP and SIGINT stop them too.
 
@@ -20,7 +22,6 @@ results on disk by the time it records the end, without another round trip.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import os
@@ -33,29 +34,18 @@ import threading
 from typing import Any, BinaryIO
 
 from mhtest import events
+from mhtest.runners import payload
 from mhtest.spec import TestSpec
 
 LOG = logging.getLogger(__name__)
 #: Raw bytes per `test.files` event (base64 makes it 4/3 larger; events.MAX_LINE is 16 MiB).
 FILES_CHUNK = 3 << 20
-#: Directories never sent with the test files.
+#: After a stop, how long a test gets between SIGTERM and SIGKILL here: well within
+#: what the controller waits for this executor (mhtest.runners.remote.STOP_GRACE), so
+#: that the results of a test that ignores SIGTERM still get there.
+STOP_GRACE = 4.0
+#: Directories never sent back with a test's results.
 SKIP_DIRS = ("__pycache__", ".git")
-
-
-def pack(directories: dict[str, str]) -> bytes:
-    """An uncompressed tar holding each local directory under its arcname.
-
-    Symlinks stay links; caches (SKIP_DIRS) are left out.
-    """
-
-    def skip(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        return None if os.path.basename(member.name) in SKIP_DIRS else member
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for local, arcname in directories.items():
-            tar.add(local, arcname=arcname, filter=skip)
-    return buf.getvalue()
 
 
 def pack_results(logdir: str, out: Any) -> None:
@@ -107,56 +97,6 @@ class _Pieces:
         self.emit(piece, last)
 
 
-def unpack(data: bytes | BinaryIO, target: str) -> list[str]:
-    """Extract a tar into `target`, refusing anything that would land outside it.
-
-    Returns the names of the members left out (absolute paths, `..`, links leading out,
-    devices), which are logged rather than fatal.
-    """
-    os.makedirs(target, exist_ok=True)
-    fileobj = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    refused: list[str] = []
-    with tarfile.open(fileobj=fileobj, mode="r:") as tar:
-        for member in tar:
-            safe = _safe_member(member, target)
-            if safe is None:
-                refused.append(member.name)
-                continue
-            tar.extract(safe, target, set_attrs=True, **_no_filter())
-    if refused:
-        LOG.warning("left out of %s (unsafe paths): %s", target, ", ".join(refused[:5]))
-    return refused
-
-
-def _no_filter() -> dict[str, Any]:
-    # Members are checked by _safe_member; tell Python 3.12+ not to warn about no filter.
-    return {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
-
-
-def _safe_member(member: tarfile.TarInfo, target: str) -> tarfile.TarInfo | None:
-    if hasattr(tarfile, "data_filter"):
-        try:
-            return tarfile.data_filter(member, target)
-        except tarfile.FilterError:
-            return None
-    # Older Pythons: the same rules by hand.
-    root = os.path.realpath(target)
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        return None
-    dest = os.path.realpath(os.path.join(root, member.name))
-    if os.path.isabs(member.name) or os.path.commonpath([root, dest]) != root:
-        return None
-    if member.issym() or member.islnk():
-        base = os.path.dirname(dest) if member.issym() else root
-        link = os.path.realpath(os.path.join(base, member.linkname))
-        if os.path.isabs(member.linkname) or os.path.commonpath([root, link]) != root:
-            return None
-    member.mode = (member.mode or 0o644) & 0o755
-    member.uid = member.gid = 0
-    member.uname = member.gname = ""
-    return member
-
-
 class _Output:
     """Event lines to stdout (a test's results go first); a broken pipe stops the job."""
 
@@ -197,26 +137,42 @@ class _Output:
             self.stop.set()
 
 
-def read_input(stream: BinaryIO, root: str) -> tuple[int | None, list[TestSpec]]:
-    """Read the header and the test archive from `stream`; specs placed under `root`."""
+def read_input(
+    stream: BinaryIO, root: str, cache: str
+) -> tuple[int | None, list[TestSpec], str | None]:
+    """Read the header and the test files from `stream`: (max_parallel, specs, tree).
+
+    Logdirs go under `root`; test paths under `tree`, a private tree of the payload
+    (received into `cache` first when it is not there), or None when there are no files.
+    """
     line = stream.readline(events.MAX_LINE)
     if not line:
         raise EOFError("no input: the controller sent nothing")
     header = json.loads(line)
-    size = int(header.get("archive") or 0)
-    if size:
-        data = stream.read(size)
-        if len(data) != size:
-            raise EOFError(f"the test archive ended after {len(data)} of {size} bytes")
-        unpack(data, root)
+    payload_info = header.get("payload") or {}
+    key = str(payload_info.get("key") or "")
+    if key and not key.isalnum():
+        raise ValueError(f"not a payload key: {key[:40]!r}")
+    size = int(payload_info.get("size") or 0)
+    tree = None
+    if key:
+        if size:
+            payload.receive(stream, size, cache, key)
+        tree = payload.checkout(cache, key)
     specs = []
     for item in header.get("specs", []):
         spec = TestSpec.from_dict(item)
-        spec.path = os.path.join(root, spec.path) if spec.path else spec.path
+        if spec.path and tree:
+            spec.path = os.path.join(tree, spec.path)
         spec.logdir = os.path.join(root, spec.logdir or f"results/{spec.uid}")
         specs.append(spec)
     max_parallel = header.get("max_parallel")
-    return (int(max_parallel) if max_parallel else None), specs
+    return (int(max_parallel) if max_parallel else None), specs, tree
+
+
+def _options(argv: list[str]) -> dict[str, str]:
+    """`--preload A,B --cache DIR` as {"preload": "A,B", "cache": "DIR"}."""
+    return {key[2:]: value for key, value in zip(argv[::2], argv[1::2]) if key.startswith("--")}
 
 
 def main() -> int:
@@ -224,15 +180,22 @@ def main() -> int:
 
     # The fork server starts first (a fork of this process, still single-threaded), so
     # that its --preload imports run while this process reads the tests.
-    preload = sys.argv[2].split(",") if sys.argv[1:2] == ["--preload"] else []
+    options = _options(sys.argv[1:])
+    preload = options.get("preload", "").split(",")
     server = ForkServer(preload=[name for name in preload if name], fork=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stdin = sys.stdin.buffer
+    cache = os.path.expanduser(options.get("cache") or "~/.cache/mhtest")
     root = tempfile.mkdtemp(prefix="mhtest.")
+    tree = None
     try:
-        max_parallel, specs = read_input(stdin, root)
+        try:
+            max_parallel, specs, tree = read_input(stdin, root, cache)
+        except (EOFError, OSError, ValueError, tarfile.TarError) as exc:
+            print(f"mhtest executor: cannot take the tests: {exc}", file=sys.stderr)
+            return 1
 
         def watch_controller() -> None:
             # Nothing more is expected; end of input means the controller is gone or asks
@@ -246,10 +209,15 @@ def main() -> int:
         from mhtest import sysinfo
 
         output({"type": events.HOST_INFO, "facts": sysinfo.collect()})
-        LocalRunner(max_parallel or os.cpu_count() or 1, output, stop, server).run(specs)
+        runner = LocalRunner(
+            max_parallel or os.cpu_count() or 1, output, stop, server, stop_grace=STOP_GRACE
+        )
+        runner.run(specs)
     finally:
         server.close()  # a no-op once the runner has closed it
         shutil.rmtree(root, ignore_errors=True)
+        if tree:
+            shutil.rmtree(tree, ignore_errors=True)
     return 0
 
 

@@ -31,8 +31,10 @@ LOG = logging.getLogger(__name__)
 ENV_WORKER = "MHTEST_WORKER"
 #: After a timeout or a stop, how long the runners get to kill their workers and report.
 STOP_GRACE = 30.0
-#: After an interrupt, how long the workers get to stop and send their results.
-INTERRUPT_GRACE = 8.0
+#: After an interrupt, how long the workers get to stop and send their results: longer
+#: than a remote runner waits for its host (mhtest.runners.remote.STOP_GRACE), shorter
+#: than this test's own runner waits for it (mhtest.runners.local.MULTIHOST_STOP_GRACE).
+INTERRUPT_GRACE = 12.0
 #: Failures that a worker suffers because of another one: nothing to declare for it.
 SYNC_VICTIM = frozenset({"SyncAborted", "SyncTimeout"})
 BAD_ENDS = events.FAILED_STATUSES

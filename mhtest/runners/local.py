@@ -31,6 +31,10 @@ EventSink = Callable[[dict], None]
 EXIT_GRACE = 5.0
 #: After an interrupt, how long tests get between SIGTERM and SIGKILL.
 STOP_GRACE = 10.0
+#: The same for a multi-host test: it stops its workers first, and waits for them at most
+#: mhtest.runners.fanout.INTERRUPT_GRACE; the job waits for it at most
+#: mhtest.dispatch.INTERRUPT_GRACE.
+MULTIHOST_STOP_GRACE = 15.0
 #: What a multi-host test's process needs before it can connect to its hosts: a job
 #: with such a test starts its fork server early, importing these while the job itself
 #: starts up. zmq and the remote runner are left out: the test imports them while its
@@ -222,10 +226,12 @@ class LocalRunner:
         sink: EventSink,
         stop: threading.Event,
         server: ForkServer | None = None,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self.max_parallel = max(1, max_parallel)
         self.sink = sink
         self.stop = stop
+        self.stop_grace = stop_grace
         self._server = server  # a fork server started earlier, which run() takes over
 
     def run(self, specs: list[TestSpec]) -> None:
@@ -244,7 +250,7 @@ class LocalRunner:
         try:
             while pending or running:
                 if self.stop.is_set() and give_up is None:
-                    give_up = time.time() + STOP_GRACE
+                    give_up = time.time() + self._grace(running)
                     self._ask_to_stop(running, pending)
                 if give_up is not None and time.time() >= give_up:
                     self._interrupt(running, pending, "interrupted by the user")
@@ -441,11 +447,17 @@ class LocalRunner:
         os.close(run.rfd)
         run.rfd = -1
 
+    def _grace(self, running: dict) -> float:
+        """SIGTERM to SIGKILL: longer while a multi-host test stops its workers."""
+        if any(run.spec.multihost for run in running.values()):
+            return max(self.stop_grace, MULTIHOST_STOP_GRACE)
+        return self.stop_grace
+
     def _ask_to_stop(self, running: dict, pending: list) -> None:
         """The job is interrupted: tests not started never will be; running ones get SIGTERM.
 
         An instrumented test then ends INTERRUPT after its tearDown, a multi-host test
-        stops its workers and keeps their results; SIGKILL follows after STOP_GRACE.
+        stops its workers and keeps their results; SIGKILL follows after the grace.
         """
         reason = "interrupted by the user"
         while pending:

@@ -1,19 +1,23 @@
 """The RemoteTestRunner: runs TestSpecs on a host over SSH and streams their events back.
 
 For one host, on a warm host cache, one SSH command does everything: a shell script
-finds the interpreter, checks the cached environment (mhtest.hosts.bootstrap) and, when
-it is ready, execs the executor (mhtest.runners.executor) in the same channel. The
-test files go on its stdin as one tar stream, its events come back on its stdout, and
-each test's results directory arrives as `test.files` events just before the test's
-end, so it is on disk here before the end is recorded. The executor works in a
-private temporary directory that it removes itself: nothing else to clean up.
+finds the interpreter, checks the cached environment (mhtest.hosts.bootstrap) and
+whether the host holds the tests' files already (mhtest.runners.payload) and, when it
+is ready, execs the executor (mhtest.runners.executor) in the same channel. The test
+files, unless cached there, go on its stdin as one tar stream, sent a block at a time
+(Ctrl-C stops it between two); its events come back on its stdout, and each test's
+results directory arrives as `test.files` events just before the test's end, so it is
+on disk here before the end is recorded. The executor works in private directories
+that it removes itself: nothing else to clean up.
 
 Only a cold host (nothing cached, or other sources) costs more: the probe's output
 says what is missing, bootstrap installs it, and the command is started again.
 
 Round trips per host, warm: connect, then one exec. Ctrl-C closes the executor's
 stdin, which stops its tests (they are reported INTERRUPT with their results); a
-second channel kills it only if it does not end within STOP_GRACE.
+second channel kills it only if it does not end within STOP_GRACE, which is longer
+than the executor gives its tests (mhtest.runners.executor.STOP_GRACE) and shorter
+than whoever waits for this runner (mhtest.runners.fanout.INTERRUPT_GRACE).
 """
 
 from __future__ import annotations
@@ -22,23 +26,25 @@ import base64
 import json
 import logging
 import os
-import select
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from mhtest import events
 from mhtest.runners import untrusted
-from mhtest.spec import TestSpec, dir_name
+from mhtest.runners.exec_stream import ExecStream
+from mhtest.spec import TestSpec
 
 LOG = logging.getLogger(__name__)
 EventSink = Callable[[dict], None]
 #: Printed by the launch script right before it execs the executor.
 EXEC_MARK = b"MHTEST-EXEC"
+#: After it, "cached" when the host holds the payload (KEY: hex digits, nothing to quote).
 LAUNCH = (
-    '[ "$ok" = 1 ] && { echo MHTEST-EXEC; export PYTHONPATH="$src"; '
-    'exec "$env/bin/python" -m mhtest.runners.executor%s; }'
+    '[ "$ok" = 1 ] && {{ p=; [ -f "$cache/payload-{key}/.mhtest-ready" ] && p=cached; '
+    'echo "MHTEST-EXEC $p"; export PYTHONPATH="$src"; '
+    'exec "$env/bin/python" -m mhtest.runners.executor --cache "$cache"{preload}; }}'
 )
 #: What the executor's fork server imports ahead when the tests use sync (workers of a
 #: multi-host test): it does so while the executor reads its input.
@@ -47,11 +53,14 @@ SYNC_PRELOAD = ("zmq", "mhtest.sync.client")
 PROBE_TIMEOUT = 120.0
 #: Bound on installing mhtest on a cold host.
 INSTALL_TIMEOUT = 900.0
-#: After a stop, how long the executor gets to end its tests and report them.
-STOP_GRACE = 10.0
+#: How often a send that waits for the host looks at the stop (seconds).
+SEND_POLL = 0.5
+#: After a stop, how long the executor gets to end its tests and report them; results
+#: still arriving then get RESULTS_GRACE after each piece.
+STOP_GRACE = 8.0
+RESULTS_GRACE = 3.0
 #: Host-side cache directory, when not the hosts' ~/.cache/mhtest.
 ENV_REMOTE_CACHE = "MHTEST_REMOTE_CACHE"
-STDERR_TAIL = 4096
 #: How many lines that are not events are logged per host.
 MAX_BAD_LINES = 10
 
@@ -76,48 +85,6 @@ class Sources:
         return cls(src_key=src_key, archive=archive, deps_key=bootstrap.deps_key())
 
 
-@dataclass
-class _Stream:
-    """The executor's channel: complete stdout lines, stderr kept (its tail) for reasons."""
-
-    channel: Any
-    lines: events.LineBuffer = field(default_factory=events.LineBuffer)
-    stderr: bytes = b""
-    eof: bool = False
-    pending: list[bytes] = field(default_factory=list)
-
-    def read(self, timeout: float) -> list[bytes]:
-        """Lines that arrived within `timeout` seconds (sets `eof` at the end of output)."""
-        if self.pending:
-            lines, self.pending = self.pending, []
-            return lines
-        chan = self.channel
-        if not (chan.recv_ready() or chan.recv_stderr_ready()):
-            select.select([chan], [], [], timeout)
-        while chan.recv_stderr_ready():
-            self.stderr = (self.stderr + chan.recv_stderr(1 << 16))[-STDERR_TAIL:]
-        if chan.recv_ready():
-            data = chan.recv(1 << 18)
-        elif chan.closed or chan.eof_received:
-            data = b""
-        else:
-            return []
-        if not data:
-            self.eof = True
-            rest = self.lines.rest()
-            return [rest] if rest.strip() else []
-        return self.lines.feed(data)
-
-    def stderr_line(self) -> str:
-        """The last meaningful line the executor wrote on stderr, if any."""
-        lines = [
-            ln
-            for ln in self.stderr.decode("utf-8", "replace").splitlines()
-            if ln.strip() and not ln.startswith("MHTEST-PGID:")
-        ]
-        return lines[-1].strip()[:300] if lines else ""
-
-
 class RemoteTestRunner:
     """Runs specs on one host: `run(specs)` returns when all have ended or failed."""
 
@@ -132,6 +99,7 @@ class RemoteTestRunner:
         remote_cache: str | None = None,
         sources: Sources | None = None,
         max_results: int | None = None,
+        payload: Any = None,
     ) -> None:
         from mhtest.hosts.bootstrap import REMOTE_CACHE
 
@@ -142,6 +110,7 @@ class RemoteTestRunner:
         self.max_parallel = max_parallel
         self.remote_cache = remote_cache or os.environ.get(ENV_REMOTE_CACHE) or REMOTE_CACHE
         self.sources = sources
+        self.payload = payload  # a mhtest.runners.payload.Payload (built here when None)
         self.max_results = max_results or untrusted.MAX_RESULTS
         self.ended: set[int] = set()
         self.started: set[int] = set()
@@ -151,6 +120,7 @@ class RemoteTestRunner:
         self._refused: dict[int, str] = {}
         self._bad_lines = 0
         self._info_seen = False
+        self._last_piece = 0.0  # when a piece of results last arrived (monotonic)
 
     def run(self, specs: list[TestSpec]) -> None:
         try:
@@ -162,14 +132,18 @@ class RemoteTestRunner:
             self._fail_rest(specs, events.one_line(exc, self.host.name))
 
     def _run(self, specs: list[TestSpec]) -> None:
+        from mhtest.runners import payload as payload_mod
+
         started = time.monotonic()
-        archive, remote_specs = pack_tests(specs)
+        files = self.payload or payload_mod.build([s.path for s in specs if s.path])
+        remote_specs = files.remote_specs(specs)
         uses_sync = any("MHTEST_SYNC_ADDRESS" in s.env for s in specs)
-        proc, stream = self._launch(SYNC_PRELOAD if uses_sync else ())
+        proc, stream, cached = self._launch(SYNC_PRELOAD if uses_sync else (), files.key)
         LOG.info("%s: executor started in %.2f s", self.host.name, time.monotonic() - started)
         try:
-            self._phase(f"sending the tests ({untrusted.human_size(len(archive))})")
-            self._send(proc.channel, remote_specs, archive)
+            if not cached and files.key:
+                self._phase(f"sending the tests ({untrusted.human_size(files.size)})")
+            self._send(proc.channel, remote_specs, files, cached)
             self._phase("running")
             self._relay(proc, stream, {s.uid: (local, s) for local, s in zip(specs, remote_specs)})
             missing = [s for s in specs if s.uid not in self.ended]
@@ -183,17 +157,45 @@ class RemoteTestRunner:
         # Only a stop can leave tests unreported here.
         self._fail_rest(specs, "interrupted by the user", events.INTERRUPT)
 
-    def _send(self, channel: Any, specs: list[TestSpec], archive: bytes) -> None:
-        """The executor's input: a header line (specs, archive size), then the tar."""
+    def _send(self, channel: Any, specs: list[TestSpec], files: Any, cached: bool) -> None:
+        """The executor's input: a header line (specs, payload), then the payload's tar.
+
+        The tar goes only when the host does not hold it yet; a stop ends the sending
+        (Interrupted) within SEND_POLL seconds, whatever the host does.
+        """
+        from mhtest.runners.payload import LARGE
+        from mhtest.runners.untrusted import human_size
+
+        size = 0 if cached or not files.key else files.size
         header = {
             "max_parallel": self.max_parallel,
-            "archive": len(archive),
+            "payload": {"key": files.key, "size": size},
             "specs": [s.to_dict() for s in specs],
         }
-        channel.settimeout(PROBE_TIMEOUT)
+        channel.settimeout(SEND_POLL)
         try:
-            channel.sendall(json.dumps(header).encode() + b"\n")
-            channel.sendall(archive)
+            self._write(channel, json.dumps(header).encode() + b"\n")
+            if not size:
+                return
+            if size >= LARGE:
+                LOG.warning(
+                    "%s: sending %s of test files (%d files; cached there for the next runs); "
+                    "leave out what the tests do not need with .mhtestignore or --remote-exclude",
+                    self.host.name,
+                    human_size(size),
+                    files.files,
+                )
+            started = time.monotonic()
+            for block in files.blocks():
+                self._write(channel, block)
+            took = time.monotonic() - started
+            LOG.info(
+                "%s: sent %s of test files in %.2f s (%.0f MB/s)",
+                self.host.name,
+                human_size(size),
+                took,
+                size / 1e6 / max(took, 1e-6),
+            )
         except (OSError, EOFError) as exc:
             # The executor is gone: its stderr (read by the relay) says why.
             LOG.debug("%s: sending the tests failed: %s", self.host.name, exc)
@@ -201,11 +203,33 @@ class RemoteTestRunner:
     def _phase(self, phase: str) -> None:
         self.sink(events.host_phase(self.host.name, phase))
 
-    def _why_ended(self, channel: Any, stream: _Stream) -> str:
+    def _write(self, channel: Any, data: bytes) -> None:
+        """All of `data` to the channel, as the host's window allows; Interrupted on a stop."""
+        import socket
+
+        view = memoryview(data)
+        waited_since = time.monotonic()
+        while view:
+            if self.stop.is_set():
+                raise Interrupted()
+            try:
+                sent = channel.send(view)
+            except socket.timeout:
+                if time.monotonic() - waited_since > PROBE_TIMEOUT:
+                    raise OSError(f"no room on the channel for {PROBE_TIMEOUT:g} s") from None
+                continue
+            if not sent:
+                raise EOFError("the channel is closed")
+            view = view[sent:]
+            waited_since = time.monotonic()
+
+    def _why_ended(self, channel: Any, stream: ExecStream) -> str:
         transport = channel.get_transport()
         if transport is None or not transport.is_active():
-            if not channel.exit_status_ready():
-                return f"{self.host.name}: connection lost while the test ran"
+            lost = getattr(self.host, "lost", None)  # an SSHHost's keepalive says when
+            if lost or not channel.status_event.is_set():  # (a closed channel is "ready")
+                when = time.strftime("%H:%M:%S")
+                return lost or f"connection to {self.host.name} lost at {when}"
         else:
             channel.status_event.wait(5)  # the exit status follows the end of output
         signal_name = getattr(channel, "exit_signal", None)  # recorded by SSHHost's transport
@@ -221,24 +245,29 @@ class RemoteTestRunner:
 
     # starting ------------------------------------------------------------------------------
 
-    def _launch(self, preload: tuple[str, ...] = ()) -> tuple[Any, _Stream]:
-        """Start the executor: one command on a warm host; install first on a cold one."""
+    def _launch(self, preload: tuple[str, ...] = (), key: str = "") -> tuple[Any, ExecStream, bool]:
+        """Start the executor: one command on a warm host; install first on a cold one.
+
+        Returns the process, its stream, and whether the host holds payload `key`.
+        """
         from mhtest.hosts import bootstrap
         from mhtest.hosts.errors import HostError
 
         sources = self.sources or Sources.build()
-        # Module names only (constants here), so nothing to quote in the shell line.
-        launch = LAUNCH % (f" --preload {','.join(preload)}" if preload else "")
+        # Module names and a hex key only (constants here), so nothing to quote.
+        launch = LAUNCH.format(
+            key=key or "-", preload=f" --preload {','.join(preload)}" if preload else ""
+        )
         script = bootstrap.probe_script(
             self.python, sources.deps_key, sources.src_key, self.remote_cache, then=launch
         )
         for attempt in (1, 2):
             self._phase("checking Python and mhtest")
             proc = self.host.start(script)
-            stream = _Stream(proc.channel)
-            found, text = self._read_probe(stream)
+            stream = ExecStream(proc.channel)
+            found, text, cached = self._read_probe(stream)
             if found:
-                return proc, stream
+                return proc, stream, cached
             proc.close()
             probe = bootstrap.parse_probe(self.host, self.python, text)
             if attempt == 2 or (probe["env_ok"] and probe["src_ok"]):
@@ -247,8 +276,13 @@ class RemoteTestRunner:
             started = time.monotonic()
             missing = "dependencies and sources" if not probe["env_ok"] else "sources"
             self._phase(f"installing mhtest ({missing})")
-            bootstrap.complete(
-                self.host, probe, sources.archive, self.remote_cache, INSTALL_TIMEOUT
+            self._interruptible(
+                bootstrap.complete,
+                self.host,
+                probe,
+                sources.archive,
+                self.remote_cache,
+                INSTALL_TIMEOUT,
             )
             what = (("dependencies", probe["env_ok"]), ("sources", probe["src_ok"]))
             LOG.info(
@@ -260,8 +294,38 @@ class RemoteTestRunner:
             )
         raise AssertionError("unreachable")
 
-    def _read_probe(self, stream: _Stream) -> tuple[bool, str]:
-        """Read the probe's lines up to EXEC_MARK: (mark seen, what was printed before)."""
+    def _interruptible(self, func: Callable[..., Any], *args: Any) -> Any:
+        """func(*args) in a thread of its own; a stop drops the host's connection at once.
+
+        For the long steps that wait on the host (installing mhtest there): Ctrl-C must not
+        wait for them. What they leave half-done on the host, they clean up or redo.
+        """
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def call() -> None:
+            try:
+                outcome.append((True, func(*args)))
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name=f"install-{self.host.name}", daemon=True).start()
+        while not done.wait(0.1):
+            if self.stop.is_set():
+                drop = getattr(self.host, "drop_connection", None)
+                if drop is not None:
+                    drop()
+                raise Interrupted()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    def _read_probe(self, stream: ExecStream) -> tuple[bool, str, bool]:
+        """Read the probe's lines up to EXEC_MARK: (mark seen, what was printed before,
+        whether the host holds the payload)."""
         seen: list[bytes] = []
         deadline = time.monotonic() + PROBE_TIMEOUT
         while not stream.eof:
@@ -279,30 +343,35 @@ class RemoteTestRunner:
                 )
             lines = stream.read(0.2)
             for i, line in enumerate(lines):
-                if line.strip() == EXEC_MARK:
+                words = line.split()
+                if words[:1] == [EXEC_MARK]:
                     stream.pending = lines[i + 1 :]  # the executor's own output
-                    return True, b"\n".join(seen).decode("utf-8", "replace")
+                    text = b"\n".join(seen).decode("utf-8", "replace")
+                    return True, text, words[1:] == [b"cached"]
                 seen.append(line)
-        return False, b"\n".join(seen).decode("utf-8", "replace")
+        return False, b"\n".join(seen).decode("utf-8", "replace"), False
 
     # relaying ------------------------------------------------------------------------------
 
-    def _relay(self, proc: Any, stream: _Stream, by_uid: dict) -> None:
-        stopping_since: float | None = None
+    def _relay(self, proc: Any, stream: ExecStream, by_uid: dict) -> None:
+        kill_at: float | None = None
         while not stream.eof:
-            if self.stop.is_set() and stopping_since is None:
-                stopping_since = time.monotonic()
+            if self.stop.is_set() and kill_at is None:
+                kill_at = time.monotonic() + STOP_GRACE
                 LOG.info("%s: stopping the remote tests", self.host.name)
                 try:
                     proc.channel.shutdown_write()  # the executor stops its tests on EOF
                 except OSError as exc:
                     LOG.debug("%s: cannot close the executor's input: %s", self.host.name, exc)
-            if stopping_since is not None and time.monotonic() - stopping_since > STOP_GRACE:
+            if kill_at is not None and self._last_piece:
+                kill_at = max(kill_at, self._last_piece + RESULTS_GRACE)
+            if kill_at is not None and time.monotonic() > kill_at:
                 LOG.warning(
                     "%s: executor still running %g s after the stop: killing it",
                     self.host.name,
                     STOP_GRACE,
                 )
+                proc.pgid = proc.pgid or stream.pgid  # (its stderr was read here)
                 proc.kill()
                 return
             for line in stream.read(0.2):
@@ -379,6 +448,8 @@ class RemoteTestRunner:
             spool.add(base64.b64decode(event.get("data", ""), validate=True))
         except (ValueError, TypeError) as exc:
             self._refused.setdefault(spec.uid, f"its results data is not base64 ({exc})")
+        self._last_piece = time.monotonic()
+        self.sink({"type": events.TEST_FILES, "uid": spec.uid})  # progress: its end is coming
         if event.get("last") is True:
             self._results_done(spec)
 
@@ -402,22 +473,3 @@ class RemoteTestRunner:
                 continue
             self.ended.add(spec.uid)
             self.sink(events.synthetic_end(spec.uid, status, reason, host=self.host.name))
-
-
-def pack_tests(specs: list[TestSpec]) -> tuple[bytes, list[TestSpec]]:
-    """One tar of each test file's directory (sent once), and the specs as the host sees them.
-
-    Paths in the returned specs are relative to the executor's working directory.
-    """
-    from mhtest.runners.executor import pack
-
-    dirs: dict[str, str] = {}
-    remote = []
-    for spec in specs:
-        local_dir = os.path.dirname(os.path.abspath(spec.path)) if spec.path else ""
-        path = spec.path
-        if local_dir and os.path.isdir(local_dir):
-            arcname = dirs.setdefault(local_dir, f"t{len(dirs)}")
-            path = f"{arcname}/{os.path.basename(spec.path)}"
-        remote.append(replace(spec, path=path, logdir=f"results/{dir_name(spec.name)}"))
-    return (pack(dirs) if dirs else b""), remote

@@ -1,4 +1,5 @@
-"""The tar streams of the remote runner: test files out, results back (mhtest.runners.executor).
+"""The tar streams of the remote runner: test files out (mhtest.runners.payload), results back
+(mhtest.runners.executor).
 
 Both directions go through `unpack`, which must never write outside its target, whatever
 a host (or a test on it) put in the archive.
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mhtest.runners.executor import pack, unpack
-from mhtest.runners.remote import pack_tests
+from mhtest.runners import payload
+from mhtest.runners.executor import pack_results
+from mhtest.runners.payload import unpack
 from mhtest.spec import TestSpec
 
 
@@ -56,20 +58,29 @@ def test_test_files_round_trip_with_modes_and_without_caches(tmp_path: Path) -> 
     (src / "__pycache__" / "t.cpython-311.pyc").write_bytes(b"cache")
     (src / "check.sh").write_text("#!/bin/sh\ntrue\n")
     (src / "check.sh").chmod(0o755)
-    (src / "t.py.data").mkdir()
-    (src / "t.py.data" / "input.txt").write_text("data")
+    (src / "check.sh.data").mkdir()
+    (src / "check.sh.data" / "input.txt").write_text("data")
     spec = TestSpec(ref="check.sh", kind="simple", path=str(src / "check.sh"), uid=3, host="h")
-    archive, (remote,) = pack_tests([spec])
+    files = payload.build([spec.path])
+    (remote,) = files.remote_specs([spec])
     assert remote.path == "t0/check.sh" and remote.logdir == "results/3-check.sh@h"
+    stream = b"".join(files.blocks())
+    assert len(stream) == files.size
     out = tmp_path / "host"
-    assert unpack(archive, str(out)) == []
+    assert unpack(stream, str(out)) == []
     assert os.access(out / "t0" / "check.sh", os.X_OK)
-    assert (out / "t0" / "t.py.data" / "input.txt").read_text() == "data"
+    assert (out / "t0" / "check.sh.data" / "input.txt").read_text() == "data"
     assert not (out / "t0" / "__pycache__").exists()
+    # the same files, the same key; a changed byte, another
+    assert payload.build([spec.path]).key == files.key
+    (src / "check.sh.data" / "input.txt").write_text("date")
+    assert payload.build([spec.path]).key != files.key
     # and back: a results directory
     results = tmp_path / "results"
     (results / "data").mkdir(parents=True)
     (results / "debug.log").write_text("log")
     back = tmp_path / "back"
-    unpack(pack({str(results): "."}), str(back))
+    packed = io.BytesIO()
+    pack_results(str(results), packed)
+    unpack(packed.getvalue(), str(back))
     assert (back / "debug.log").read_text() == "log" and (back / "data").is_dir()

@@ -1,0 +1,70 @@
+"""The executor's SSH channel as the remote runner reads it: event lines, stderr's tail."""
+
+from __future__ import annotations
+
+import select
+from dataclasses import dataclass, field
+from typing import Any
+
+from mhtest import events
+
+#: How much of the executor's stderr is kept (for the reason of an early end).
+STDERR_TAIL = 4096
+
+
+@dataclass
+class ExecStream:
+    """The executor's channel: complete stdout lines, stderr kept (its tail) for reasons."""
+
+    channel: Any
+    lines: events.LineBuffer = field(default_factory=events.LineBuffer)
+    stderr: bytes = b""
+    eof: bool = False
+    pending: list[bytes] = field(default_factory=list)
+    pgid: int | None = None  # the executor's process group, which it prints first on stderr
+
+    def read(self, timeout: float) -> list[bytes]:
+        """Lines that arrived within `timeout` seconds (sets `eof` at the end of output)."""
+        if self.pending:
+            lines, self.pending = self.pending, []
+            return lines
+        chan = self.channel
+        if not (chan.recv_ready() or chan.recv_stderr_ready()):
+            select.select([chan], [], [], timeout)
+        while chan.recv_stderr_ready():
+            self.stderr = (self.stderr + chan.recv_stderr(1 << 16))[-STDERR_TAIL:]
+            if self.pgid is None:
+                self.pgid = pgid_from(self.stderr)
+        if chan.recv_ready():
+            data = chan.recv(1 << 18)
+        elif chan.closed or chan.eof_received:
+            data = b""
+        else:
+            return []
+        if not data:
+            self.eof = True
+            rest = self.lines.rest()
+            return [rest] if rest.strip() else []
+        return self.lines.feed(data)
+
+    def stderr_line(self) -> str:
+        """The last meaningful line the executor wrote on stderr, if any."""
+        lines = [
+            ln
+            for ln in self.stderr.decode("utf-8", "replace").splitlines()
+            if ln.strip() and not ln.startswith("MHTEST-PGID:")
+        ]
+        return lines[-1].strip()[:300] if lines else ""
+
+
+def pgid_from(stderr: bytes) -> int | None:
+    """The process group RemoteProcess's wrapper printed first on stderr, once it is there."""
+    from mhtest.hosts.process import PGID_MARK
+
+    line, sep, _ = stderr.partition(b"\n")
+    if not sep or not line.startswith(PGID_MARK):
+        return None
+    try:
+        return int(line[len(PGID_MARK) :])
+    except ValueError:
+        return None
