@@ -25,27 +25,35 @@ could not run or report. `run()` wraps a Job around it
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Sequence
 
 from mhtest import events
-from mhtest.hosts.inventory import LOCAL, HostConfig
+from mhtest.hosts.inventory import HostConfig
+from mhtest.places import Options, Place, Provisions, Stopped, local_place, place
 from mhtest.spec import TestSpec
 from mhtest.test import TestInterrupt
+
+__all__ = [
+    "Dispatcher",
+    "DispatchError",
+    "Options",
+    "Outcome",
+    "Place",
+    "Stopped",
+    "local_place",
+    "place",
+    "run",
+]
 
 LOG = logging.getLogger(__name__)
 Sink = Callable[[dict], None]
 #: A hook around one place's run: (place, connected host or None, its specs) -> context.
 PlaceHook = Callable[[HostConfig, Any, "list[TestSpec]"], ContextManager[Any]]
-#: How long a host's connection (and packing mhtest's sources) may take.
-CONNECT_WAIT = 60.0
 #: After the run's timeout, how long the places get to stop their tests and report.
 STOP_GRACE = 30.0
 #: After an interrupt, how long the places get to stop their tests and report.
@@ -68,134 +76,12 @@ class DispatchError(Exception):
     """A place cannot be run at all (no spawner for its kind, …): one line."""
 
 
-class Stopped(Exception):
-    """A place was asked to stop while it was still getting ready (connecting, …)."""
-
-
-@dataclass
-class Options:
-    """How places are reached and how many tests run at once: plain data (a spec carries it)."""
-
-    max_parallel: int | None = None  # tests at once per place; None: the place's CPU count
-    all_at_once: bool = False  # start every test of a place at once (workers that meet)
-    accept_new_host_keys: bool = False
-    remote_python: str = "python3"
-    sync_direct: bool = False  # multi-host workers reach the sync server directly
-    inventory: str | None = None  # for hosts a multi-host test names in its params
-    ssh_config: str | None = None
-    max_results: int | None = None  # bytes a host may send back per test
-    remote_exclude: list[str] = field(default_factory=list)  # .mhtestignore lines for all
-    remote_send_dir: bool = False  # send each test's whole directory to the hosts
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Options:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
-
-
 @dataclass
 class Outcome:
     """How a Dispatcher.run() ended, besides the tests' own results."""
 
     interrupted: str | None = None  # why the run was interrupted, if it was
     timed_out: float | None = None  # the run's timeout, if it was stopped by it
-
-
-def local_place(name: str = LOCAL) -> HostConfig:
-    """This machine as a place (tests in child processes, no SSH)."""
-    return HostConfig(name=name, address=LOCAL, port=0, kind=LOCAL)
-
-
-def place(
-    specs: Iterable[TestSpec],
-    places: Sequence[HostConfig] | None = None,
-    params: dict[str, Any] | None = None,
-    options: Options | None = None,
-) -> list[tuple[HostConfig, TestSpec]]:
-    """Which test runs where: every plain test at every place (here when none is given).
-
-    A multi-host test runs here once and gets the places as its hosts (with `options`, to
-    reach them). `params` go under each test's own, a place's params over them. The specs
-    given are not changed: each assignment holds a copy.
-    """
-    here = local_place()
-    host_options = (options or Options()).to_dict()
-    assigned = []
-    for spec in specs:
-        merged = {**(params or {}), **spec.params}
-        if spec.multihost or not places:
-            copy = replace(spec, params=merged, env=dict(spec.env), host=here.name)
-            if spec.multihost:
-                copy.hosts = [asdict(p) for p in places or ()]
-                copy.host_options = dict(host_options)
-                copy.secrets = sorted(
-                    {*spec.secrets, *(s for p in places or () for s in p.secrets)}
-                )
-            assigned.append((here, copy))
-            continue
-        for where in places:
-            params_here = {**merged, **(where.params or {})}
-            copy = replace(spec, params=params_here, env=dict(spec.env), host=where.name)
-            copy.secrets = sorted({*spec.secrets, *where.secrets})
-            assigned.append((where, copy))
-    return assigned
-
-
-class Place:
-    """What a spawner gets to run one place's tests: its config, specs and the run's means."""
-
-    def __init__(
-        self, dispatcher: Dispatcher, config: HostConfig, specs: list[TestSpec], hook: Any
-    ) -> None:
-        self.config = config
-        self.specs = specs
-        self.options = dispatcher.options
-        #: Set when this place must stop its tests: the run stops, or every one of them
-        #: was given an end here (a deadline) while its runner still waits.
-        self.stop = threading.Event()
-        self.done = False
-        self.give_up: float | None = None  # when the dispatcher stops waiting for it
-        self.sink: Sink = dispatcher.report
-        self._dispatcher = dispatcher
-        self._hook = hook
-
-    @property
-    def max_parallel(self) -> int | None:
-        """How many of this place's tests run at once (None: the place decides)."""
-        if self.options.all_at_once:
-            return len(self.specs)
-        return self.options.max_parallel
-
-    def connect(self) -> Any:
-        """A connected Host for this place (opened ahead when the dispatcher could).
-
-        Raises Stopped if the place is asked to stop first.
-        """
-        return self._dispatcher.take_connection(self.config, self.stop)
-
-    def sources(self) -> Any:
-        """mhtest's packed sources for hosts (built once per dispatcher)."""
-        return self._dispatcher.sources()
-
-    def payload(self) -> Any:
-        """The test files this place's tests need (mhtest.runners.payload.Payload).
-
-        Built once per set of test files, shared by the places that run the same tests.
-        """
-        return self._dispatcher.payload([s.path for s in self.specs if s.path], self.stop)
-
-    def take_fork_server(self) -> Any:
-        """A local fork server started ahead of the run, for the first local place; or None."""
-        return self._dispatcher.take_fork_server()
-
-    def entered(self, host: Any) -> ContextManager[Any]:
-        """The caller's hook around this place's run (sync forwards, …), given its host."""
-        if self._hook is None:
-            return contextlib.nullcontext()
-        return self._hook(self.config, host, self.specs)
 
 
 class Dispatcher:
@@ -223,12 +109,10 @@ class Dispatcher:
         self.stop_grace = stop_grace
         self.interrupt_grace = interrupt_grace
         self.outcome = Outcome()
-        self._fork_server = fork_server
+        #: Connections, sources, test files and a fork server, made ahead for the places.
+        self.provisions = Provisions(self.options, fork_server)
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._connections: dict[str, Future] = {}
-        self._sources: Future | None = None
-        self._payloads: dict[tuple, Future] = {}
         self._spawners: dict[str, Any] = {}
         self._specs: dict[int, TestSpec] = {}
         self._ended: set[int] = set()
@@ -237,101 +121,6 @@ class Dispatcher:
         self._places: dict[str, Place] = {}
         self._closed = False
         self._interrupt_asked: str | None = None
-
-    # -- what places need -------------------------------------------------------------------
-    def connect_ahead(self, places: Iterable[HostConfig]) -> None:
-        """Start connecting to the SSH places (and packing mhtest's sources) now."""
-        remote = False
-        with self._lock:
-            for config in places:
-                if config.is_local or config.name in self._connections:
-                    continue
-                remote = True
-                future: Future = Future()
-                self._connections[config.name] = future
-                _in_thread(f"connect-{config.name}", _connect, config, self.options, future)
-        if remote:
-            self._start_sources()
-
-    def settled_connections(self) -> dict[str, Any]:
-        """{place name: connected host, or the exception} once every connection is settled."""
-        settled: dict[str, Any] = {}
-        for name, future in list(self._connections.items()):
-            try:
-                settled[name] = future.result(CONNECT_WAIT)
-            except Exception as exc:  # noqa: BLE001 - reported as its tests' ERROR
-                settled[name] = exc
-        return settled
-
-    def take_connection(self, config: HostConfig, stop: threading.Event | None = None) -> Any:
-        with self._lock:
-            future = self._connections.pop(config.name, None)
-        if future is None:
-            future = Future()
-            _connect(config, self.options, future)
-        try:
-            return _result(future, CONNECT_WAIT, stop)
-        except FutureTimeout:
-            why = f"{config.name}: no SSH connection within {CONNECT_WAIT:g} s"
-            raise TimeoutError(why) from None
-        except Stopped:
-            future.add_done_callback(_close_host)  # it may still connect: not left open
-            raise
-
-    def payload(self, paths: list[str], stop: threading.Event | None = None) -> Any:
-        """The payload of test files `paths` (see mhtest.runners.payload), built once."""
-        from mhtest.runners import payload
-
-        key = (tuple(paths), tuple(self.options.remote_exclude), self.options.remote_send_dir)
-        with self._lock:
-            future = self._payloads.get(key)
-            mine = future is None
-            if mine:
-                future = self._payloads[key] = Future()
-        if mine:
-            try:
-                built = payload.build(
-                    paths, self.options.remote_exclude, self.options.remote_send_dir
-                )
-            except BaseException as exc:
-                future.set_exception(exc)
-                raise
-            future.set_result(built)
-            return built
-        return _result(future, None, stop)
-
-    def sources(self) -> Any:
-        self._start_sources()
-        assert self._sources is not None
-        return self._sources.result(CONNECT_WAIT)
-
-    def _start_sources(self) -> None:
-        with self._lock:
-            if self._sources is not None:
-                return
-            self._sources = Future()
-        _in_thread("pack-sources", _build_sources, self._sources)
-
-    def _payload_ahead(self, paths: list[str]) -> None:
-        try:
-            self.payload(paths)
-        except Exception:  # noqa: BLE001 - the place that takes it reports it
-            LOG.debug("building the test files for %s failed", paths, exc_info=True)
-
-    def take_fork_server(self) -> Any:
-        with self._lock:
-            server, self._fork_server = self._fork_server, None
-        return server
-
-    def close(self) -> None:
-        """Close the connections opened ahead that no place took, and an unused fork server."""
-        with self._lock:
-            futures, self._connections = list(self._connections.values()), {}
-            server, self._fork_server = self._fork_server, None
-        for future in futures:
-            future.add_done_callback(_close_host)
-        if server is not None:
-            server.close()
 
     # -- events -----------------------------------------------------------------------------
     def report(self, event: dict) -> None:
@@ -388,13 +177,13 @@ class Dispatcher:
         for config, spec in assignments:
             groups.setdefault(config.name, (config, []))[1].append(spec)
             self._specs[spec.uid] = spec
-        self.connect_ahead(config for config, _ in groups.values())
+        self.provisions.connect_ahead(config for config, _ in groups.values())
         for config, specs in groups.values():
             if not config.is_local:  # its test files are listed and hashed while it connects
                 paths = [s.path for s in specs if s.path]
-                _in_thread(f"payload-{config.name}", self._payload_ahead, paths)
+                _in_thread(f"payload-{config.name}", self.provisions.payload_ahead, paths)
         for config, specs in groups.values():
-            self._places[config.name] = Place(self, config, specs, on_place)
+            self._places[config.name] = Place(config, specs, self.provisions, self.report, on_place)
         for where in list(self._places.values()):
             _in_thread(f"place-{where.config.name}", self._run_place, where)
         try:
@@ -403,7 +192,7 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._closed = True
-            self.close()
+            self.provisions.close()
         return self.outcome
 
     def _run_place(self, where: Place) -> None:
@@ -640,45 +429,5 @@ def _timeout(event: dict, spec: TestSpec | None) -> float | None:
     return None
 
 
-def _result(future: Future, timeout: float | None, stop: threading.Event | None) -> Any:
-    """future.result(timeout), watching `stop` meanwhile (Stopped when it is set)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        if stop is not None and stop.is_set():
-            raise Stopped("stopped before it was ready")
-        wait = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
-        try:
-            return future.result(wait)
-        except FutureTimeout:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise
-
-
 def _in_thread(name: str, target: Callable[..., Any], *args: Any) -> None:
     threading.Thread(target=target, args=args, name=name, daemon=True).start()
-
-
-def _connect(config: HostConfig, options: Options, future: Future) -> None:
-    from mhtest.hosts.inventory import make_host
-
-    try:
-        host = make_host(config, accept_new_host_keys=options.accept_new_host_keys)
-        host.transport()
-    except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the host
-        future.set_exception(exc)
-    else:
-        future.set_result(host)
-
-
-def _build_sources(future: Future) -> None:
-    from mhtest.runners.remote import Sources
-
-    try:
-        future.set_result(Sources.build())
-    except BaseException as exc:  # noqa: BLE001 - raised in every host's thread
-        future.set_exception(exc)
-
-
-def _close_host(future: Future) -> None:
-    if future.exception() is None:
-        future.result().close()

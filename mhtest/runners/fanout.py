@@ -65,7 +65,7 @@ class WorkerRun:
             stop_grace=STOP_GRACE,
             interrupt_grace=INTERRUPT_GRACE,
         )
-        self.dispatcher.connect_ahead(configs)
+        self.dispatcher.provisions.connect_ahead(configs)
         #: The timeout (s) after which the workers were stopped, if they were.
         self.timed_out: float | None = None
         self.interrupted: str | None = None
@@ -118,7 +118,7 @@ class WorkerRun:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.dispatcher.close()
+        self.dispatcher.provisions.close()
 
     def run(self, specs: list[TestSpec], timeout: float | None) -> list[TestResult]:
         """Start the sync server and every worker; wait (at most `timeout`); results.
@@ -132,7 +132,7 @@ class WorkerRun:
         self.specs = specs
         bind = "127.0.0.1:0"
         if self.options.sync_direct and any(not c.is_local for c in self.configs):
-            bind = _direct_bind(self.dispatcher.settled_connections())
+            bind = _direct_bind(self.dispatcher.provisions.settled_connections())
         # Every run is authenticated: with the keys directory given (--sync-keys), else
         # with keys made for this run, one per worker, each bound to its worker's name.
         self.run_keys = None if self.keys_dir else make_run_keys(self.names())
