@@ -220,7 +220,8 @@ def read_input(stream: BinaryIO, root: str) -> tuple[int | None, list[TestSpec]]
 
 
 def main() -> int:
-    from mhtest.runners.local import ForkServer, LocalRunner
+    from mhtest.runners.forkserver import ForkServer
+    from mhtest.runners.local import LocalRunner
 
     # The fork server starts first (a fork of this process, still single-threaded), so
     # that its --preload imports run while this process reads the tests.
