@@ -193,6 +193,7 @@ class RunCommand(CLICommand):
             fork_server=getattr(args, "early_fork_server", None),
         )
         specs = self._place(specs, base_params, hosts, config)
+        self._room_for(specs, config.max_parallel)
         console = Console()
         writers = [cls() for _, cls in load_plugins("mhtest.result")]
         sync_job = _sync_module()
@@ -228,6 +229,19 @@ class RunCommand(CLICommand):
         if not hosts:
             raise UsageError("--hosts/--inventory named no hosts")
         return hosts
+
+    @staticmethod
+    def _room_for(specs: list[TestSpec], max_parallel: int) -> None:
+        """Room for the tests that run here at once (open files), or a one-line error."""
+        here = sum(spec.host == "local" for spec in specs)
+        if not here:
+            return
+        from mhtest.runners.local import ParallelismError, ensure_open_files
+
+        try:
+            ensure_open_files(min(max_parallel, here))
+        except ParallelismError as exc:
+            raise UsageError(str(exc)) from None
 
     @staticmethod
     def _place(

@@ -13,7 +13,9 @@ nothing for it: subprocess, which only the handle uses, is imported where it is 
 
 Messages are JSON: {"op": "spawn", "key": K, "spec": PATH, "simple": BOOL}, {"op":
 "started", "key": K, "pid": P}, {"op": "exited", "key": K, "pid": P, "status": S} where
-S is the exit code, or minus the signal number.
+S is the exit code, or minus the signal number, and {"op": "failed", "key": K, "error":
+TEXT} when the test cannot be forked. The server never blocks on the job: replies wait in
+a queue until the socket has room.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -54,61 +57,123 @@ def _child(spec_path: str, event_fd: int) -> None:
         os._exit(code)
 
 
-def _send(sock: socket.socket, **message: object) -> None:
-    try:
-        sock.send(json.dumps(message).encode())
-    except OSError:
-        # The job is gone; the children it started still get reaped below.
-        pass
+class _Server:
+    """The serving loop: spawn requests in, replies out, children reaped.
+
+    Replies queue up rather than block: a job that starts many tests before it reads
+    the replies would otherwise wait on a full socket while we wait on it (the hang at
+    ~500 tests at once). A request that cannot be forked gets a `failed` reply.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.children: dict[int, str] = {}
+        self.outbox: deque[bytes] = deque()
+        self.open = True
+        self.sel = selectors.DefaultSelector()
+        sock.setblocking(False)
+        self.sel.register(sock, selectors.EVENT_READ, "sock")
+
+    def serve(self) -> None:
+        rfd, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the job decides what Ctrl-C does
+        self.sel.register(rfd, selectors.EVENT_READ, "sigchld")
+        while self.open or self.children:
+            for key, mask in self.sel.select(timeout=1.0):
+                if key.data == "sigchld":
+                    os.read(rfd, 4096)
+                    continue
+                if mask & selectors.EVENT_WRITE:
+                    self.flush()
+                if self.open and mask & selectors.EVENT_READ:
+                    self.handle_request()
+            self.reap()
+        self.sel.close()
+
+    def send(self, **message: object) -> None:
+        if self.open:
+            self.outbox.append(json.dumps(message).encode())
+            self.flush()
+
+    def flush(self) -> None:
+        """Send queued replies until the socket is full; wait for room if it is."""
+        while self.outbox:
+            try:
+                self.sock.send(self.outbox[0])
+            except BlockingIOError:
+                break
+            except OSError:
+                # The job is gone; the children it started still get reaped.
+                self.outbox.clear()
+                break
+            self.outbox.popleft()
+        if self.open:
+            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox else 0)
+            if self.sel.get_key(self.sock).events != wanted:
+                self.sel.modify(self.sock, wanted, "sock")
+
+    def handle_request(self) -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            # The job is done with us, or died: no test outlives it.
+            self.open = False
+            self.outbox.clear()
+            self.sel.unregister(self.sock)
+            _kill_all(self.children)
+            return
+        request = json.loads(data)
+        try:
+            pid = self.start(request, fds[0] if fds else -1)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if pid is not None:
+            self.children[pid] = request["key"]
+            self.send(op="started", key=request["key"], pid=pid)
+
+    def start(self, request: dict, event_fd: int) -> int | None:
+        """Start the requested test: its PID, or None (and a `failed` reply) if it cannot."""
+        from mhtest.runners.child import start_simple
+
+        pid = start_simple(request["spec"], event_fd) if request.get("simple") else None
+        if pid is not None:
+            return pid
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory
+            self.send(op="failed", key=request["key"], error=f"cannot fork: {exc}")
+            return None
+        if pid == 0:
+            self.sock.close()
+            _child(request["spec"], event_fd)
+        return pid
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            key = self.children.pop(pid, None)
+            if key is None:
+                continue
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            self.send(op="exited", key=key, pid=pid, status=code)
 
 
 def serve(sock: socket.socket) -> None:
     """Serve spawn requests on `sock` until the job closes it."""
-    rfd, wfd = os.pipe()
-    os.set_blocking(wfd, False)
-    signal.set_wakeup_fd(wfd)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the job decides what Ctrl-C does
-    children: dict[int, str] = {}
-    sel = selectors.DefaultSelector()
-    sel.register(sock, selectors.EVENT_READ, "sock")
-    sel.register(rfd, selectors.EVENT_READ, "sigchld")
-    open_ = True
-    while open_ or children:
-        for key, _ in sel.select(timeout=1.0):
-            if key.data == "sigchld":
-                os.read(rfd, 4096)
-            elif open_:
-                open_ = _handle_request(sock, sel, children)
-                if not open_:
-                    # The job is done with us, or died: no test outlives it.
-                    _kill_all(children)
-        _reap(sock, children)
-    sel.close()
-
-
-def _handle_request(sock: socket.socket, sel: selectors.BaseSelector, children: dict) -> bool:
-    try:
-        data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
-    except OSError:
-        data, fds = b"", []
-    if not data:
-        sel.unregister(sock)
-        return False
-    request = json.loads(data)
-    from mhtest.runners.child import start_simple
-
-    pid = start_simple(request["spec"], fds[0]) if fds and request.get("simple") else None
-    if pid is None:
-        pid = os.fork()
-        if pid == 0:
-            sock.close()
-            _child(request["spec"], fds[0])
-    for fd in fds:
-        os.close(fd)
-    children[pid] = request["key"]
-    _send(sock, op="started", key=request["key"], pid=pid)
-    return True
+    _Server(sock).serve()
 
 
 def _kill_all(children: dict[int, str]) -> None:
@@ -117,21 +182,6 @@ def _kill_all(children: dict[int, str]) -> None:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
-
-
-def _reap(sock: socket.socket, children: dict[int, str]) -> None:
-    while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        key = children.pop(pid, None)
-        if key is None:
-            continue
-        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        _send(sock, op="exited", key=key, pid=pid, status=code)
 
 
 def preload(names: list[str]) -> None:
@@ -277,12 +327,19 @@ class ForkServer:
         self.spawned = True
         socket.send_fds(self.sock, [message], [event_fd])
 
-    def receive(self) -> dict | None:
-        try:
-            data = self.sock.recv(65536)
-        except OSError:
-            return None
-        return json.loads(data) if data else None
+    def receive(self) -> tuple[list[dict], bool]:
+        """The replies waiting on the socket, and whether the server is gone."""
+        replies = []
+        while True:
+            try:
+                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return replies, False
+            except OSError:
+                data = b""
+            if not data:
+                return replies, True
+            replies.append(json.loads(data))
 
     def close(self, timeout: float = 10.0) -> None:
         """Close the socket (the server then kills its children and exits); wait for it.

@@ -4,6 +4,11 @@ It feeds specs to the fork server up to `max_parallel` at a time, reads each chi
 events from its own pipe, kills a child's whole process group when its timeout passes
 or the job is interrupted, and reports every test's events to one callback. The same
 runner serves `mhtest run` here and the executor that a remote host runs.
+
+Any number of tests may run at once: the runner keeps at most SPAWN_WINDOW requests
+unanswered by the fork server, reading its replies and the tests' events in between, and
+makes room for one event pipe per running test under the open-files limit
+(ensure_open_files).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import selectors
 import signal
 import threading
@@ -29,6 +35,11 @@ EventSink = Callable[[dict], None]
 EXIT_GRACE = 5.0
 #: After an interrupt, how long tests get between SIGTERM and SIGKILL.
 STOP_GRACE = 10.0
+#: Spawn requests the fork server may leave unanswered: the runner starts many tests a
+#: few at a time, reading replies and events in between.
+SPAWN_WINDOW = 32
+#: Open files the runner keeps beside one event pipe per running test.
+FD_HEADROOM = 64
 
 
 @dataclass
@@ -47,6 +58,43 @@ class _Running:
     exec_seen: bool = False  # test.start arrived: a simple test's child then exec'd it
 
 
+class ParallelismError(Exception):
+    """More tests at once than this process may hold event pipes for."""
+
+
+def ensure_open_files(parallel: int) -> None:
+    """Make room for `parallel` running tests: one event pipe each, under RLIMIT_NOFILE.
+
+    Raises the soft limit up to the hard one when the tests need more than it allows (a
+    fork server started before keeps the usual limit for its tests); ParallelismError
+    when even the hard limit is too low.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        open_now = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        open_now = 0
+    need = parallel + open_now + FD_HEADROOM
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return
+    problem = None
+    if hard != resource.RLIM_INFINITY and need > hard:
+        problem = f"the hard limit is {hard} (ulimit -Hn)"
+    else:
+        try:
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else hard, hard)
+            )
+        except (OSError, ValueError) as exc:
+            problem = f"cannot raise the limit of {soft} (ulimit -n): {exc}"
+    if problem is not None:
+        raise ParallelismError(
+            f"{parallel} tests at once need about {need} open files here, but {problem}: "
+            "run fewer at once (--max-parallel) or raise the limit"
+        )
+    LOG.debug("open files limit raised from %d for %d tests at once", soft, parallel)
+
+
 class LocalRunner:
     """Runs TestSpecs in child processes on this machine."""
 
@@ -61,6 +109,7 @@ class LocalRunner:
         self.sink = sink
         self.stop = stop
         self._server = server  # a fork server started earlier, which run() takes over
+        self._unanswered = 0  # spawn requests the fork server has not answered yet
 
     def run(self, specs: list[TestSpec]) -> None:
         """Run every spec; returns when all have ended (or were interrupted)."""
@@ -76,6 +125,8 @@ class LocalRunner:
         sel.register(server.sock, selectors.EVENT_READ, None)
         give_up: float | None = None  # once stopping: when SIGTERM's grace ends
         try:
+            # Once the fork server runs: its tests keep the usual limit.
+            ensure_open_files(min(self.max_parallel, len(specs)))
             while pending or running:
                 if self.stop.is_set() and give_up is None:
                     give_up = time.time() + STOP_GRACE
@@ -83,12 +134,17 @@ class LocalRunner:
                 if give_up is not None and time.time() >= give_up:
                     self._interrupt(running, pending, "interrupted by the user")
                     break
-                while give_up is None and pending and len(running) < self.max_parallel:
+                while (
+                    give_up is None
+                    and pending
+                    and len(running) < self.max_parallel
+                    and self._unanswered < SPAWN_WINDOW
+                ):
                     self._start(server, sel, running, pending.pop())
                 timeout = self._next_timeout(running)
                 for key, _ in sel.select(timeout):
                     if key.data is None:
-                        self._server_message(server, sel, running)
+                        self._server_messages(server, sel, running)
                     else:
                         self._read(sel, running, key.data)
                 self._check_deadlines(running)
@@ -104,44 +160,62 @@ class LocalRunner:
     def _start(
         self, server: ForkServer, sel: selectors.BaseSelector, running: dict, spec: TestSpec
     ) -> None:
-        logdir = Path(spec.logdir)
-        logdir.mkdir(parents=True, exist_ok=True)
-        spec_path = logdir / "spec.json"
-        spec_path.write_text(json.dumps(spec.to_dict()), encoding="utf-8")
-        rfd, wfd = os.pipe()
         key = str(spec.uid)
-        run = _Running(spec=spec, rfd=rfd)
+        run = _Running(spec=spec, rfd=-1)
         if spec.timeout:
             run.deadline = run.started + spec.timeout
         running[key] = run
+        try:
+            logdir = Path(spec.logdir)
+            logdir.mkdir(parents=True, exist_ok=True)
+            spec_path = logdir / "spec.json"
+            spec_path.write_text(json.dumps(spec.to_dict()), encoding="utf-8")
+            rfd, wfd = os.pipe()
+        except OSError as exc:
+            self._not_started(run, str(exc))
+            return
+        run.rfd = rfd
         os.set_blocking(rfd, False)
         sel.register(rfd, selectors.EVENT_READ, key)
         try:
             server.spawn(key, str(spec_path), wfd, simple=spec.kind == SIMPLE)
         except OSError as exc:
-            self._end(run, "ERROR", f"cannot start the test process: {exc}")
+            self._not_started(run, str(exc))
+        else:
+            self._unanswered += 1
         finally:
             os.close(wfd)
 
-    def _server_message(
+    def _not_started(self, run: _Running, reason: str) -> None:
+        self._end(run, "ERROR", f"cannot start the test process: {reason}")
+        run.eof = True
+        run.exit_status = -1
+
+    def _server_messages(
         self, server: ForkServer, sel: selectors.BaseSelector, running: dict
     ) -> None:
-        msg = server.receive()
-        if msg is None:
-            sel.unregister(server.sock)
-            for run in running.values():
-                if not run.ended:
-                    self._end(run, "ERROR", "the fork server died; the test did not finish")
-                run.eof = True
-                run.exit_status = run.exit_status if run.exit_status is not None else -1
+        replies, gone = server.receive()
+        for msg in replies:
+            if msg["op"] in ("started", "failed"):
+                self._unanswered -= 1
+            run = running.get(msg.get("key"))
+            if run is None:
+                continue
+            if msg["op"] == "started":
+                run.pid = msg["pid"]
+            elif msg["op"] == "failed":
+                self._not_started(run, msg.get("error") or "the fork server failed")
+            elif msg["op"] == "exited":
+                run.exit_status = msg["status"]
+        if not gone:
             return
-        run = running.get(msg.get("key"))
-        if run is None:
-            return
-        if msg["op"] == "started":
-            run.pid = msg["pid"]
-        elif msg["op"] == "exited":
-            run.exit_status = msg["status"]
+        sel.unregister(server.sock)
+        self._unanswered = 0
+        for run in running.values():
+            if not run.ended:
+                self._end(run, "ERROR", "the fork server died; the test did not finish")
+            run.eof = True
+            run.exit_status = run.exit_status if run.exit_status is not None else -1
 
     def _read(self, sel: selectors.BaseSelector, running: dict, key: str) -> None:
         run = running[key]
