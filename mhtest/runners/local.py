@@ -2,8 +2,10 @@
 
 It feeds specs to the fork server up to `max_parallel` at a time, reads each child's
 events from its own pipe, kills a child's whole process group when its timeout passes
-or the job is interrupted, and reports every test's events to one callback. The same
-runner serves `mhtest run` here and the executor that a remote host runs.
+or the job is interrupted, ends what a test left running in its group once it exited
+(mhtest.runners.leftovers), and reports every test's events to one callback: a test's
+end once its process and what it left are gone. The same runner serves `mhtest run` here
+and the executor that a remote host runs.
 
 Any number of tests may run at once: the runner keeps at most SPAWN_WINDOW requests
 unanswered by the fork server, reading its replies and the tests' events in between, and
@@ -27,6 +29,7 @@ from typing import Callable
 
 from mhtest import events
 from mhtest.runners.forkserver import MULTIHOST_PRELOAD, ForkServer
+from mhtest.runners.leftovers import Leftovers, signal_group
 from mhtest.spec import SIMPLE, TestSpec
 
 LOG = logging.getLogger(__name__)
@@ -53,7 +56,11 @@ class _Running:
     ended: bool = False  # test.end seen (or synthesised)
     eof: bool = False
     exit_status: int | None = None
+    exit_time: float | None = None
     end_time: float | None = None
+    end_event: dict | None = None  # the test's own test.end, held until it is all gone
+    leftovers: Leftovers | None = None  # what it left in its process group, being ended
+    killed: bool = False  # its group got SIGKILL while it ran: nothing left to end
     stopping: bool = False  # asked to stop (SIGTERM) because the job is interrupted
     exec_seen: bool = False  # test.start arrived: a simple test's child then exec'd it
 
@@ -148,10 +155,12 @@ class LocalRunner:
                     else:
                         self._read(sel, running, key.data)
                 self._check_deadlines(running)
+                self._end_leftovers(running)
                 self._retire(sel, running)
         finally:
             for run in running.values():
                 self._kill(run)
+                self._report_end(run)
                 self._close_pipe(sel, run)
             sel.close()
             server.close()
@@ -189,7 +198,7 @@ class LocalRunner:
     def _not_started(self, run: _Running, reason: str) -> None:
         self._end(run, "ERROR", f"cannot start the test process: {reason}")
         run.eof = True
-        run.exit_status = -1
+        self._exited(run, -1)
 
     def _server_messages(
         self, server: ForkServer, sel: selectors.BaseSelector, running: dict
@@ -206,7 +215,9 @@ class LocalRunner:
             elif msg["op"] == "failed":
                 self._not_started(run, msg.get("error") or "the fork server failed")
             elif msg["op"] == "exited":
-                run.exit_status = msg["status"]
+                self._exited(run, msg["status"])
+                if not run.killed:
+                    run.leftovers = Leftovers.find(msg["pid"])
         if not gone:
             return
         sel.unregister(server.sock)
@@ -215,7 +226,8 @@ class LocalRunner:
             if not run.ended:
                 self._end(run, "ERROR", "the fork server died; the test did not finish")
             run.eof = True
-            run.exit_status = run.exit_status if run.exit_status is not None else -1
+            if run.exit_status is None:
+                self._exited(run, -1)
 
     def _read(self, sel: selectors.BaseSelector, running: dict, key: str) -> None:
         run = running[key]
@@ -251,6 +263,9 @@ class LocalRunner:
                 # Failing because the job pulled the rug: say so.
                 event["status"] = "INTERRUPT"
                 event["fail_reason"] = f"interrupted by the user ({event.get('fail_reason')})"
+            # Reported once its process and what it left behind are gone (see _retire).
+            run.end_event = event
+            return
         self.sink(event)
 
     # ending ----------------------------------------------------------------
@@ -263,19 +278,31 @@ class LocalRunner:
         event["whiteboard"] = _read_text(Path(run.spec.logdir) / "whiteboard")
         self.sink(event)
 
+    def _report_end(self, run: _Running) -> None:
+        """Report the test.end the test sent, if it is still held."""
+        event, run.end_event = run.end_event, None
+        if event is not None:
+            self.sink(event)
+
+    @staticmethod
+    def _exited(run: _Running, status: int) -> None:
+        run.exit_status = status
+        run.exit_time = time.time()
+
     @staticmethod
     def _signal(run: _Running, sig: int) -> None:
         """Signal the test's whole process group, if it is still running."""
         if run.pid and run.exit_status is None:
-            try:
-                os.killpg(run.pid, sig)
-            except ProcessLookupError:
-                pass
-            except PermissionError as exc:
-                LOG.warning("cannot signal test process group %d: %s", run.pid, exc)
+            signal_group(run.pid, sig)
 
     def _kill(self, run: _Running) -> None:
-        self._signal(run, signal.SIGKILL)
+        """SIGKILL the test's process group: the test, or what it left behind."""
+        if run.exit_status is None:
+            run.killed = True
+            self._signal(run, signal.SIGKILL)
+        elif run.leftovers is not None:
+            run.leftovers.kill()
+            self._leftovers_ended(run)
 
     def _check_deadlines(self, running: dict) -> None:
         now = time.time()
@@ -291,20 +318,38 @@ class LocalRunner:
                 and now - run.end_time > EXIT_GRACE
             ):
                 self._kill(run)
-                run.exit_status = -signal.SIGKILL
+                self._exited(run, -signal.SIGKILL)
             if (
-                run.ended
-                and not run.eof
-                and run.exit_status is not None
-                and run.end_time is not None
-                and now - run.end_time > EXIT_GRACE
+                not run.eof
+                and run.leftovers is None
+                and run.exit_time is not None
+                and now - run.exit_time > EXIT_GRACE
             ):
-                # A process the test left behind still holds the event pipe: stop listening.
+                # A process outside the test's process group holds the event pipe: stop
+                # listening. (One inside it was ended with the group.)
                 run.eof = True
 
+    def _end_leftovers(self, running: dict) -> None:
+        for run in running.values():
+            if run.leftovers is not None and run.leftovers.poll():
+                self._leftovers_ended(run)
+
+    def _leftovers_ended(self, run: _Running) -> None:
+        leftovers, run.leftovers = run.leftovers, None
+        if leftovers is not None:
+            line = leftovers.report()
+            LOG.info("test %s: %s", run.spec.name, line)
+            self._debug_log(run, line)
+
     def _retire(self, sel: selectors.BaseSelector, running: dict) -> None:
-        for key in [k for k, r in running.items() if r.exit_status is not None and r.eof]:
+        done = [
+            k
+            for k, r in running.items()
+            if r.exit_status is not None and r.eof and r.leftovers is None
+        ]
+        for key in done:
             run = running.pop(key)
+            self._report_end(run)
             if not run.ended and run.stopping:
                 self._end(run, "INTERRUPT", "interrupted by the user")
             elif not run.ended and run.spec.kind == SIMPLE and run.exec_seen:
@@ -325,10 +370,15 @@ class LocalRunner:
         else:
             outcome, reason = "FAIL", f"exit status {status}"
         end = f"{outcome} {run.spec.name}" + (f": {reason}" if reason else "")
-        error = events.append_debug_log(run.spec.logdir, f"exit status {status}", end)
+        self._debug_log(run, f"exit status {status}", end)
+        self._end(run, outcome, reason)
+
+    @staticmethod
+    def _debug_log(run: _Running, *lines: str) -> None:
+        """Add the runner's own lines to the test's debug.log (its process is gone)."""
+        error = events.append_debug_log(run.spec.logdir, *lines)
         if error is not None:
             LOG.warning("cannot write %s/debug.log: %s", run.spec.logdir, error)
-        self._end(run, outcome, reason)
 
     @staticmethod
     def _close_pipe(sel: selectors.BaseSelector, run: _Running) -> None:
@@ -356,6 +406,7 @@ class LocalRunner:
     def _interrupt(self, running: dict, pending: list, reason: str) -> None:
         for run in running.values():
             self._kill(run)
+            self._report_end(run)
             self._end(run, "INTERRUPT", reason)
         while pending:
             spec = pending.pop()
@@ -366,7 +417,10 @@ class LocalRunner:
         now = time.time()
         deadlines = [r.deadline for r in running.values() if r.deadline and not r.ended]
         soonest = min(deadlines, default=now + 0.2)
-        return max(0.0, min(0.2, soonest - now))
+        wait = max(0.0, min(0.2, soonest - now))
+        if any(r.leftovers is not None for r in running.values()):
+            wait = min(wait, 0.02)  # they usually go at once on SIGTERM
+        return wait
 
 
 def _read_text(path: Path) -> str:
