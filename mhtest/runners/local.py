@@ -131,6 +131,7 @@ class LocalRunner:
         sel = selectors.DefaultSelector()
         sel.register(server.sock, selectors.EVENT_READ, None)
         give_up: float | None = None  # once stopping: when SIGTERM's grace ends
+        gone: list[_Running] = []  # out of `running`, their ends not yet reported
         try:
             # Once the fork server runs: its tests keep the usual limit.
             ensure_open_files(min(self.max_parallel, len(specs)))
@@ -148,6 +149,10 @@ class LocalRunner:
                     and self._unanswered < SPAWN_WINDOW
                 ):
                     self._start(server, sel, running, pending.pop())
+                # Reported once their places are taken: the job's bookkeeping no longer
+                # delays the next tests.
+                while gone:
+                    self._finish(gone.pop(0))
                 timeout = self._next_timeout(running)
                 for key, _ in sel.select(timeout):
                     if key.data is None:
@@ -156,8 +161,10 @@ class LocalRunner:
                         self._read(sel, running, key.data)
                 self._check_deadlines(running)
                 self._end_leftovers(running)
-                self._retire(sel, running)
+                gone = self._retire(sel, running)
         finally:
+            for run in gone:
+                self._finish(run)
             for run in running.values():
                 self._kill(run)
                 self._report_end(run)
@@ -263,7 +270,7 @@ class LocalRunner:
                 # Failing because the job pulled the rug: say so.
                 event["status"] = "INTERRUPT"
                 event["fail_reason"] = f"interrupted by the user ({event.get('fail_reason')})"
-            # Reported once its process and what it left behind are gone (see _retire).
+            # Reported once its process and what it left behind are gone (see _finish).
             run.end_event = event
             return
         self.sink(event)
@@ -341,24 +348,29 @@ class LocalRunner:
             LOG.info("test %s: %s", run.spec.name, line)
             self._debug_log(run, line)
 
-    def _retire(self, sel: selectors.BaseSelector, running: dict) -> None:
+    def _retire(self, sel: selectors.BaseSelector, running: dict) -> list[_Running]:
+        """Take out the tests that are all gone (process, pipe, leftovers); they are returned."""
         done = [
             k
             for k, r in running.items()
             if r.exit_status is not None and r.eof and r.leftovers is None
         ]
-        for key in done:
-            run = running.pop(key)
-            self._report_end(run)
-            if not run.ended and run.stopping:
-                self._end(run, "INTERRUPT", "interrupted by the user")
-            elif not run.ended and run.spec.kind == SIMPLE and run.exec_seen:
-                self._simple_end(run)
-            elif not run.ended:
-                status = run.exit_status
-                how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
-                self._end(run, "ERROR", f"the test process died ({how}) before the test ended")
+        retired = [running.pop(key) for key in done]
+        for run in retired:
             self._close_pipe(sel, run)
+        return retired
+
+    def _finish(self, run: _Running) -> None:
+        """Report the end of a retired test: its own, or one made from how its process ended."""
+        self._report_end(run)
+        if not run.ended and run.stopping:
+            self._end(run, "INTERRUPT", "interrupted by the user")
+        elif not run.ended and run.spec.kind == SIMPLE and run.exec_seen:
+            self._simple_end(run)
+        elif not run.ended:
+            status = run.exit_status
+            how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+            self._end(run, "ERROR", f"the test process died ({how}) before the test ended")
 
     def _simple_end(self, run: _Running) -> None:
         """A simple test (the child exec'd it): PASS on exit status 0, else FAIL."""
