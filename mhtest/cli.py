@@ -61,8 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     early = None
     if argv[:1] == ["run"]:
         # The job's fork server starts before the plugins load (see
-        # mhtest.runners.local.fork_server_ahead); `run` finds it in its arguments.
-        from mhtest.runners.local import fork_server_ahead
+        # mhtest.runners.forkserver.fork_server_ahead); `run` finds it in its arguments.
+        from mhtest.runners.forkserver import fork_server_ahead
 
         early = fork_server_ahead(argv[1:])
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 from typing import Any
@@ -206,6 +207,8 @@ class RunCommand(CLICommand):
             fork_server=getattr(args, "early_fork_server", None),
         )
         assignments = place(specs, hosts, base_params, options)
+        here = sum(where.is_local for where, _ in assignments)
+        self._room_for(here, options.max_parallel or os.cpu_count() or 1)
         console = Console()
         writers = [cls() for _, cls in load_plugins("mhtest.result")]
         sync_job = _sync_module()
@@ -253,6 +256,18 @@ class RunCommand(CLICommand):
         if not hosts:
             raise UsageError("--hosts/--inventory named no hosts")
         return hosts
+
+    @staticmethod
+    def _room_for(here: int, max_parallel: int) -> None:
+        """Room for the `here` tests that run on this machine (open files), or one line."""
+        if not here:
+            return
+        from mhtest.runners.local import ParallelismError, ensure_open_files
+
+        try:
+            ensure_open_files(min(max_parallel, here))
+        except ParallelismError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _jobdata(args: argparse.Namespace, params: dict, hosts: list[Any], options: Any) -> dict:

@@ -176,7 +176,8 @@ def _options(argv: list[str]) -> dict[str, str]:
 
 
 def main() -> int:
-    from mhtest.runners.local import ForkServer, LocalRunner
+    from mhtest.runners.forkserver import ForkServer
+    from mhtest.runners.local import LocalRunner
 
     # The fork server starts first (a fork of this process, still single-threaded), so
     # that its --preload imports run while this process reads the tests.

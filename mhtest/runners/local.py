@@ -2,8 +2,15 @@
 
 It feeds specs to the fork server up to `max_parallel` at a time, reads each child's
 events from its own pipe, kills a child's whole process group when its timeout passes
-or the job is interrupted, and reports every test's events to one callback. The same
-runner serves `mhtest run` here and the executor that a remote host runs.
+or the job is interrupted, ends what a test left running in its group once it exited
+(mhtest.runners.leftovers), and reports every test's events to one callback: a test's
+end once its process and what it left are gone. The same runner serves `mhtest run` here
+and the executor that a remote host runs.
+
+Any number of tests may run at once: the runner keeps at most SPAWN_WINDOW requests
+unanswered by the fork server, reading its replies and the tests' events in between, and
+makes room for one event pipe per running test under the open-files limit
+(ensure_open_files).
 """
 
 from __future__ import annotations
@@ -11,18 +18,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import selectors
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable
 
 from mhtest import events
+from mhtest.runners.forkserver import MULTIHOST_PRELOAD, ForkServer
+from mhtest.runners.leftovers import Leftovers, signal_group
 from mhtest.spec import SIMPLE, TestSpec
 
 LOG = logging.getLogger(__name__)
@@ -35,19 +42,11 @@ STOP_GRACE = 10.0
 #: mhtest.runners.fanout.INTERRUPT_GRACE; the job waits for it at most
 #: mhtest.dispatch.INTERRUPT_GRACE.
 MULTIHOST_STOP_GRACE = 15.0
-#: What a multi-host test's process needs before it can connect to its hosts: a job
-#: with such a test starts its fork server early, importing these while the job itself
-#: starts up. zmq and the remote runner are left out: the test imports them while its
-#: SSH connections open (measured faster than waiting for them here).
-MULTIHOST_PRELOAD = (
-    "mhtest.hosts._paramiko:load",  # paramiko, as mhtest imports it
-    "mhtest.hosts.ssh",
-    "mhtest.hosts.inventory",
-    "mhtest.resolver",
-    "mhtest.dispatch",
-    "mhtest.runners.multihost",
-    "mhtest.runners.fanout",
-)
+#: Spawn requests the fork server may leave unanswered: the runner starts many tests a
+#: few at a time, reading replies and events in between.
+SPAWN_WINDOW = 32
+#: Open files the runner keeps beside one event pipe per running test.
+FD_HEADROOM = 64
 
 
 @dataclass
@@ -61,160 +60,50 @@ class _Running:
     ended: bool = False  # test.end seen (or synthesised)
     eof: bool = False
     exit_status: int | None = None
+    exit_time: float | None = None
     end_time: float | None = None
+    end_event: dict | None = None  # the test's own test.end, held until it is all gone
+    leftovers: Leftovers | None = None  # what it left in its process group, being ended
+    killed: bool = False  # its group got SIGKILL while it ran: nothing left to end
     stopping: bool = False  # asked to stop (SIGTERM) because the job is interrupted
     exec_seen: bool = False  # test.start arrived: a simple test's child then exec'd it
 
 
-class _ForkedProcess:
-    """The few Popen methods ForkServer uses, for a process made with os.fork()."""
-
-    def __init__(self, pid: int, args: list[str]) -> None:
-        self.pid = pid
-        self.args = args
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                self.returncode = -1
-            else:
-                if pid:
-                    self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(self.args, timeout)
-            time.sleep(0.005)
-        return self.returncode  # type: ignore[return-value]
-
-    def kill(self) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signal.SIGKILL)
+class ParallelismError(Exception):
+    """More tests at once than this process may hold event pipes for."""
 
 
-def _serve_forked(sock: socket.socket, preload: Sequence[str]) -> None:
-    """The body of a fork server made by os.fork(): as `python -m mhtest.runners.forkserver`."""
-    code = 1
+def ensure_open_files(parallel: int) -> None:
+    """Make room for `parallel` running tests: one event pipe each, under RLIMIT_NOFILE.
+
+    Raises the soft limit up to the hard one when the tests need more than it allows (a
+    fork server started before keeps the usual limit for its tests); ParallelismError
+    when even the hard limit is too low.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
-        os.setsid()  # Ctrl-C reaches the job, which decides
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        from mhtest.runners import forkserver
-
-        forkserver.run(sock, list(preload))
-        code = 0
-    except BaseException:  # noqa: BLE001 - say why, then leave
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
-class ForkServer:
-    """A handle on the fork server process (see mhtest.runners.forkserver).
-
-    With `fork=True` (only while this process has a single thread) the server is a fork
-    of this process rather than a new interpreter: it starts without Python's start-up
-    and imports. The CLI starts a job's server that way at its very start (see
-    fork_server_ahead), and each remote executor its own.
-    """
-
-    def __init__(self, preload: Sequence[str] = (), fork: bool = False) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.sock = parent
-        self.spawned = False
-        if fork and threading.active_count() == 1:
-            pid = os.fork()
-            if pid == 0:
-                parent.close()
-                _serve_forked(child, preload)
-            child.close()
-            self.proc: Any = _ForkedProcess(pid, ["mhtest fork server", *preload])
-            return
-        env = dict(os.environ)
-        # The fork server must import this very mhtest, wherever it was imported from.
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        command = [sys.executable, "-m", "mhtest.runners.forkserver", str(child.fileno())]
-        if preload:
-            command += ["--preload", ",".join(preload)]
-        self.proc = subprocess.Popen(
-            command,
-            pass_fds=[child.fileno()],
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,  # Ctrl-C reaches the job, which decides
+        open_now = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        open_now = 0
+    need = parallel + open_now + FD_HEADROOM
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return
+    problem = None
+    if hard != resource.RLIM_INFINITY and need > hard:
+        problem = f"the hard limit is {hard} (ulimit -Hn)"
+    else:
+        try:
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else hard, hard)
+            )
+        except (OSError, ValueError) as exc:
+            problem = f"cannot raise the limit of {soft} (ulimit -n): {exc}"
+    if problem is not None:
+        raise ParallelismError(
+            f"{parallel} tests at once need about {need} open files here, but {problem}: "
+            "run fewer at once (--max-parallel) or raise the limit"
         )
-        child.close()
-
-    def spawn(self, key: str, spec_path: str, event_fd: int, simple: bool = False) -> None:
-        """Start the test in `spec_path`; `simple` for a simple test (no Python in its process)."""
-        request = {"op": "spawn", "key": key, "spec": spec_path, "simple": simple}
-        message = json.dumps(request).encode()
-        self.spawned = True
-        socket.send_fds(self.sock, [message], [event_fd])
-
-    def receive(self) -> dict | None:
-        try:
-            data = self.sock.recv(65536)
-        except OSError:
-            return None
-        return json.loads(data) if data else None
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Close the socket (the server then kills its children and exits); wait for it.
-
-        Safe to call again: a job closes a fork server it started early even if its
-        runner already did. One that never spawned has no children: it is killed at once
-        rather than waited for (it may still be importing its preload).
-        """
-        try:
-            self.sock.close()
-            if not self.spawned and self.proc.poll() is None:
-                self.proc.kill()
-        finally:
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                LOG.warning("fork server %d did not exit; killing it", self.proc.pid)
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
-
-
-def fork_server_ahead(argv: Sequence[str]) -> ForkServer | None:
-    """For `mhtest run ARGV`: a fork server started before the job loads its plugins.
-
-    When a test file named in ARGV mentions a multi-host base class (a text search: the
-    resolver decides later, and this server serves any local test as well), it starts
-    now and imports MULTIHOST_PRELOAD on the other CPU while the job starts up. Else,
-    when the tests run here (no --hosts, no --inventory), a plain one starts now. None
-    for a job that sends its tests to hosts.
-    """
-    from mhtest.resolver import MULTIHOST_BASES
-
-    needles = [name.encode() for name in MULTIHOST_BASES]
-    for arg in argv:
-        path = arg.split(":", 1)[0]  # file.py:Filter
-        if not path.endswith(".py") or not os.path.isfile(path):
-            continue
-        try:
-            with open(path, "rb") as source:
-                text = source.read(1 << 20)
-        except OSError:
-            continue
-        if any(needle in text for needle in needles):
-            return ForkServer(preload=MULTIHOST_PRELOAD, fork=True)
-    if any(arg.split("=", 1)[0] in ("--hosts", "--inventory") for arg in argv):
-        return None
-    return ForkServer(fork=True)
+    LOG.debug("open files limit raised from %d for %d tests at once", soft, parallel)
 
 
 class LocalRunner:
@@ -233,6 +122,7 @@ class LocalRunner:
         self.stop = stop
         self.stop_grace = stop_grace
         self._server = server  # a fork server started earlier, which run() takes over
+        self._unanswered = 0  # spawn requests the fork server has not answered yet
 
     def run(self, specs: list[TestSpec]) -> None:
         """Run every spec; returns when all have ended (or were interrupted)."""
@@ -247,7 +137,10 @@ class LocalRunner:
         sel = selectors.DefaultSelector()
         sel.register(server.sock, selectors.EVENT_READ, None)
         give_up: float | None = None  # once stopping: when SIGTERM's grace ends
+        gone: list[_Running] = []  # out of `running`, their ends not yet reported
         try:
+            # Once the fork server runs: its tests keep the usual limit.
+            ensure_open_files(min(self.max_parallel, len(specs)))
             while pending or running:
                 if self.stop.is_set() and give_up is None:
                     give_up = time.time() + self._grace(running)
@@ -255,19 +148,32 @@ class LocalRunner:
                 if give_up is not None and time.time() >= give_up:
                     self._interrupt(running, pending, "interrupted by the user")
                     break
-                while give_up is None and pending and len(running) < self.max_parallel:
+                while (
+                    give_up is None
+                    and pending
+                    and len(running) < self.max_parallel
+                    and self._unanswered < SPAWN_WINDOW
+                ):
                     self._start(server, sel, running, pending.pop())
+                # Reported once their places are taken: the job's bookkeeping no longer
+                # delays the next tests.
+                while gone:
+                    self._finish(gone.pop(0))
                 timeout = self._next_timeout(running)
                 for key, _ in sel.select(timeout):
                     if key.data is None:
-                        self._server_message(server, sel, running)
+                        self._server_messages(server, sel, running)
                     else:
                         self._read(sel, running, key.data)
                 self._check_deadlines(running)
-                self._retire(sel, running)
+                self._end_leftovers(running)
+                gone = self._retire(sel, running)
         finally:
+            for run in gone:
+                self._finish(run)
             for run in running.values():
                 self._kill(run)
+                self._report_end(run)
                 self._close_pipe(sel, run)
             sel.close()
             server.close()
@@ -276,10 +182,14 @@ class LocalRunner:
     def _start(
         self, server: ForkServer, sel: selectors.BaseSelector, running: dict, spec: TestSpec
     ) -> None:
-        logdir = Path(spec.logdir)
-        spec_path = logdir / "spec.json"
+        key = str(spec.uid)
         run = _Running(spec=spec, rfd=-1)
         spec.started = run.started
+        if spec.timeout:
+            run.deadline = run.started + spec.timeout
+        running[key] = run
+        logdir = Path(spec.logdir)
+        spec_path = logdir / "spec.json"
         try:
             logdir.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -287,43 +197,62 @@ class LocalRunner:
                 out.write(json.dumps(spec.to_dict()))
         except OSError as exc:  # a full disk, most likely: this test ends, the next may run
             why = exc.strerror or str(exc)
-            reason = f"cannot write the test's results directory {logdir}: {why}"
-            self.sink(events.synthetic_end(spec.uid, events.ERROR, reason, start=run.started))
+            self._end(
+                run, events.ERROR, f"cannot write the test's results directory {logdir}: {why}"
+            )
             return
-        rfd, wfd = os.pipe()
+        try:
+            rfd, wfd = os.pipe()
+        except OSError as exc:
+            self._not_started(run, str(exc))
+            return
         run.rfd = rfd
-        key = str(spec.uid)
-        if spec.timeout:
-            run.deadline = run.started + spec.timeout
-        running[key] = run
         os.set_blocking(rfd, False)
         sel.register(rfd, selectors.EVENT_READ, key)
         try:
             server.spawn(key, str(spec_path), wfd, simple=spec.kind == SIMPLE)
         except OSError as exc:
-            self._end(run, events.ERROR, f"cannot start the test process: {exc}")
+            self._not_started(run, str(exc))
+        else:
+            self._unanswered += 1
         finally:
             os.close(wfd)
 
-    def _server_message(
+    def _not_started(self, run: _Running, reason: str) -> None:
+        if not reason.startswith("cannot "):
+            reason = f"cannot start the test process: {reason}"
+        self._end(run, events.ERROR, reason)
+        run.eof = True
+        self._exited(run, -1)
+
+    def _server_messages(
         self, server: ForkServer, sel: selectors.BaseSelector, running: dict
     ) -> None:
-        msg = server.receive()
-        if msg is None:
-            sel.unregister(server.sock)
-            for run in running.values():
-                if not run.ended:
-                    self._end(run, events.ERROR, "the fork server died; the test did not finish")
-                run.eof = True
-                run.exit_status = run.exit_status if run.exit_status is not None else -1
+        replies, gone = server.receive()
+        for msg in replies:
+            if msg["op"] in ("started", "failed"):
+                self._unanswered -= 1
+            run = running.get(msg.get("key"))
+            if run is None:
+                continue
+            if msg["op"] == "started":
+                run.pid = msg["pid"]
+            elif msg["op"] == "failed":
+                self._not_started(run, msg.get("error") or "the fork server failed")
+            elif msg["op"] == "exited":
+                self._exited(run, msg["status"])
+                if not run.killed:
+                    run.leftovers = Leftovers.find(msg["pid"])
+        if not gone:
             return
-        run = running.get(msg.get("key"))
-        if run is None:
-            return
-        if msg["op"] == "started":
-            run.pid = msg["pid"]
-        elif msg["op"] == "exited":
-            run.exit_status = msg["status"]
+        sel.unregister(server.sock)
+        self._unanswered = 0
+        for run in running.values():
+            if not run.ended:
+                self._end(run, events.ERROR, "the fork server died; the test did not finish")
+            run.eof = True
+            if run.exit_status is None:
+                self._exited(run, -1)
 
     def _read(self, sel: selectors.BaseSelector, running: dict, key: str) -> None:
         run = running[key]
@@ -359,6 +288,9 @@ class LocalRunner:
                 # Failing because the job pulled the rug: say so.
                 event["status"] = events.INTERRUPT
                 event["fail_reason"] = f"interrupted by the user ({event.get('fail_reason')})"
+            # Reported once its process and what it left behind are gone (see _finish).
+            run.end_event = event
+            return
         self.sink(event)
 
     # ending ----------------------------------------------------------------
@@ -371,19 +303,31 @@ class LocalRunner:
         event["whiteboard"] = _read_text(Path(run.spec.logdir) / "whiteboard")
         self.sink(event)
 
+    def _report_end(self, run: _Running) -> None:
+        """Report the test.end the test sent, if it is still held."""
+        event, run.end_event = run.end_event, None
+        if event is not None:
+            self.sink(event)
+
+    @staticmethod
+    def _exited(run: _Running, status: int) -> None:
+        run.exit_status = status
+        run.exit_time = time.time()
+
     @staticmethod
     def _signal(run: _Running, sig: int) -> None:
         """Signal the test's whole process group, if it is still running."""
         if run.pid and run.exit_status is None:
-            try:
-                os.killpg(run.pid, sig)
-            except ProcessLookupError:
-                pass
-            except PermissionError as exc:
-                LOG.warning("cannot signal test process group %d: %s", run.pid, exc)
+            signal_group(run.pid, sig)
 
     def _kill(self, run: _Running) -> None:
-        self._signal(run, signal.SIGKILL)
+        """SIGKILL the test's process group: the test, or what it left behind."""
+        if run.exit_status is None:
+            run.killed = True
+            self._signal(run, signal.SIGKILL)
+        elif run.leftovers is not None:
+            run.leftovers.kill()
+            self._leftovers_ended(run)
 
     def _check_deadlines(self, running: dict) -> None:
         now = time.time()
@@ -399,29 +343,52 @@ class LocalRunner:
                 and now - run.end_time > EXIT_GRACE
             ):
                 self._kill(run)
-                run.exit_status = -signal.SIGKILL
+                self._exited(run, -signal.SIGKILL)
             if (
-                run.ended
-                and not run.eof
-                and run.exit_status is not None
-                and run.end_time is not None
-                and now - run.end_time > EXIT_GRACE
+                not run.eof
+                and run.leftovers is None
+                and run.exit_time is not None
+                and now - run.exit_time > EXIT_GRACE
             ):
-                # A process the test left behind still holds the event pipe: stop listening.
+                # A process outside the test's process group holds the event pipe: stop
+                # listening. (One inside it was ended with the group.)
                 run.eof = True
 
-    def _retire(self, sel: selectors.BaseSelector, running: dict) -> None:
-        for key in [k for k, r in running.items() if r.exit_status is not None and r.eof]:
-            run = running.pop(key)
-            if not run.ended and run.stopping:
-                self._end(run, events.INTERRUPT, "interrupted by the user")
-            elif not run.ended and run.spec.kind == SIMPLE and run.exec_seen:
-                self._simple_end(run)
-            elif not run.ended:
-                status = run.exit_status
-                how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
-                self._end(run, events.ERROR, f"the test process died ({how}) before the test ended")
+    def _end_leftovers(self, running: dict) -> None:
+        for run in running.values():
+            if run.leftovers is not None and run.leftovers.poll():
+                self._leftovers_ended(run)
+
+    def _leftovers_ended(self, run: _Running) -> None:
+        leftovers, run.leftovers = run.leftovers, None
+        if leftovers is not None:
+            line = leftovers.report()
+            LOG.info("test %s: %s", run.spec.name, line)
+            self._debug_log(run, line)
+
+    def _retire(self, sel: selectors.BaseSelector, running: dict) -> list[_Running]:
+        """Take out the tests that are all gone (process, pipe, leftovers); they are returned."""
+        done = [
+            k
+            for k, r in running.items()
+            if r.exit_status is not None and r.eof and r.leftovers is None
+        ]
+        retired = [running.pop(key) for key in done]
+        for run in retired:
             self._close_pipe(sel, run)
+        return retired
+
+    def _finish(self, run: _Running) -> None:
+        """Report the end of a retired test: its own, or one made from how its process ended."""
+        self._report_end(run)
+        if not run.ended and run.stopping:
+            self._end(run, events.INTERRUPT, "interrupted by the user")
+        elif not run.ended and run.spec.kind == SIMPLE and run.exec_seen:
+            self._simple_end(run)
+        elif not run.ended:
+            status = run.exit_status
+            how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+            self._end(run, events.ERROR, f"the test process died ({how}) before the test ended")
 
     def _simple_end(self, run: _Running) -> None:
         """A simple test (the child exec'd it): PASS on exit status 0, else FAIL."""
@@ -433,10 +400,15 @@ class LocalRunner:
         else:
             outcome, reason = events.FAIL, f"exit status {status}"
         end = f"{outcome} {run.spec.name}" + (f": {reason}" if reason else "")
-        error = events.append_debug_log(run.spec.logdir, f"exit status {status}", end)
+        self._debug_log(run, f"exit status {status}", end)
+        self._end(run, outcome, reason)
+
+    @staticmethod
+    def _debug_log(run: _Running, *lines: str) -> None:
+        """Add the runner's own lines to the test's debug.log (its process is gone)."""
+        error = events.append_debug_log(run.spec.logdir, *lines)
         if error is not None:
             LOG.warning("cannot write %s/debug.log: %s", run.spec.logdir, error)
-        self._end(run, outcome, reason)
 
     @staticmethod
     def _close_pipe(sel: selectors.BaseSelector, run: _Running) -> None:
@@ -470,6 +442,7 @@ class LocalRunner:
     def _interrupt(self, running: dict, pending: list, reason: str) -> None:
         for run in running.values():
             self._kill(run)
+            self._report_end(run)
             self._end(run, events.INTERRUPT, reason)
         while pending:
             spec = pending.pop()
@@ -480,7 +453,10 @@ class LocalRunner:
         now = time.time()
         deadlines = [r.deadline for r in running.values() if r.deadline and not r.ended]
         soonest = min(deadlines, default=now + 0.2)
-        return max(0.0, min(0.2, soonest - now))
+        wait = max(0.0, min(0.2, soonest - now))
+        if any(r.leftovers is not None for r in running.values()):
+            wait = min(wait, 0.02)  # they usually go at once on SIGTERM
+        return wait
 
 
 def _read_text(path: Path) -> str:

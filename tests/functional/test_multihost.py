@@ -481,7 +481,7 @@ def test_multihost_test_starts_warm_and_its_fork_server_never_outlives_the_job(
 
 def test_fork_server_ahead_of_the_job(tmp_path: Path) -> None:
     """A job's fork server starts at once: preloading for multi-host tests, none for hosts."""
-    from mhtest.runners.local import MULTIHOST_PRELOAD, fork_server_ahead
+    from mhtest.runners.forkserver import MULTIHOST_PRELOAD, fork_server_ahead
 
     multi = tmp_path / "multi.py"
     multi.write_text("from mhtest import MultiHostTest\n\nclass A(MultiHostTest):\n    pass\n")

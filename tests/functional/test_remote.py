@@ -194,6 +194,34 @@ def test_remote_timeout_is_enforced(mhtest, write_tests, warm_hosts, tmp_path) -
     assert "START" in (Path(result["logdir"]) / "debug.log").read_text()
 
 
+LEAVES_PY = """
+import subprocess
+
+from mhtest import Test
+
+
+class Leaves(Test):
+    def test(self):
+        self.whiteboard = str(subprocess.Popen(["sleep", "300"]).pid)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_remote_leftover_is_killed_and_said_in_the_fetched_log(mhtest, write_tests, warm_hosts):
+    """The host's runner ends what a test left running before it sends the test's results."""
+    (info,) = warm_hosts(1)
+    tests = write_tests({"leaves.py": LEAVES_PY})
+    run = mhtest(
+        "run", str(tests / "leaves.py"), "--hosts", info.alias, "--ssh-config", info.ssh_config
+    )
+    assert run.code == 0, run
+    result = run.result("Leaves")
+    pid = int(result["whiteboard"])
+    assert wait_gone([pid], 10) == [], "the test's leftover still runs on the host"
+    log = (Path(result["logdir"]) / "debug.log").read_text()
+    assert f"killed 1 leftover process(es) of the test (SIGTERM): pid {pid} (sleep)" in log, log
+
+
 INVENTORY = """
 all:
   vars:
