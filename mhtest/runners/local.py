@@ -197,9 +197,7 @@ class LocalRunner:
                 out.write(json.dumps(spec.to_dict()))
         except OSError as exc:  # a full disk, most likely: this test ends, the next may run
             why = exc.strerror or str(exc)
-            self._end(
-                run, events.ERROR, f"cannot write the test's results directory {logdir}: {why}"
-            )
+            self._not_started(run, f"cannot write the test's results directory {logdir}: {why}")
             return
         try:
             rfd, wfd = os.pipe()

@@ -35,10 +35,13 @@ def _pump(channel: Any, sock: socket.socket, stop: threading.Event) -> None:
                 if not data:
                     break
                 channel.sendall(data)
-    except OSError as exc:
+    except (OSError, EOFError) as exc:
         LOG.debug("forwarded connection ended: %s", exc)
     finally:
-        channel.close()
+        try:
+            channel.close()  # paramiko raises EOFError when the transport is already gone
+        except (OSError, EOFError) as exc:
+            LOG.debug("closing a forwarded channel: %s", exc)
         sock.close()
 
 
