@@ -93,6 +93,24 @@ def test_changed_sources_do_not_rebuild_the_dependency_env(
     assert out == "True\n"
 
 
+def test_sources_nobody_used_for_a_week_go_when_new_ones_come(
+    ssh_host, host_cache: str, frozen_sources: Path
+) -> None:
+    """A host kept every version of mhtest's sources it was ever sent."""
+    ensure_mhtest(ssh_host, remote_cache=host_cache)
+    old, recent = Path(host_cache) / "src-0ld", Path(host_cache) / "src-recent"
+    for directory, age_days in ((old, 10), (recent, 2)):
+        directory.mkdir()
+        (directory / bootstrap.READY).touch()
+        stamp = time.time() - age_days * 86400
+        os.utime(directory / bootstrap.READY, (stamp, stamp))
+    (frozen_sources / "hosts" / "edited_again.py").write_text("AGAIN = True\n")
+    fresh = ensure_mhtest(ssh_host, remote_cache=host_cache)
+    assert fresh.cold
+    assert not old.exists() and recent.exists()
+    assert Path(fresh.env["PYTHONPATH"]).exists()
+
+
 def test_host_without_that_python_is_a_one_line_error(ssh_host, tmp_path: Path) -> None:
     with pytest.raises(HostError) as err:
         ensure_mhtest(ssh_host, python="/nonexistent/python3", remote_cache=str(tmp_path))

@@ -175,6 +175,16 @@ def _options(argv: list[str]) -> dict[str, str]:
     return {key[2:]: value for key, value in zip(argv[::2], argv[1::2]) if key.startswith("--")}
 
 
+def _mark_sources_used() -> None:
+    """Touch the ready mark of the sources this executor runs from (see bootstrap.STALE_DAYS)."""
+    ready = ".mhtest-ready"  # mhtest.hosts.bootstrap.READY (not imported: start-up time)
+    mark = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", ready)
+    try:
+        os.utime(os.path.normpath(mark))
+    except OSError:
+        pass  # an installed mhtest, not the cached sources: nothing to mark
+
+
 def main() -> int:
     from mhtest.runners.forkserver import ForkServer
     from mhtest.runners.local import LocalRunner
@@ -187,6 +197,7 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    _mark_sources_used()
     stdin = sys.stdin.buffer
     cache = os.path.expanduser(options.get("cache") or "~/.cache/mhtest")
     root = tempfile.mkdtemp(prefix="mhtest.")
