@@ -17,7 +17,8 @@ tests there: "local" (child processes on this machine) or "ssh" (the RemoteTestR
 place, a multi-host test here, spanning the places. A `Dispatcher` runs such assignments:
 one thread per place, every event to one sink, a deadline for the whole run and one for
 each test (its timeout, from its test.start, plus DEADLINE_MARGIN: a host that stops
-answering cannot hold a test past it), an interrupt (Ctrl-C, or SIGTERM in a multi-host
+answering cannot hold a test past it; one whose host is reconnecting waits for it, up to
+the reconnect timeout), an interrupt (Ctrl-C, or SIGTERM in a multi-host
 test's process) that asks every place to stop, and a made-up end for every test a place
 could not run or report. `run()` wraps a Job around it
 (the results tree, result files) and yields each result as its test ends.
@@ -118,6 +119,8 @@ class Dispatcher:
         self._ended: set[int] = set()
         #: Started tests without an end: uid -> (deadline (monotonic), timeout).
         self._deadlines: dict[int, tuple[float, float]] = {}
+        #: Places whose host is away (reconnecting): name -> until when (monotonic).
+        self._held: dict[str, float] = {}
         self._places: dict[str, Place] = {}
         self._closed = False
         self._interrupt_asked: str | None = None
@@ -148,7 +151,25 @@ class Dispatcher:
                     later = time.monotonic() + DEADLINE_MARGIN
                     self._deadlines[uid] = (max(deadline, later), timeout)
                 return  # progress only: not for the sink
+            elif kind == events.HOST_PHASE and event.get("hold") is not None:
+                self._hold(str(event.get("host")), float(event["hold"]))
         self.sink(event)
+
+    def _hold(self, host: str, hold: float) -> None:
+        """`host` is away for at most `hold` s (0: it is back): its tests' deadlines wait.
+
+        A test that ended there meanwhile is reported when the host is back; one whose
+        deadline passed gets DEADLINE_MARGIN from then. (The caller holds the lock.)
+        """
+        now = time.monotonic()
+        if hold > 0:
+            self._held[host] = now + hold + DEADLINE_MARGIN
+            return
+        if self._held.pop(host, None) is None:
+            return
+        for uid, (deadline, timeout) in list(self._deadlines.items()):
+            if self._specs[uid].host == host and deadline < now + DEADLINE_MARGIN:
+                self._deadlines[uid] = (now + DEADLINE_MARGIN, timeout)
 
     def _why_stopped(self, event: dict) -> dict:
         """A test that ended INTERRUPT because the run stopped: say why the run stopped."""
@@ -286,7 +307,11 @@ class Dispatcher:
         asked to stop, and waited for at most `stop_grace` more.
         """
         with self._lock:
-            late = [(uid, t) for uid, (d, t) in self._deadlines.items() if now > d]
+            late = [
+                (uid, t)
+                for uid, (d, t) in self._deadlines.items()
+                if now > d and now > self._held.get(self._specs[uid].host, 0.0)
+            ]
         for uid, timeout in late:
             spec = self._specs[uid]
             reason = f"timeout of {timeout:g} s reached; {spec.host} did not report the end"

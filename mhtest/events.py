@@ -12,6 +12,9 @@ Types:
   test.skipped uid, reason                     (never started: the job was interrupted)
   host.info    facts, [host]                   (a host's executor: mhtest.sysinfo.collect())
   host.phase   host, phase                     (the controller: connecting, installing, …)
+  host.phase   … hold                          (seconds: the host is away, reconnecting;
+                                               0: back; its tests' deadlines wait meanwhile)
+  run.end                                      (a host's executor: every test has reported)
   log          uid, level, message            (optional, for live consoles)
   runner.error message                         (the runner itself failed)
 """
@@ -32,6 +35,7 @@ TEST_FILES = "test.files"
 TEST_SKIPPED = "test.skipped"
 HOST_INFO = "host.info"
 HOST_PHASE = "host.phase"
+RUN_END = "run.end"
 LOG = "log"
 RUNNER_ERROR = "runner.error"
 
@@ -74,9 +78,15 @@ def decode(line: bytes | str) -> dict[str, Any]:
     return event
 
 
-def host_phase(host: str, phase: str) -> dict[str, Any]:
-    """How far the preparation of `host` got (for live consoles): a host.phase event."""
-    return {"type": HOST_PHASE, "host": host, "phase": phase}
+def host_phase(host: str, phase: str, hold: float | None = None) -> dict[str, Any]:
+    """How far the preparation of `host` got (for live consoles): a host.phase event.
+
+    `hold` (seconds) says the host is away for at most that long (0: it is back).
+    """
+    event: dict[str, Any] = {"type": HOST_PHASE, "host": host, "phase": phase}
+    if hold is not None:
+        event["hold"] = hold
+    return event
 
 
 def synthetic_end(

@@ -45,6 +45,7 @@ class Options:
     max_results: int | None = None  # bytes a host may send back per test
     remote_exclude: list[str] = field(default_factory=list)  # .mhtestignore lines for all
     remote_send_dir: bool = False  # send each test's whole directory to the hosts
+    reconnect_timeout: float = 300.0  # how long a host whose connection dropped is waited for
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +149,11 @@ class Place:
         return self._provisions.take_fork_server()
 
     def entered(self, host: Any) -> ContextManager[Any]:
-        """The caller's hook around this place's run (sync forwards, …), given its host."""
+        """The caller's hook around this place's run (sync forwards, …), given its host.
+
+        What it yields, when not None, is called each time the host's connection is back
+        after a drop (the sync forward is opened again on the new connection).
+        """
         if self._hook is None:
             return contextlib.nullcontext()
         return self._hook(self.config, host, self.specs)
@@ -293,7 +298,7 @@ def _connect(config: HostConfig, options: Options, future: Future) -> None:
 
 
 def _build_sources(future: Future) -> None:
-    from mhtest.runners.remote import Sources
+    from mhtest.runners.launch import Sources
 
     try:
         future.set_result(Sources.build())

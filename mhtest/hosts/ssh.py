@@ -151,8 +151,10 @@ class SSHHost(Host):
         self.connect_timeout = connect_timeout or DEFAULT_CONNECT_TIMEOUT
         self.keepalive = keepalive
         self.keepalive_wait = keepalive_wait
-        #: Why the connection was closed as lost ("connection to h2 lost at 12:00:01 …").
+        #: Why the connection was closed as lost ("connection to h2 lost at 12:00:01 …"),
+        #: and since when (time.time()) the host had not answered.
         self.lost: str | None = None
+        self.lost_at: float | None = None
         self.name = name or (alias if given_port in (None, 22) else f"{alias}:{given_port}")
         self._lock = threading.Lock()
         self._transport: Any = None
@@ -243,7 +245,7 @@ class SSHHost(Host):
             transport.close()
             raise
         transport.set_keepalive(30)
-        self.lost = None
+        self.lost = self.lost_at = None
         if self.keepalive:
             name = f"ssh-keepalive-{self.name}"
             threading.Thread(
@@ -267,7 +269,8 @@ class SSHHost(Host):
             if silent < self.keepalive:
                 continue
             if silent >= self.keepalive + self.keepalive_wait:
-                since = time.strftime("%H:%M:%S", time.localtime(time.time() - silent))
+                self.lost_at = time.time() - silent
+                since = time.strftime("%H:%M:%S", time.localtime(self.lost_at))
                 self.lost = (
                     f"connection to {self.name} lost at {since} (no answer for {silent:.0f} s)"
                 )

@@ -250,22 +250,7 @@ class SshdPool:
 
     def _wait_listening(self, running: _Running, deadline: float) -> None:
         info = running.info
-        while True:
-            if running.proc.poll() is not None:
-                raise SshdError(
-                    f"sshd for {info.address}:{info.port} exited with {running.proc.returncode}: "
-                    + running.log_path.read_text(errors="replace").strip()[-500:]
-                )
-            try:
-                with socket.create_connection((info.address, info.port), timeout=1) as sock:
-                    sock.settimeout(max(0.1, deadline - time.monotonic()))
-                    if sock.recv(64).startswith(b"SSH-"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SshdError(f"sshd for {info.address}:{info.port} did not answer in time")
-            time.sleep(0.02)
+        wait_listening(running.proc, info.address, info.port, running.log_path, deadline)
 
     def _write_client_files(self) -> None:
         lines = []
@@ -288,6 +273,29 @@ class SshdPool:
                 )
         Path(self.known_hosts).write_text("\n".join(lines) + "\n")
         Path(self.ssh_config).write_text("\n".join(blocks))
+
+
+def wait_listening(
+    proc: subprocess.Popen, address: str, port: int, log_path: Path, deadline: float
+) -> None:
+    """Return once the sshd `proc` answers on `address`:`port`; SshdError if it exits first
+    (with the end of its log) or does not answer by `deadline` (monotonic)."""
+    while True:
+        if proc.poll() is not None:
+            raise SshdError(
+                f"sshd for {address}:{port} exited with {proc.returncode}: "
+                + log_path.read_text(errors="replace").strip()[-500:]
+            )
+        try:
+            with socket.create_connection((address, port), timeout=1) as sock:
+                sock.settimeout(max(0.1, deadline - time.monotonic()))
+                if sock.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SshdError(f"sshd for {address}:{port} did not answer in time")
+        time.sleep(0.02)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:

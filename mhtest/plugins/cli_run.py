@@ -155,6 +155,15 @@ class RunCommand(CLICommand):
             "needs (its file, <file>.data/, the modules it imports, the files it names)",
         )
         hosts.add_argument(
+            "--reconnect-timeout",
+            type=float,
+            default=300.0,
+            metavar="SECONDS",
+            help="how long to wait for a host whose SSH connection dropped (its tests go "
+            "on there and their results arrive once it is back; default 300; 0: do not "
+            "wait, its tests end ERROR at once)",
+        )
+        hosts.add_argument(
             "--sync-direct",
             action="store_true",
             help="multi-host workers reach the sync server directly instead "
@@ -172,6 +181,8 @@ class RunCommand(CLICommand):
 
         if args.max_parallel is not None and args.max_parallel < 1:
             raise UsageError("--max-parallel must be 1 or more")
+        if not 0 <= args.reconnect_timeout < float("inf"):
+            raise UsageError("--reconnect-timeout takes seconds, 0 or more")
         try:
             layers = [params_mod.load_yaml(f) for f in args.params]
             cli_params = dict(params_mod.parse_assignment(p) for p in args.param)
@@ -198,6 +209,7 @@ class RunCommand(CLICommand):
             max_results=max_results,
             remote_exclude=list(args.remote_exclude),
             remote_send_dir=args.remote_send_dir,
+            reconnect_timeout=args.reconnect_timeout,
         )
         config = JobConfig(
             results_dir=args.job_results_dir or DEFAULT_RESULTS_DIR,

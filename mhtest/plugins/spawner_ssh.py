@@ -22,7 +22,7 @@ class SSHSpawner:
             place.sink(events.host_phase(place.config.name, "done"))
             raise
         try:
-            with place.entered(host):
+            with place.entered(host) as on_reconnect:
                 options = place.options
                 RemoteTestRunner(
                     host,
@@ -33,6 +33,8 @@ class SSHSpawner:
                     sources=place.sources(),
                     max_results=options.max_results,
                     payload=place.payload(),
+                    reconnect_timeout=options.reconnect_timeout,
+                    on_reconnect=on_reconnect,
                 ).run(place.specs)
         finally:
             place.sink(events.host_phase(place.config.name, "done"))

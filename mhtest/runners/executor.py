@@ -1,22 +1,29 @@
-"""The executor: runs TestSpecs sent on stdin, reports their events on stdout.
+"""The executor: what a host runs for the controller. Its tests outlive the SSH connection.
 
-This is what a remote host runs (`python -m mhtest.runners.executor`), started over
-SSH by the RemoteTestRunner: the very same LocalRunner as `mhtest run` uses here, with
-the event stream going back over the SSH channel.
+Started over SSH by the RemoteTestRunner (`python -m mhtest.runners.executor --cache DIR
+--run ID --wait SECONDS [--preload A,B]`), it makes the run's directory (see
+mhtest.runners.journal), forks the runner into a session of its own, reads the tests from
+stdin, hands them to the runner, and then follows the run: it streams the run's journal
+to its stdout (mhtest.runners.attach). The runner is the very same LocalRunner as
+`mhtest run` uses here; its events go to the journal. A dropped connection ends only the
+follower: the runner goes on, and a controller that comes back follows the journal from
+the byte it got to. `--wait` is how long the controller waits for a host whose
+connection dropped (0: it does not, and the tests stop when the connection ends); a
+controller not heard from for longer than that (plus journal.KEEP_MARGIN) is taken for
+gone for good: the runner stops the tests and removes the run.
 
 Input: one JSON line ``{"max_parallel": N or null, "payload": {"key": K, "size": SIZE},
 "specs": [...]}``, then SIZE bytes of an uncompressed tar holding the test files (none when
-the host's cache, `--cache DIR`, already holds payload K: see mhtest.runners.payload). A
-spec's `path` is relative to the payload's root, its `logdir` to a private temporary
-directory; the tests run in a private tree of links to the cached payload. Both are
-removed when the executor ends. The controller keeps stdin open while it
-listens: end of input before the job is done means it went away (or asks to stop), and
-the running tests are stopped. SIGTERM, SIGHUP and SIGINT stop them too.
+the host's cache, `--cache DIR`, already holds payload K: see mhtest.runners.payload), then
+the controller's messages to the follower (ping, stop, done). A spec's `path` is relative
+to the payload's root, its `logdir` to the run's directory; the tests run in a private
+tree of links to the cached payload. Both are removed at the end. SIGTERM, SIGHUP and
+SIGINT to the runner stop the tests (the controller's "stop" sends SIGTERM).
 
-Output: the LocalRunner's events, one JSON line each. Before a test's `test.end`, the
-test's results directory goes back as `test.files` events (uid, data: base64 of a piece
-of an uncompressed tar, last: true on the final piece), so the controller has the
-results on disk by the time it records the end, without another round trip.
+Output (the journal): the LocalRunner's events, one JSON line each, and `run.end` last.
+Before a test's `test.end`, the test's results directory goes as `test.files` events (uid,
+data: base64 of a piece of an uncompressed tar, last: true on the final piece), so the
+controller has the results on disk by the time it records the end.
 """
 
 from __future__ import annotations
@@ -29,12 +36,11 @@ import shutil
 import signal
 import sys
 import tarfile
-import tempfile
 import threading
 from typing import Any, BinaryIO
 
 from mhtest import events
-from mhtest.runners import payload
+from mhtest.runners import journal, payload
 from mhtest.spec import TestSpec
 
 LOG = logging.getLogger(__name__)
@@ -98,13 +104,13 @@ class _Pieces:
 
 
 class _Output:
-    """Event lines to stdout (a test's results go first); a broken pipe stops the job."""
+    """Event lines to the journal (a test's results go first); a failed write stops the run."""
 
-    def __init__(self, stop: threading.Event, logdirs: dict[int, str]) -> None:
+    def __init__(self, stop: threading.Event, logdirs: dict[int, str], fd: int) -> None:
         self.stop = stop
         self.logdirs = logdirs
         self.lock = threading.Lock()
-        self.fd = sys.stdout.fileno()
+        self.fd = fd
 
     def __call__(self, event: dict[str, Any]) -> None:
         fields = {k: v for k, v in event.items() if k not in ("v", "type")}
@@ -133,41 +139,83 @@ class _Output:
         try:
             while view:
                 view = view[os.write(self.fd, view) :]
-        except OSError:
+        except OSError as exc:
+            if not self.stop.is_set():
+                print(f"mhtest runner: cannot write the journal: {exc}", file=sys.stderr)
             self.stop.set()
 
 
-def read_input(
-    stream: BinaryIO, root: str, cache: str
-) -> tuple[int | None, list[TestSpec], str | None]:
-    """Read the header and the test files from `stream`: (max_parallel, specs, tree).
+class _Input:
+    """stdin, read raw: what comes after the header and the test files is the follower's."""
 
-    Logdirs go under `root`; test paths under `tree`, a private tree of the payload
-    (received into `cache` first when it is not there), or None when there are no files.
-    """
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def readline(self, limit: int) -> bytes:
+        while b"\n" not in self.buffer and len(self.buffer) <= limit:
+            data = os.read(self.fd, 1 << 16)
+            if not data:
+                break
+            self.buffer += data
+        end = self.buffer.find(b"\n")
+        end = len(self.buffer) if end < 0 else end + 1
+        line = bytes(self.buffer[:end])
+        del self.buffer[:end]
+        return line
+
+    def read(self, size: int) -> bytes:
+        if self.buffer:
+            data = bytes(self.buffer[:size])
+            del self.buffer[:size]
+            return data
+        return os.read(self.fd, size)
+
+
+def receive_input(stream: Any, cache: str) -> bytes:
+    """Read the header from `stream`, and the test files into `cache` when they come."""
     line = stream.readline(events.MAX_LINE)
-    if not line:
-        raise EOFError("no input: the controller sent nothing")
-    header = json.loads(line)
-    payload_info = header.get("payload") or {}
+    if not line.endswith(b"\n"):
+        raise EOFError("no input: the controller sent nothing" if not line else "cut short")
+    payload_info = json.loads(line).get("payload") or {}
     key = str(payload_info.get("key") or "")
     if key and not key.isalnum():
         raise ValueError(f"not a payload key: {key[:40]!r}")
     size = int(payload_info.get("size") or 0)
-    tree = None
-    if key:
-        if size:
-            payload.receive(stream, size, cache, key)
-        tree = payload.checkout(cache, key)
+    if key and size:
+        payload.receive(stream, size, cache, key)
+    return line
+
+
+def take_input(
+    header: bytes, root: str, cache: str
+) -> tuple[int | None, list[TestSpec], str | None]:
+    """The tests of `header`: (max_parallel, specs, tree).
+
+    Logdirs go under `root`; test paths under `tree`, a private tree of the payload (in
+    `cache`), or None when there are no files.
+    """
+    info = json.loads(header)
+    key = str((info.get("payload") or {}).get("key") or "")
+    if key and not key.isalnum():
+        raise ValueError(f"not a payload key: {key[:40]!r}")
+    tree = payload.checkout(cache, key) if key else None
     specs = []
-    for item in header.get("specs", []):
+    for item in info.get("specs", []):
         spec = TestSpec.from_dict(item)
         if spec.path and tree:
             spec.path = os.path.join(tree, spec.path)
         spec.logdir = os.path.join(root, spec.logdir or f"results/{spec.uid}")
         specs.append(spec)
-    max_parallel = header.get("max_parallel")
+    max_parallel = info.get("max_parallel")
     return (int(max_parallel) if max_parallel else None), specs, tree
+
+
+def read_input(
+    stream: BinaryIO, root: str, cache: str
+) -> tuple[int | None, list[TestSpec], str | None]:
+    """Read the header and the test files from `stream`: (max_parallel, specs, tree)."""
+    return take_input(receive_input(stream, cache), root, cache)
 
 
 def _options(argv: list[str]) -> dict[str, str]:
@@ -185,39 +233,84 @@ def _mark_sources_used() -> None:
         pass  # an installed mhtest, not the cached sources: nothing to mark
 
 
-def main() -> int:
+class _Signals:
+    """SIGTERM, SIGHUP, SIGINT: stop the tests; counted (after the end, they end the wait)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.count = 0
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, self.handle)
+
+    def handle(self, *_: Any) -> None:
+        self.count += 1
+        self.stop.set()
+
+
+def _watch_controller(directory: str, keep: float, stop: threading.Event) -> None:
+    """Stop the tests once the controller was not heard from for `keep` seconds."""
+    while not stop.wait(min(5.0, keep / 4)):
+        if journal.quiet_for(directory) > keep:
+            print(
+                f"mhtest runner: no word from the controller for {keep:g} s: stopping the tests",
+                file=sys.stderr,
+                flush=True,
+            )
+            stop.set()
+
+
+def _wait_collected(directory: str, keep: float, signals: _Signals) -> None:
+    """After the end: wait until the controller has it all, gave up, or a signal came."""
+    signalled = signals.count
+    watch = journal.Watch(directory, journal.IN_CREATE | journal.IN_MOVED_TO)
+    try:
+        while not journal.has(directory, journal.COLLECTED) and signals.count == signalled:
+            if journal.quiet_for(directory) > keep:
+                return
+            watch.wait(min(5.0, keep / 4))
+            watch.drain()
+    finally:
+        watch.close()
+
+
+def run_detached(
+    directory: str, header_fd: int, preload: list[str], cache: str, wait: float
+) -> int:
+    """The runner, in the forked child: its own session, its tests, the journal."""
     from mhtest.runners.forkserver import ForkServer
     from mhtest.runners.local import LocalRunner
 
-    # The fork server starts first (a fork of this process, still single-threaded), so
-    # that its --preload imports run while this process reads the tests.
-    options = _options(sys.argv[1:])
-    preload = options.get("preload", "").split(",")
+    os.setsid()  # a dropped connection (its session's end) is not ours
+    with open(journal.path(directory, journal.RUNNER_LOG), "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    with open(os.devnull, "rb") as null:
+        os.dup2(null.fileno(), 0)
+    journal.write(directory, journal.RUNNER, str(os.getpid()))
+    # The fork server starts first (still single-threaded), so that its --preload
+    # imports run while the follower reads the tests.
     server = ForkServer(preload=[name for name in preload if name], fork=True)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    _mark_sources_used()
-    stdin = sys.stdin.buffer
-    cache = os.path.expanduser(options.get("cache") or "~/.cache/mhtest")
-    root = tempfile.mkdtemp(prefix="mhtest.")
+    signals = _Signals(stop)
     tree = None
+    finished = False
     try:
+        with os.fdopen(header_fd, "rb") as pipe:
+            header = pipe.read()
+        if not header.endswith(b"\n"):
+            return 1  # the follower could not take the tests (it said why)
+        journal.write(directory, journal.STARTED, "")
         try:
-            max_parallel, specs, tree = read_input(stdin, root, cache)
-        except (EOFError, OSError, ValueError, tarfile.TarError) as exc:
+            max_parallel, specs, tree = take_input(header, directory, cache)
+        except (OSError, ValueError, AttributeError) as exc:
             print(f"mhtest executor: cannot take the tests: {exc}", file=sys.stderr)
             return 1
-
-        def watch_controller() -> None:
-            # Nothing more is expected; end of input means the controller is gone or asks
-            # to stop. (Raw reads: a buffered reader blocked here breaks the interpreter's exit.)
-            while os.read(0, 65536):
-                pass
-            stop.set()
-
-        threading.Thread(target=watch_controller, daemon=True).start()
-        output = _Output(stop, {s.uid: s.logdir for s in specs})
+        fd = os.open(journal.path(directory, journal.JOURNAL), os.O_WRONLY | os.O_APPEND)
+        output = _Output(stop, {s.uid: s.logdir for s in specs}, fd)
+        keep = journal.keep(wait)
+        threading.Thread(
+            target=_watch_controller, args=(directory, keep, stop), daemon=True
+        ).start()
         from mhtest import sysinfo
 
         output({"type": events.HOST_INFO, "facts": sysinfo.collect()})
@@ -225,12 +318,63 @@ def main() -> int:
             max_parallel or os.cpu_count() or 1, output, stop, server, stop_grace=STOP_GRACE
         )
         runner.run(specs)
-    finally:
-        server.close()  # a no-op once the runner has closed it
-        shutil.rmtree(root, ignore_errors=True)
+        output({"type": events.RUN_END})
+        journal.write(directory, journal.FINISHED, "")
+        finished = True
         if tree:
             shutil.rmtree(tree, ignore_errors=True)
+            tree = None
+        _wait_collected(directory, journal.keep(wait), signals)
+    finally:
+        server.close()  # a no-op once the runner has closed it
+        if tree:
+            shutil.rmtree(tree, ignore_errors=True)
+        if finished or not journal.has(directory, journal.STARTED):
+            shutil.rmtree(directory, ignore_errors=True)
     return 0
+
+
+def main() -> int:
+    from mhtest.runners import attach
+
+    options = _options(sys.argv[1:])
+    cache = os.path.expanduser(options.get("cache") or "~/.cache/mhtest")
+    try:
+        wait = float(options.get("wait") or 0)
+        journal.sweep(cache)
+        directory = journal.create(cache, options.get("run", ""), wait)
+    except (OSError, ValueError) as exc:
+        print(f"mhtest executor: cannot start the run: {exc}", file=sys.stderr)
+        return 1
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_fd)
+        code = 1
+        try:
+            code = run_detached(
+                directory, read_fd, options.get("preload", "").split(","), cache, wait
+            )
+        except BaseException:  # noqa: BLE001 - its log says what; the follower reports it
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(read_fd)
+    journal.write(directory, journal.FOLLOWER, str(os.getpid()))
+    print(f"{attach.RUNNER_MARK}{pid}", file=sys.stderr, flush=True)
+    _mark_sources_used()
+    stdin = _Input()
+    try:
+        header = receive_input(stdin, cache)
+    except (EOFError, OSError, ValueError, AttributeError, tarfile.TarError) as exc:
+        print(f"mhtest executor: cannot take the tests: {exc}", file=sys.stderr)
+        os.close(write_fd)
+        return 1
+    with os.fdopen(write_fd, "wb") as pipe:
+        pipe.write(header)
+    return attach.follow(directory, 0, pid, child=True, wait=wait, pending=bytes(stdin.buffer))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ STOP_GRACE = 30.0
 #: than a remote runner waits for its host (mhtest.runners.remote.STOP_GRACE), shorter
 #: than this test's own runner waits for it (mhtest.runners.local.MULTIHOST_STOP_GRACE).
 INTERRUPT_GRACE = 12.0
+#: How much longer than a host's reconnect timeout its workers' sync participants are
+#: waited for after their connection dropped (the drop is found out first: keepalives).
+REJOIN_MARGIN = 30.0
 #: Failures that a worker suffers because of another one: nothing to declare for it.
 SYNC_VICTIM = frozenset({"SyncAborted", "SyncTimeout"})
 BAD_ENDS = events.FAILED_STATUSES
@@ -136,8 +139,17 @@ class WorkerRun:
         # Every run is authenticated: with the keys directory given (--sync-keys), else
         # with keys made for this run, one per worker, each bound to its worker's name.
         self.run_keys = None if self.keys_dir else make_run_keys(self.names())
+        # A remote worker whose connection drops rejoins when its host is back: until its
+        # host is given up on (then its end is declared, with the reason), it is waited for.
+        remote = any(not c.is_local for c in self.configs)
+        wait = self.options.reconnect_timeout
+        grace = wait + REJOIN_MARGIN if remote and wait > 0 else 0.0
         with SyncServer(
-            bind=bind, expected=self.names(), keys_dir=self.keys_dir, run_keys=self.run_keys
+            bind=bind,
+            expected=self.names(),
+            keys_dir=self.keys_dir,
+            run_keys=self.run_keys,
+            rejoin_grace=grace,
         ) as server:
             self.server = server
             outcome = self.dispatcher.run(list(zip(self.configs, specs)), timeout, self._sync_place)
@@ -150,8 +162,9 @@ class WorkerRun:
         """Around one place's run: how its workers reach the sync server.
 
         Local workers connect straight; a remote host's through a port forward on its own
-        SSH connection (or straight with --sync-direct). Closing the forward also cuts a
-        worker left running there from the server, so nobody waits for it.
+        SSH connection (or straight with --sync-direct), opened again on the new one when
+        the connection drops and comes back (what this yields). Closing the forward also
+        cuts a worker left running there from the server, so nobody waits for it.
         """
         from mhtest.runners.tunnel import RemoteForward
 
@@ -166,7 +179,7 @@ class WorkerRun:
         try:
             for spec in specs:
                 self._sync_env(spec, address)
-            yield
+            yield forward.reopen if forward is not None else None
         finally:
             if forward is not None:
                 forward.close()

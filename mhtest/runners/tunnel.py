@@ -1,7 +1,9 @@
 """Remote port forwards: a port on a host that leads back to a service on this machine.
 
 Multi-host workers reach the sync server through their own SSH connection by default,
-so no firewall needs opening between the hosts and the controller.
+so no firewall needs opening between the hosts and the controller. When that connection
+drops and comes back, `reopen()` asks the new one for the same port, so that the workers'
+sync clients, which reconnect to the same address, find the server again.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ import logging
 import select
 import socket
 import threading
+import time
 from typing import Any
 
 LOG = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
+#: How long `reopen()` keeps asking for the port (the dead session may still hold it).
+REOPEN_TIMEOUT = 120.0
+REOPEN_EVERY = 0.25
 
 
 class ForwardError(Exception):
@@ -54,36 +60,73 @@ class RemoteForward:
         self._stop = threading.Event()
         self._transport = host.transport()
 
-        def handler(channel: Any, origin: Any, server: Any) -> None:
-            try:
-                sock = socket.create_connection(self.target, timeout=CONNECT_TIMEOUT)
-            except OSError as exc:
-                LOG.warning("%s: forward to %s:%d failed: %s", host.name, *self.target, exc)
-                channel.close()
-                return
-            sock.settimeout(None)
-            # Sync messages are small and answered at once: Nagle's algorithm would hold
-            # each one back until the previous was acknowledged (~40 ms each).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(
-                target=_pump,
-                args=(channel, sock, self._stop),
-                daemon=True,
-                name=f"forward-{host.name}",
-            ).start()
-
         from mhtest.hosts._paramiko import load as load_paramiko
 
         paramiko = load_paramiko()
 
         try:
-            self.remote_port = self._transport.request_port_forward("127.0.0.1", 0, handler)
+            self.remote_port = self._transport.request_port_forward("127.0.0.1", 0, self._handler)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ForwardError(
                 f"{host.name}: the SSH server refused a remote port forward for the sync "
                 f"server ({exc or type(exc).__name__}); allow it (sshd AllowTcpForwarding "
                 "remote) or use --sync-direct"
             ) from None
+
+    def _handler(self, channel: Any, origin: Any, server: Any) -> None:
+        try:
+            sock = socket.create_connection(self.target, timeout=CONNECT_TIMEOUT)
+        except OSError as exc:
+            LOG.warning("%s: forward to %s:%d failed: %s", self.host.name, *self.target, exc)
+            channel.close()
+            return
+        sock.settimeout(None)
+        # Sync messages are small and answered at once: Nagle's algorithm would hold
+        # each one back until the previous was acknowledged (~40 ms each).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(
+            target=_pump,
+            args=(channel, sock, self._stop),
+            daemon=True,
+            name=f"forward-{self.host.name}",
+        ).start()
+
+    def reopen(self, timeout: float = REOPEN_TIMEOUT) -> None:
+        """The host's connection is back: the same port on the new one (in a thread).
+
+        The port may still be held for a moment by the host's end of the dropped
+        connection, so it is asked for until it is free, for up to `timeout` seconds.
+        """
+        threading.Thread(
+            target=self._reopen, args=(time.monotonic() + timeout,), daemon=True
+        ).start()
+
+    def _reopen(self, deadline: float) -> None:
+        why = ""
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                transport = self.host.transport()
+                if transport is self._transport:
+                    return  # the same connection: the forward is still there
+                transport.request_port_forward("127.0.0.1", self.remote_port, self._handler)
+            except Exception as exc:  # noqa: BLE001 - the port is still held, …: again
+                if not why:
+                    LOG.info(
+                        "%s: port %d not open again yet: %s", self.host.name, self.remote_port, exc
+                    )
+                why = str(exc) or type(exc).__name__
+                self._stop.wait(REOPEN_EVERY)
+                continue
+            self._transport = transport
+            LOG.info("%s: sync forward open again on port %d", self.host.name, self.remote_port)
+            return
+        if not self._stop.is_set():
+            LOG.warning(
+                "%s: could not open port %d for the sync server again: %s",
+                self.host.name,
+                self.remote_port,
+                why,
+            )
 
     def close(self) -> None:
         self._stop.set()

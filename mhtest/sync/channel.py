@@ -43,10 +43,11 @@ _MECHANISM_MISMATCH = 0x11000002  # zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
 class _Pending:
     """A request waiting for its reply."""
 
-    __slots__ = ("op", "event", "reply", "error", "sent_at", "silence")
+    __slots__ = ("op", "event", "reply", "error", "sent_at", "silence", "frame")
 
-    def __init__(self, op: str, silence: float) -> None:
+    def __init__(self, op: str, silence: float, frame: bytes = b"") -> None:
         self.op = op
+        self.frame = frame  # sent again when the server is heard from after a silence
         self.event: threading.Event | None = None  # made when a follower has to wait
         self.reply: bytes | None = None  # the reply frame
         self.error: SyncError | None = None
@@ -68,6 +69,12 @@ class Channel:
 
         self.address = address
         self.heartbeat = heartbeat
+        #: Seconds without a word from the server after which, once it is heard from
+        #: again, the requests still waiting are sent again (they or their replies may
+        #: have been lost with the connection). Only for a server that answers a request
+        #: sent twice once (its hello said it has a rejoin grace); None: never.
+        self.resend_after: float | None = None
+        self._alone_frame: bytes | None = None  # the request of `_alone()`, while it waits
         #: Called (from whichever thread reads it) with a notice frame the server pushed.
         self.on_notice: Any = None
         self._ids = itertools.count(1)
@@ -143,7 +150,7 @@ class Channel:
             finally:
                 self.io_lock.release()
                 self._wake_followers()
-        pending = _Pending(op, silence)
+        pending = _Pending(op, silence, frame)
         with self._pending_lock:
             self._pending[request_id] = pending
         self._outgoing.append(frame)
@@ -219,44 +226,48 @@ class Channel:
         """
         sock, poll, heartbeat = self._sock, self._zmq_poll, self.heartbeat
         mine = protocol.reply_prefix(request_id)
-        self._send(frame)
-        # A request tells the server we are alive as well as a ping does.
-        sent_at = now = self._last_ping = time.monotonic()
-        while True:
-            timeout = min(deadline, self._last_ping + heartbeat) - now
-            for item, _ in poll(self._poll_items, max(1, int(timeout * 1000) + 1)):
-                if item is not sock:
-                    if item is self._monitor:
-                        refused = self._handshake_refusal()
-                        if refused is not None:
-                            raise refused
+        self._alone_frame = frame  # (for _resend)
+        try:
+            self._send(frame)
+            # A request tells the server we are alive as well as a ping does.
+            sent_at = now = self._last_ping = time.monotonic()
+            while True:
+                timeout = min(deadline, self._last_ping + heartbeat) - now
+                for item, _ in poll(self._poll_items, max(1, int(timeout * 1000) + 1)):
+                    if item is not sock:
+                        if item is self._monitor:
+                            refused = self._handshake_refusal()
+                            if refused is not None:
+                                raise refused
+                            continue
+                        os.read(self._wake_r, 4096)
+                        while self._outgoing:  # another thread's request
+                            self._send(self._outgoing.popleft())
                         continue
-                    os.read(self._wake_r, 4096)
-                    while self._outgoing:  # another thread's request
-                        self._send(self._outgoing.popleft())
-                    continue
-                reply = self._read_frame()
-                if reply is None:
-                    continue
-                if reply.startswith(mine):
-                    return reply
-                reply_id = protocol.reply_id(reply)
-                if reply_id == request_id:
-                    return reply  # ours, in a form other than our server's
-                self._deliver(reply, reply_id)
-            now = time.monotonic()
-            if now - self._last_ping >= heartbeat:
-                self._send(self._ping)
-                self._last_ping = now
-            if now - max(self._last_heard, sent_at) > silence:
-                raise SyncUnavailable(self._silence_message(_Pending(op, silence)))
-            if now >= deadline:
-                raise SyncUnavailable(self._no_answer(op))
-            if self._closing.is_set():
-                raise SyncError(f"{op}: the sync client was closed while waiting")
-            if self._pending and now >= self._next_silence_check:
-                self._next_silence_check = now + SILENCE_CHECK_INTERVAL
-                self._check_silence(now)
+                    reply = self._read_frame()
+                    if reply is None:
+                        continue
+                    if reply.startswith(mine):
+                        return reply
+                    reply_id = protocol.reply_id(reply)
+                    if reply_id == request_id:
+                        return reply  # ours, in a form other than our server's
+                    self._deliver(reply, reply_id)
+                now = time.monotonic()
+                if now - self._last_ping >= heartbeat:
+                    self._send(self._ping)
+                    self._last_ping = now
+                if now - max(self._last_heard, sent_at) > silence:
+                    raise SyncUnavailable(self._silence_message(_Pending(op, silence)))
+                if now >= deadline:
+                    raise SyncUnavailable(self._no_answer(op))
+                if self._closing.is_set():
+                    raise SyncError(f"{op}: the sync client was closed while waiting")
+                if self._pending and now >= self._next_silence_check:
+                    self._next_silence_check = now + SILENCE_CHECK_INTERVAL
+                    self._check_silence(now)
+        finally:
+            self._alone_frame = None
 
     def _pump(self, mine: _Pending | None, deadline: float) -> None:
         """Send queued frames, read replies, ping, until `mine` is done or `deadline`."""
@@ -330,8 +341,21 @@ class Channel:
             frame = self._sock.recv(_NOBLOCK)
         except self._again:
             return None
-        self._last_heard = time.monotonic()
+        now = time.monotonic()
+        if self.resend_after is not None and now - self._last_heard > self.resend_after:
+            self._resend()
+        self._last_heard = now
         return frame
+
+    def _resend(self) -> None:
+        """The server is heard from after a silence: send the waiting requests again."""
+        frames = [p.frame for p in list(self._pending.values()) if not p.done and p.frame]
+        if self._alone_frame is not None:
+            frames.append(self._alone_frame)
+        if frames:
+            LOG.info("sync server back after a silence: sending %d request(s) again", len(frames))
+        for frame in frames:
+            self._send(frame)
 
     def _deliver(self, frame: bytes, request_id: int | None = None) -> None:
         """Hand a reply frame to the request with its id (pongs and strays are dropped)."""

@@ -86,6 +86,8 @@ class SyncClient:
 
             curve = load_client_keys(keys_dir, participant)
         self._closed = False
+        #: How long the server waits for this client after a dropped connection (0: not).
+        self.rejoin_grace = 0.0
         # Without a word from the server for this long, a call counts it as gone.
         self._silence = max(SERVER_SILENCE_BEATS * self.heartbeat, 2.0)
         self._barriers: dict[tuple, bytes] = {}
@@ -100,11 +102,18 @@ class SyncClient:
         if group:
             hello["group"] = group
         try:
-            self._call("hello", wait, silence=wait, count=count, **hello)
+            welcome = self._call("hello", wait, silence=wait, count=count, **hello)
             self._channel.joined()
         except BaseException:
             self.close(say_bye=False)
             raise
+        grace = welcome.get("rejoin_grace") if isinstance(welcome, dict) else None
+        if isinstance(grace, (int, float)) and grace > 0:
+            # The server waits that long for us after a drop: so do we for it, and what
+            # we asked is asked again once it is heard from (it answers it once).
+            self.rejoin_grace = float(grace)
+            self._silence = max(self._silence, self.rejoin_grace + REPLY_GRACE)
+            self._channel.resend_after = max(3 * self.heartbeat, 1.0)
 
     @classmethod
     def from_environment(

@@ -6,6 +6,13 @@ Keeping the rules apart from the socket loop lets the loop stay small and lets t
 be read in one place: here, who may join and who has stopped answering; in
 mhtest.sync.namespace, what barriers, exchanges, posts and locks do.
 
+With a rejoin grace (a multi-host run's server: its workers' hosts may drop their
+connections and come back), a participant that stops answering is waited for that long
+before it counts as dead: its barriers stay reached, its posts and locks stay; when it is
+heard again (the same client, whose socket reconnected; or a new one that says hello under
+its name) it goes on, and the requests it sends again are answered from what was already
+replied, never run twice.
+
 Every participant says hello with a group ("" unless its run gave --sync-group) and meets
 only the participants of that group: a server shared by several runs keeps one Namespace
 per group. A namespace that nobody has been connected to for `idle_expiry` seconds is
@@ -31,6 +38,7 @@ MAX_FORGOTTEN = 10_000  # identities of removed participants remembered for erro
 MAX_NAMESPACES = 1_000
 DEFAULT_MAX_STORED_BYTES = 128 * 1024 * 1024
 SHARED_IDLE_EXPIRY = 60.0  # idle_expiry of a server several runs share (sync-server)
+MAX_RECENT = 16  # replies kept per participant for requests it may send again
 
 
 class Coordinator:
@@ -46,8 +54,10 @@ class Coordinator:
         *,
         max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES,
         idle_expiry: float | None = None,
+        rejoin_grace: float = 0.0,
     ) -> None:
         self.expected = expected
+        self.rejoin_grace = max(0.0, rejoin_grace)
         self.expected_names = list(expected) if isinstance(expected, (list, tuple)) else None
         self.idle_expiry = idle_expiry
         self.budget = Budget(max_stored_bytes)
@@ -67,6 +77,14 @@ class Coordinator:
         `user` is the participant name the connection's CurveZMQ key is bound to, when
         the server binds keys to names: then nobody may speak under another name.
         """
+        if not self.rejoin_grace:
+            self._handle(identity, frame, now, user)
+            return
+        mark = len(self.outbox)
+        self._handle(identity, frame, now, user)
+        self._remember(mark)
+
+    def _handle(self, identity: bytes, frame: bytes, now: float, user: str | None) -> None:
         try:
             req = self._parser.parse(frame)
         except ProtocolError as exc:
@@ -88,6 +106,16 @@ class Coordinator:
             self._refuse_key(identity, req, user, f"speak for {p.name!r}")
             return
         p.last_seen = now
+        if p.away_since is not None:
+            LOG.warning("participant %s is back after %.1f s", p.name, now - p.away_since)
+            p.away_since = None
+        if p.recent is not None and req.id:
+            if req.id in p.recent:  # sent again after a drop: answered already, or waiting
+                reply = p.recent[req.id]
+                if reply is not None:
+                    self._send(identity, reply)
+                return
+            p.recent[req.id] = None
         self._ops[req.op](p.ns, p, req, now)
 
     def refuse_frames(self, identity: bytes, first: bytes, frames: int) -> None:
@@ -99,20 +127,51 @@ class Coordinator:
             self._send(identity, reply_error(request_id, "invalid", msg))
 
     def tick(self, now: float) -> None:
-        """Fail waits whose timeout passed, declare silent participants dead, drop idle
-        namespaces."""
+        """Fail waits whose timeout passed, declare silent participants dead (past the
+        rejoin grace), drop idle namespaces."""
+        mark = len(self.outbox)
         if now >= self.next_liveness_check:
             self.next_liveness_check = now + LIVENESS_CHECK_INTERVAL
             for p in list(self.by_identity.values()):
                 if now - p.last_seen > p.liveness:
-                    LOG.warning("participant %s stopped answering: declared dead", p.name)
-                    why = f"{p.name} stopped answering (no heartbeat for {p.liveness:g} s)"
-                    self._remove(p, why, now)
+                    self._silent(p, now)
         for group, ns in list(self.namespaces.items()):
             if ns.idle_since is not None and self._expired(ns, now):
                 self._drop(group, ns)
             else:
                 ns.tick(now)
+        if self.rejoin_grace:
+            self._remember(mark)
+
+    def _silent(self, p: Participant, now: float) -> None:
+        """`p` stopped answering: dead, or (with a rejoin grace) waited for until it ends."""
+        grace = self.rejoin_grace
+        why = f"{p.name} stopped answering (no heartbeat for {p.liveness:g} s)"
+        if grace and p.away_since is None:
+            LOG.warning("%s: waiting up to %g s for it to come back", why, grace)
+            p.away_since = now
+            return
+        if grace and now - p.last_seen <= p.liveness + grace:
+            return
+        if grace:
+            why += f" and did not come back within {grace:g} s"
+        LOG.warning("%s: declared dead", why)
+        self._remove(p, why, now)
+
+    def _remember(self, mark: int) -> None:
+        """Keep the replies sent since `mark` (see Participant.recent)."""
+        for identity, payload in self.outbox[mark:]:
+            p = self.by_identity.get(identity)
+            if p is None or p.recent is None:
+                continue
+            request_id = protocol.reply_id(payload)
+            if not request_id:
+                continue  # a pong, a notice
+            recent = p.recent
+            recent[request_id] = payload
+            if len(recent) > MAX_RECENT:
+                for old in [k for k, v in recent.items() if v is not None][: -MAX_RECENT // 2]:
+                    del recent[old]
 
     def next_deadline(self) -> float | None:
         """The earliest time tick() has something to do (None when nothing waits)."""
@@ -135,8 +194,11 @@ class Coordinator:
         """
         ns = self.namespaces.get(group) or self._namespace(group, time.monotonic())
         connected = name in ns.participants
+        mark = len(self.outbox)
         if reason is not None:
             ns.abort(name, reason)
+            if self.rejoin_grace:
+                self._remember(mark)
         if connected:
             return reason is not None
         ns.forget(name, reason or f"{name} left (its test ended)")
@@ -151,6 +213,14 @@ class Coordinator:
             return
         ns = self.namespaces.get(group)
         current = ns.participants.get(name) if ns is not None else None
+        old = self.by_identity.get(identity)
+        if old is not None and old is current:  # said again: its reply was lost
+            old.last_seen, old.away_since = now, None
+            self._send(identity, reply_ok(req.id, self._welcome()))
+            return
+        if current is not None and current.identity != identity and current.away_since:
+            self._rejoin(current, identity, req, now)
+            return
         if current is not None and current.identity != identity:
             LOG.warning("refused a second participant named %s", name)
             msg = (
@@ -159,7 +229,6 @@ class Coordinator:
             )
             self._send(identity, reply_error(req.id, "refused", msg))
             return
-        old = self.by_identity.get(identity)
         if old is not None and (old.name != name or old.ns.group != group):
             self._send(identity, reply_error(req.id, "refused", f"already joined as {old.name!r}"))
             return
@@ -171,10 +240,34 @@ class Coordinator:
             ns = self._namespace(group, now)
         liveness = max(LIVENESS_BEATS * req.heartbeat, 1.0)
         p = Participant(name, identity, liveness, now, ns, req.count)
+        if self.rejoin_grace:
+            p.recent = {}
         ns.join(p)
         self.by_identity[identity] = p
         LOG.info("participant %s joined%s", name, f" (group {group})" if group else "")
-        self._send(identity, reply_ok(req.id, {"expected": self.expected_names}))
+        self._send(identity, reply_ok(req.id, self._welcome()))
+
+    def _welcome(self) -> dict:
+        """What a hello is answered with: who is expected, how long a drop is waited for."""
+        welcome: dict = {"expected": self.expected_names}
+        if self.rejoin_grace:
+            welcome["rejoin_grace"] = self.rejoin_grace
+        return welcome
+
+    def _rejoin(self, p: Participant, identity: bytes, req: Request, now: float) -> None:
+        """Participant `p`, away, says hello from a new client: it goes on under its name.
+
+        Its state stays (barriers it reached, posts, locks); replies to what its old
+        client asked go nowhere: the new one asks anew.
+        """
+        LOG.warning("participant %s is back from a new connection", p.name)
+        self.by_identity.pop(p.identity, None)
+        self.forgotten[p.identity] = f"{p.name} joined again from another client"
+        p.identity, p.last_seen, p.away_since = identity, now, None
+        p.liveness = max(LIVENESS_BEATS * req.heartbeat, 1.0)
+        p.recent = {}
+        self.by_identity[identity] = p
+        self._send(identity, reply_ok(req.id, self._welcome()))
 
     def _refuse_key(self, identity: bytes, req: Request, user: str, what: str) -> None:
         LOG.warning("refused the key of participant %s: it tried to %s", user, what)

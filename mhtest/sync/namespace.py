@@ -38,6 +38,10 @@ class Participant:
     last_seen: float
     ns: Namespace
     count: int | None = None  # its default count for count=None
+    away_since: float | None = None  # silent past its liveness: waited for (rejoin grace)
+    #: With a rejoin grace: its requests by id -> the reply (None until it has one), so
+    #: that a request sent again after a dropped connection is answered, not run twice.
+    recent: dict[int, bytes | None] | None = None
 
 
 @dataclass

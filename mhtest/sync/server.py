@@ -39,6 +39,8 @@ class SyncServer:
     `max_stored_bytes` caps the posted and exchanged data it holds; `idle_expiry` (seconds)
     drops the state of a group nobody has been connected to for that long: for a server
     that several runs share (a run's own server, None, keeps everything until it stops).
+    `rejoin_grace` (seconds) is how long a participant that stopped answering is waited
+    for before it counts as dead (see mhtest.sync.coordinator).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class SyncServer:
         run_keys: RunKeys | None = None,
         max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES,
         idle_expiry: float | None = None,
+        rejoin_grace: float = 0.0,
     ) -> None:
         if keys_dir is not None and run_keys is not None:
             raise SyncError("sync server: give a keys directory or a run's keys, not both")
@@ -65,7 +68,11 @@ class SyncServer:
         self._keys_dir = keys_dir
         self._run_keys = run_keys
         self._expected = expected
-        self._limits = {"max_stored_bytes": max_stored_bytes, "idle_expiry": idle_expiry}
+        self._limits = {
+            "max_stored_bytes": max_stored_bytes,
+            "idle_expiry": idle_expiry,
+            "rejoin_grace": rejoin_grace,
+        }
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()

@@ -291,6 +291,9 @@ def test_host_that_drops_aborts_the_others(write_tests, tmp_path, how) -> None:
                 f"marks={tmp_path}",
                 "-p",
                 "drop=yes",
+                # A host that drops is waited for: not back within 3 s here.
+                "--reconnect-timeout",
+                "3",
             ],
             results,
         )
@@ -321,7 +324,13 @@ def test_host_that_drops_aborts_the_others(write_tests, tmp_path, how) -> None:
     run = Run(args[len(MHTEST) :], proc.returncode, stdout, stderr, results)
     children = check_victim_run(run, dropped, victim.alias, ["waiter1", "waiter2"])
     # The victim's result names its host and what happened there.
-    assert children["victim"]["fail_reason"].startswith(f"{victim.alias}: "), children["victim"]
+    reason = children["victim"]["fail_reason"]
+    if how == "host-drops":
+        assert re.fullmatch(
+            rf"lost {victim.alias} at \d\d:\d\d:\d\d, not back within 3 s", reason
+        ), reason
+    else:
+        assert reason.startswith(f"{victim.alias}: "), reason
     if how == "executor-killed":
         assert "remote runner ended before the test did" in children["victim"]["fail_reason"]
 
