@@ -62,8 +62,10 @@ STOP_GRACE = 30.0
 INTERRUPT_GRACE = 30.0
 #: How long past its timeout a started test may go without an end before one is made up
 #: here (its place's runner should have ended it at its timeout); results arriving for
-#: it (test.files) move this deadline on.
-DEADLINE_MARGIN = 10.0
+#: it (test.files) move this deadline on. Longer than SSH keepalives take to find out that
+#: a host went silent (mhtest.hosts.ssh: 15 s), so that a test whose host drops around
+#: its end is held for the host to come back, not given an end (see Dispatcher._hold).
+DEADLINE_MARGIN = 20.0
 #: What the runners say of a test they stopped because the run was interrupted.
 USER = "interrupted by the user"
 #: The spawners that come with mhtest, by kind (loaded without scanning entry points).

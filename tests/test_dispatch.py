@@ -210,3 +210,45 @@ def test_place_fans_plain_tests_out_and_keeps_multihost_tests_here() -> None:
     assert [h["name"] for h in multihost.hosts] == ["h1", "h2"]
     assert multihost.host_options["remote_python"] == "python3.11"
     assert specs[0].params == {} and specs[0].host == "local"  # the given specs are untouched
+
+
+class AwaySpawner:
+    """A spawner whose host goes away (reconnecting) while its test ends there."""
+
+    def __init__(self, away: float | None) -> None:
+        self.away = away
+
+    def run(self, where) -> None:
+        from mhtest import events
+
+        (spec,) = where.specs
+        host = where.config.name
+        where.sink({"type": events.TEST_START, "uid": spec.uid, "timeout": 0.2})
+        if self.away is not None:
+            where.sink(events.host_phase(host, "reconnecting (lost at 12:00:00)", 30))
+            time.sleep(self.away)  # the test ends there meanwhile; its end is journaled
+            where.sink(events.host_phase(host, "running", 0))
+        else:
+            time.sleep(2.0)
+        where.sink({"type": events.TEST_END, "uid": spec.uid, "status": "PASS"})
+
+
+@pytest.mark.parametrize("away", [1.5, None])
+def test_a_reconnecting_host_holds_its_tests_deadlines(tests_file, tmp_path, away, monkeypatch):
+    """Its test's timeout and the margin pass while its host is away: no end is made up."""
+    from mhtest import dispatch
+
+    monkeypatch.setattr(dispatch, "DEADLINE_MARGIN", 0.5)
+    seen: list = []
+    (spec,) = numbered(resolve([f"{tests_file}:Quick"]), tmp_path)
+    spec.host = "h2"  # (as place() assigns it)
+    config = HostConfig(name="h2", address="h2", kind="away")
+    dispatcher = Dispatcher(collect(seen))
+    dispatcher._spawners["away"] = AwaySpawner(away)
+    dispatcher.run([(config, spec)])
+    (end,) = ends(seen).values()
+    if away is None:  # (not away: its silence is the runner's fault)
+        assert end["status"] == "INTERRUPT", end
+        assert end["fail_reason"] == "timeout of 0.2 s reached; h2 did not report the end"
+    else:
+        assert end["status"] == "PASS", end

@@ -27,3 +27,12 @@ def test_each_wait_outlasts_the_one_it_waits_for() -> None:
         assert inner_wait + 1 < outer_wait, f"{outer} ({outer_wait} s) <= {inner} ({inner_wait} s)"
     # A plain local test keeps its tearDown time; a host's runner kills sooner.
     assert executor.STOP_GRACE < local.STOP_GRACE < dispatch.INTERRUPT_GRACE
+
+
+def test_a_silent_host_is_found_out_before_its_tests_deadlines() -> None:
+    """A host that went silent around a test's end is found out (and its tests' deadlines
+    held while it reconnects) before the dispatcher would make an end up for the test."""
+    from mhtest.hosts import ssh
+
+    found_out = ssh.KEEPALIVE + ssh.KEEPALIVE_WAIT + 1.0  # (the watch looks every second)
+    assert found_out + 1 < dispatch.DEADLINE_MARGIN

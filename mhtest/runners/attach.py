@@ -107,7 +107,11 @@ class _Control(threading.Thread):
 
     def left(self) -> None:
         """The controller is gone (end of input, or it stopped reading)."""
-        if self.stop_on_eof:
+        if self.stop_on_eof:  # for good: the run need not wait for it
+            try:
+                journal.write(self.directory, journal.LEFT, "")
+            except OSError:
+                pass  # gone already
             self.signal(signal.SIGTERM)
         self.gone.set()
         os.write(self.wake_w, b"x")

@@ -264,7 +264,9 @@ def _wait_collected(directory: str, keep: float, signals: _Signals) -> None:
     signalled = signals.count
     watch = journal.Watch(directory, journal.IN_CREATE | journal.IN_MOVED_TO)
     try:
-        while not journal.has(directory, journal.COLLECTED) and signals.count == signalled:
+        while signals.count == signalled and not (
+            journal.has(directory, journal.COLLECTED) or journal.has(directory, journal.LEFT)
+        ):
             if journal.quiet_for(directory) > keep:
                 return
             watch.wait(min(5.0, keep / 4))

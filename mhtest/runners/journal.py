@@ -18,6 +18,7 @@ directory, ``runs/<id>/`` in the host's mhtest cache, and a follower
   started       the runner got its tests (the run exists for the controller)
   finished      the journal is complete (its last line is run.end)
   collected     the controller has it all: the runner removes the directory and exits
+  left          the controller left and does not come back (its wait is 0): the same
 
 Nothing here imports more than the standard library: the executor's start-up time counts.
 """
@@ -41,6 +42,7 @@ ALIVE = "alive"
 STARTED = "started"
 FINISHED = "finished"
 COLLECTED = "collected"
+LEFT = "left"
 #: How much longer than its controller a run waits (the controller needs some time to
 #: find out that its connection is gone: SSH keepalives).
 KEEP_MARGIN = 60.0
