@@ -228,5 +228,12 @@ class RemoteProcess:
         return self.channel.recv_exit_status()
 
     def close(self) -> None:
-        """Close the channel (the remote command gets SIGHUP-like EOF, not a kill)."""
-        self.channel.close()
+        """Close the channel (the remote command gets SIGHUP-like EOF, not a kill).
+
+        A channel whose connection is gone closes without an error (paramiko raises
+        EOFError when it cannot send the close).
+        """
+        try:
+            self.channel.close()
+        except (EOFError, OSError) as exc:
+            log.debug("%s: closing a channel of a lost connection: %s", self.host.name, exc)

@@ -5,7 +5,8 @@
 The executor follows its own run from byte 0 once it has handed the tests to the runner
 (see mhtest.runners.journal for the run's directory); a controller whose connection
 dropped starts this program on the host to go on from the byte it got to. The journal
-is sent as it grows (inotify wakes the follower: no polling delay on an event).
+is sent as it grows: the runner rings the follower's bell after each line (no polling
+delay on an event; see mhtest.runners.journal.Bell).
 
 Input, one JSON line each, is the controller's word: {"op": "ping"} (still here),
 {"op": "stop"} (stop the tests: SIGTERM to the runner, which reports them), {"op":
@@ -102,6 +103,9 @@ class _Control(threading.Thread):
                 journal.write(self.directory, journal.COLLECTED, "")
             except OSError:
                 pass  # gone already: the runner removed it
+            ringer = journal.Ringer(os.path.basename(self.directory), journal.RUNNER_BELL)
+            ringer.ring()
+            ringer.close()
             self.done.set()
             os.write(self.wake_w, b"x")
 
@@ -175,7 +179,7 @@ def follow(
     `pending` is what the controller sent that was read already (its first messages).
     """
     run_id = os.path.basename(directory)
-    watch = journal.Watch(journal.path(directory, journal.JOURNAL))
+    bell = journal.Bell(run_id, journal.FOLLOWER_BELL)
     control = _Control(directory, runner_pid, wait <= 0, pending)
     runner = _Runner(runner_pid, run_id, child)
     control.start()
@@ -184,7 +188,7 @@ def follow(
         with open(journal.path(directory, journal.JOURNAL), "rb") as source:
             source.seek(offset)
             while True:
-                watch.drain()
+                bell.drain()
                 data = source.read(CHUNK)
                 if data:
                     if not _write_all(out, data):
@@ -201,11 +205,11 @@ def follow(
                 if runner.ended and not journal.has(directory, journal.FINISHED):
                     return _runner_ended(directory, runner, source.tell())
                 timeout = CHECK if runner.fd < 0 and not runner.ended else 60.0
-                ready = watch.wait(timeout, [control.wake_r, *runner.fds()])
+                ready = bell.wait(timeout, [control.wake_r, *runner.fds()])
                 if control.wake_r in ready:
                     os.read(control.wake_r, 64)
     finally:
-        watch.close()
+        bell.close()
         runner.close()
 
 

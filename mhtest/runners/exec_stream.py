@@ -34,6 +34,15 @@ class ExecStream:
         if self.pending:
             lines, self.pending = self.pending, []
             return lines
+        try:
+            return self._read(timeout)
+        except (EOFError, OSError):
+            # paramiko acknowledges what it reads: on a connection that just died that
+            # fails, even when there is data left. The connection's end is the stream's.
+            self.eof = True
+            return []
+
+    def _read(self, timeout: float) -> list[bytes]:
         chan = self.channel
         if not (chan.recv_ready() or chan.recv_stderr_ready()):
             select.select([chan], [], [], timeout)

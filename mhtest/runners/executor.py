@@ -106,11 +106,14 @@ class _Pieces:
 class _Output:
     """Event lines to the journal (a test's results go first); a failed write stops the run."""
 
-    def __init__(self, stop: threading.Event, logdirs: dict[int, str], fd: int) -> None:
+    def __init__(
+        self, stop: threading.Event, logdirs: dict[int, str], fd: int, run_id: str
+    ) -> None:
         self.stop = stop
         self.logdirs = logdirs
         self.lock = threading.Lock()
         self.fd = fd
+        self.follower = journal.Ringer(run_id, journal.FOLLOWER_BELL)  # rung after each line
 
     def __call__(self, event: dict[str, Any]) -> None:
         fields = {k: v for k, v in event.items() if k not in ("v", "type")}
@@ -143,6 +146,7 @@ class _Output:
             if not self.stop.is_set():
                 print(f"mhtest runner: cannot write the journal: {exc}", file=sys.stderr)
             self.stop.set()
+        self.follower.ring()
 
 
 class _Input:
@@ -153,12 +157,14 @@ class _Input:
         self.buffer = bytearray()
 
     def readline(self, limit: int) -> bytes:
-        while b"\n" not in self.buffer and len(self.buffer) <= limit:
+        end = self.buffer.find(b"\n")
+        while end < 0 and len(self.buffer) <= limit:
             data = os.read(self.fd, 1 << 16)
             if not data:
                 break
+            at = data.find(b"\n")
+            end = len(self.buffer) + at if at >= 0 else -1
             self.buffer += data
-        end = self.buffer.find(b"\n")
         end = len(self.buffer) if end < 0 else end + 1
         line = bytes(self.buffer[:end])
         del self.buffer[:end]
@@ -259,20 +265,16 @@ def _watch_controller(directory: str, keep: float, stop: threading.Event) -> Non
             stop.set()
 
 
-def _wait_collected(directory: str, keep: float, signals: _Signals) -> None:
+def _wait_collected(directory: str, keep: float, signals: _Signals, bell: journal.Bell) -> None:
     """After the end: wait until the controller has it all, gave up, or a signal came."""
     signalled = signals.count
-    watch = journal.Watch(directory, journal.IN_CREATE | journal.IN_MOVED_TO)
-    try:
-        while signals.count == signalled and not (
-            journal.has(directory, journal.COLLECTED) or journal.has(directory, journal.LEFT)
-        ):
-            if journal.quiet_for(directory) > keep:
-                return
-            watch.wait(min(5.0, keep / 4))
-            watch.drain()
-    finally:
-        watch.close()
+    while signals.count == signalled and not (
+        journal.has(directory, journal.COLLECTED) or journal.has(directory, journal.LEFT)
+    ):
+        if journal.quiet_for(directory) > keep:
+            return
+        bell.wait(min(5.0, keep / 4))  # the follower rings it when the controller is done
+        bell.drain()
 
 
 def run_detached(
@@ -294,6 +296,8 @@ def run_detached(
     server = ForkServer(preload=[name for name in preload if name], fork=True)
     stop = threading.Event()
     signals = _Signals(stop)
+    run_id = os.path.basename(directory)
+    bell = journal.Bell(run_id, journal.RUNNER_BELL)
     tree = None
     finished = False
     try:
@@ -308,7 +312,7 @@ def run_detached(
             print(f"mhtest executor: cannot take the tests: {exc}", file=sys.stderr)
             return 1
         fd = os.open(journal.path(directory, journal.JOURNAL), os.O_WRONLY | os.O_APPEND)
-        output = _Output(stop, {s.uid: s.logdir for s in specs}, fd)
+        output = _Output(stop, {s.uid: s.logdir for s in specs}, fd, run_id)
         keep = journal.keep(wait)
         threading.Thread(
             target=_watch_controller, args=(directory, keep, stop), daemon=True
@@ -326,8 +330,9 @@ def run_detached(
         if tree:
             shutil.rmtree(tree, ignore_errors=True)
             tree = None
-        _wait_collected(directory, journal.keep(wait), signals)
+        _wait_collected(directory, journal.keep(wait), signals, bell)
     finally:
+        bell.close()
         server.close()  # a no-op once the runner has closed it
         if tree:
             shutil.rmtree(tree, ignore_errors=True)

@@ -20,7 +20,9 @@ directory, ``runs/<id>/`` in the host's mhtest cache, and a follower
   collected     the controller has it all: the runner removes the directory and exits
   left          the controller left and does not come back (its wait is 0): the same
 
-Nothing here imports more than the standard library: the executor's start-up time counts.
+The runner rings the follower's Bell after each line it adds to the journal, the follower
+the runner's when the controller is done (see Bell). Nothing here imports more than the
+standard library's basics: the executor's start-up time counts.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import contextlib
 import os
 import select
 import shutil
+import socket
 import time
 from typing import Sequence
 
@@ -43,20 +46,16 @@ STARTED = "started"
 FINISHED = "finished"
 COLLECTED = "collected"
 LEFT = "left"
+#: Who a Bell wakes.
+RUNNER_BELL = "runner"
+FOLLOWER_BELL = "follower"
 #: How much longer than its controller a run waits (the controller needs some time to
 #: find out that its connection is gone: SSH keepalives).
 KEEP_MARGIN = 60.0
 #: How long the directory of a run whose runner died is kept when it said nothing.
 DEFAULT_KEEP = 3600.0
-#: Without inotify, how often a watch looks again (seconds).
+#: Where a Bell cannot be bound, how often its wait looks again (seconds).
 POLL = 0.05
-# inotify(7): what a Watch asks to hear about.
-IN_MODIFY = 0x2
-IN_ATTRIB = 0x4
-IN_MOVED_TO = 0x80
-IN_CREATE = 0x100
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
 
 
 def run_dir(cache: str, run_id: str) -> str:
@@ -168,39 +167,38 @@ def _age(directory: str) -> float:
         return 0.0
 
 
-class Watch:
-    """Wakes up when `target` changes: inotify(7) through libc, else polling every POLL s.
+class Bell:
+    """Wakes a process of run `run_id` when another one rings for its `role`.
 
-    Register it before reading what it watches, and `drain()` it before each read:
-    then a change between the read and the wait still wakes the wait.
+    An abstract unix datagram socket named after the run and the role (Linux): ringing is
+    one sendto() of a byte, which wakes a select() at once, with no polling delay and no
+    file of its own. Where the name cannot be bound (another system, the name taken),
+    `wait` polls every POLL seconds instead. Open it before reading what it rings for,
+    and `drain()` it before each read: then a ring between the read and the wait still
+    wakes the wait.
     """
 
-    def __init__(self, target: str, mask: int = IN_MODIFY) -> None:
-        self.fd = -1
+    def __init__(self, run_id: str, role: str) -> None:
+        self.sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-            if fd >= 0 and libc.inotify_add_watch(fd, os.fsencode(target), mask) < 0:
-                os.close(fd)
-                fd = -1
-            self.fd = fd
-        except (OSError, AttributeError):
-            self.fd = -1  # no inotify here: poll
+            self.sock.bind(_bell_name(run_id, role))
+            self.sock.setblocking(False)
+        except OSError:
+            self.sock.close()
+            self.sock = None
 
     def drain(self) -> None:
-        """Forget the changes seen so far."""
-        if self.fd < 0:
+        """Forget the rings so far."""
+        if self.sock is None:
             return
         with contextlib.suppress(BlockingIOError, InterruptedError):
-            while os.read(self.fd, 65536):
+            while self.sock.recv(4096):
                 pass
 
     def wait(self, timeout: float, others: Sequence[int] = ()) -> list[int]:
-        """Wait for a change or for one of the descriptors `others`: those ready."""
-        fds = [*others, self.fd] if self.fd >= 0 else list(others)
-        wait = timeout if self.fd >= 0 else min(timeout, POLL)
+        """Wait for a ring or for one of the descriptors `others`: those ready."""
+        fds = [*others, self.sock.fileno()] if self.sock is not None else list(others)
+        wait = timeout if self.sock is not None else min(timeout, POLL)
         try:
             ready, _, _ = select.select(fds, [], [], wait)
         except InterruptedError:
@@ -208,6 +206,28 @@ class Watch:
         return ready
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class Ringer:
+    """Rings the Bell of run `run_id` for `role` (nothing happens when nobody listens)."""
+
+    def __init__(self, run_id: str, role: str) -> None:
+        self.name = _bell_name(run_id, role)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+
+    def ring(self) -> None:
+        try:
+            self.sock.sendto(b"x", self.name)
+        except OSError:
+            pass  # nobody there, or its queue is full: it wakes up anyway
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _bell_name(run_id: str, role: str) -> str:
+    return f"\0mhtest-run-{run_id}-{role}"
