@@ -350,6 +350,7 @@ def main() -> int:
         wait = float(options.get("wait") or 0)
         journal.sweep(cache)
         directory = journal.create(cache, options.get("run", ""), wait)
+        journal.write(directory, journal.FOLLOWER, str(os.getpid()))
     except (OSError, ValueError) as exc:
         print(f"mhtest executor: cannot start the run: {exc}", file=sys.stderr)
         return 1
@@ -369,7 +370,6 @@ def main() -> int:
         finally:
             os._exit(code)
     os.close(read_fd)
-    journal.write(directory, journal.FOLLOWER, str(os.getpid()))
     print(f"{attach.RUNNER_MARK}{pid}", file=sys.stderr, flush=True)
     _mark_sources_used()
     stdin = _Input()
@@ -379,8 +379,11 @@ def main() -> int:
         print(f"mhtest executor: cannot take the tests: {exc}", file=sys.stderr)
         os.close(write_fd)
         return 1
-    with os.fdopen(write_fd, "wb") as pipe:
-        pipe.write(header)
+    try:
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(header)
+    except BrokenPipeError:
+        pass  # the runner is gone already: following it says how
     return attach.follow(directory, 0, pid, child=True, wait=wait, pending=bytes(stdin.buffer))
 
 

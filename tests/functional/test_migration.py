@@ -201,6 +201,7 @@ def test_destination_host_drops_mid_migration(write_tests, tmp_path) -> None:
         hosts = pool.hosts(2)
         tag, tag_args = tagged()
         args = ["run", f"{base / 'scenarios.py'}:SlowMigration.test", *tag_args, *host_args(hosts)]
+        args += ["--reconnect-timeout", "3"]  # it drops for good: waited for 3 s only
         with running_mhtest(args, tmp_path, results) as proc:
             wait_for(lambda: len(qemu_pids(tag)) == 2, timeout=90, what="two QEMUs")
             time.sleep(0.5)  # the migration is under way (8 MiB at 1 MiB/s)
