@@ -368,3 +368,29 @@ def test_worker_whose_connection_drops_between_barriers_passes(write_tests, tmp_
     assert f"{victim.alias}: sync forward open again" in test_log
     assert wait_gone(run_processes(job.cache), 10) == []
     assert not list((job.cache / "runs").iterdir())
+
+
+def test_ctrl_c_while_reconnecting_reaches_the_detached_tests(write_tests, tmp_path, pool):
+    """Ctrl-C while the host is away: once it is back (within the stop grace), its tests
+    are stopped there and report, and nothing is left on it."""
+    (host,) = pool.hosts(1)
+    job = Job(tmp_path, survivor(write_tests), [host])
+    try:
+        job.started(host)
+        sessions = sshd_processes(host.pid)
+        pool.stop_host(host)  # away: connections refused
+        signal_all(sessions, signal.SIGKILL)
+        time.sleep(1)  # it is reconnecting
+        job.proc.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        time.sleep(1)
+        pool.start_host(host)  # back within the stop grace: the stop gets there
+        run = job.finish(60)
+    finally:
+        job.kill()
+    assert job.ended - interrupted < 15, f"{job.ended - interrupted:.1f} s after Ctrl-C"
+    (result,) = run.results()["tests"]
+    assert result["status"] == "INTERRUPT", run
+    assert "went on after the cut" not in Path(result["logdir"], "debug.log").read_text()
+    assert wait_gone(run_processes(job.cache), 10) == []
+    assert not list((job.cache / "runs").iterdir())
