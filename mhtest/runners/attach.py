@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -231,7 +230,7 @@ def _runner_ended(directory: str, runner: _Runner, size: int) -> int:
         print(f"{NO_RUN_MARK} the run never got its tests", file=sys.stderr, flush=True)
         return NO_RUN
     why = _last_line(journal.path(directory, journal.RUNNER_LOG))
-    shutil.rmtree(directory, ignore_errors=True)  # nobody else will read it
+    journal.remove(directory)  # nobody else will read it
     if why:
         print(why, file=sys.stderr, flush=True)
     status = runner.status

@@ -16,8 +16,8 @@ Input: one JSON line ``{"max_parallel": N or null, "payload": {"key": K, "size":
 "specs": [...]}``, then SIZE bytes of an uncompressed tar holding the test files (none when
 the host's cache, `--cache DIR`, already holds payload K: see mhtest.runners.payload), then
 the controller's messages to the follower (ping, stop, done). A spec's `path` is relative
-to the payload's root, its `logdir` to the run's directory; the tests run in a private
-tree of links to the cached payload. Both are removed at the end. SIGTERM, SIGHUP and
+to the payload's root, its `logdir` to a private temporary directory; the tests run in a
+private tree of links to the cached payload. Both are removed at the end. SIGTERM, SIGHUP and
 SIGINT to the runner stop the tests (the controller's "stop" sends SIGTERM).
 
 Output (the journal): the LocalRunner's events, one JSON line each, and `run.end` last.
@@ -36,6 +36,7 @@ import shutil
 import signal
 import sys
 import tarfile
+import tempfile
 import threading
 from typing import Any, BinaryIO
 
@@ -298,6 +299,11 @@ def run_detached(
     signals = _Signals(stop)
     run_id = os.path.basename(directory)
     bell = journal.Bell(run_id, journal.RUNNER_BELL)
+    # The tests' own directories are apart from the run's, in a private temporary one as
+    # ever: what they write (many small files) stays off the shared cache's filesystem
+    # paths, and once packed into the journal they are not needed any more.
+    root = tempfile.mkdtemp(prefix="mhtest.")
+    journal.write(directory, journal.ROOT, root)
     tree = None
     finished = False
     try:
@@ -307,7 +313,7 @@ def run_detached(
             return 1  # the follower could not take the tests (it said why)
         journal.write(directory, journal.STARTED, "")
         try:
-            max_parallel, specs, tree = take_input(header, directory, cache)
+            max_parallel, specs, tree = take_input(header, root, cache)
         except (OSError, ValueError, AttributeError) as exc:
             print(f"mhtest executor: cannot take the tests: {exc}", file=sys.stderr)
             return 1
@@ -327,15 +333,18 @@ def run_detached(
         output({"type": events.RUN_END})
         journal.write(directory, journal.FINISHED, "")
         finished = True
-        if tree:
-            shutil.rmtree(tree, ignore_errors=True)
-            tree = None
+        for done in (tree, root):
+            if done:
+                shutil.rmtree(done, ignore_errors=True)
+        tree = root = None
         _wait_collected(directory, journal.keep(wait), signals, bell)
     finally:
         bell.close()
         server.close()  # a no-op once the runner has closed it
         if tree:
             shutil.rmtree(tree, ignore_errors=True)
+        if root and (finished or not journal.has(directory, journal.STARTED)):
+            shutil.rmtree(root, ignore_errors=True)  # (else the follower reports, sweep removes)
         if finished or not journal.has(directory, journal.STARTED):
             shutil.rmtree(directory, ignore_errors=True)
     return 0

@@ -11,6 +11,7 @@ directory, ``runs/<id>/`` in the host's mhtest cache, and a follower
   runner.pid    the runner, a session leader (so its process group too)
   follower.pid  the follower streaming now (a new one ends the one before)
   runner.log    the runner's own stdout and stderr
+  root          where the tests' own directories are (a private temporary directory)
   wait          how long (s) the controller waits for the host after a drop (its
                 --reconnect-timeout; 0: it does not, and the tests stop with the follower)
   alive         touched by the follower whenever the controller speaks: once it is older
@@ -40,6 +41,7 @@ JOURNAL = "journal"
 RUNNER = "runner.pid"
 FOLLOWER = "follower.pid"
 RUNNER_LOG = "runner.log"
+ROOT = "root"
 WAIT = "wait"
 ALIVE = "alive"
 STARTED = "started"
@@ -92,7 +94,7 @@ def write(directory: str, name: str, text: str) -> None:
     """Write a small file of the run (whole, or not at all)."""
     target = path(directory, name)
     tmp = f"{target}.{os.getpid()}"
-    with open(tmp, "w", encoding="ascii") as out:
+    with open(tmp, "w", encoding="utf-8") as out:
         out.write(text)
     os.replace(tmp, target)
 
@@ -157,7 +159,19 @@ def sweep(cache: str) -> None:
         wait = read_number(directory, WAIT)
         quiet = quiet_for(directory) if has(directory, ALIVE) else _age(directory)
         if quiet > (DEFAULT_KEEP if wait is None else keep(wait)):
-            shutil.rmtree(directory, ignore_errors=True)
+            remove(directory)
+
+
+def remove(directory: str) -> None:
+    """A run's directory, and the tests' directories it names."""
+    try:
+        with open(path(directory, ROOT), encoding="utf-8") as source:
+            root = source.read().strip()
+        if os.path.basename(root).startswith("mhtest."):
+            shutil.rmtree(root, ignore_errors=True)
+    except OSError:
+        pass  # none, or gone
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _age(directory: str) -> float:
