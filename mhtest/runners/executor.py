@@ -32,7 +32,7 @@ import tempfile
 import threading
 from typing import Any, BinaryIO
 
-from mhtest import events
+from mhtest import environment, events
 from mhtest.spec import TestSpec
 
 LOG = logging.getLogger(__name__)
@@ -210,10 +210,14 @@ def read_input(stream: BinaryIO, root: str) -> tuple[int | None, list[TestSpec]]
             raise EOFError(f"the test archive ended after {len(data)} of {size} bytes")
         unpack(data, root)
     specs = []
+    # The job's shared temporary directory (Test.teststmpdir) is one of this host's.
+    shared = os.path.join(root, "tmp")
+    os.makedirs(shared, exist_ok=True)
     for item in header.get("specs", []):
         spec = TestSpec.from_dict(item)
         spec.path = os.path.join(root, spec.path) if spec.path else spec.path
         spec.logdir = os.path.join(root, spec.logdir or f"results/{spec.uid}")
+        spec.env.update(environment.common_tmpdir_variables(shared))
         specs.append(spec)
     max_parallel = header.get("max_parallel")
     return (int(max_parallel) if max_parallel else None), specs

@@ -31,6 +31,8 @@ EventSink = Callable[[dict], None]
 EXIT_GRACE = 5.0
 #: After an interrupt, how long tests get between SIGTERM and SIGKILL.
 STOP_GRACE = 10.0
+#: After its timeout, how long a test gets to run its tearDown before SIGKILL.
+TIMEOUT_GRACE = 10.0
 #: What a multi-host test's process needs before it can connect to its hosts: a job
 #: with such a test starts its fork server early, importing these while the job itself
 #: starts up. zmq and the remote runner are left out: the test imports them while its
@@ -59,6 +61,7 @@ class _Running:
     exit_status: int | None = None
     end_time: float | None = None
     stopping: bool = False  # asked to stop (SIGTERM) because the job is interrupted
+    timed_out: bool = False  # told its timeout is reached; deadline is then the grace's end
     exec_seen: bool = False  # test.start arrived: a simple test's child then exec'd it
 
 
@@ -341,7 +344,14 @@ class LocalRunner:
         elif event["type"] == events.TEST_END:
             run.ended = True
             run.end_time = time.time()
-            if run.stopping and event.get("status") in (events.FAIL, events.ERROR):
+            if run.timed_out:
+                if event.get("status") != events.INTERRUPT:
+                    # Whatever it made of the interruption, the test reached its timeout.
+                    event["status"] = events.INTERRUPT
+                    event["fail_reason"] = events.TIMEOUT_REASON
+                # What it started goes with it, as at a timeout it did not survive.
+                self._kill(run)
+            elif run.stopping and event.get("status") in (events.FAIL, events.ERROR):
                 # Failing because the job pulled the rug: say so.
                 event["status"] = events.INTERRUPT
                 event["fail_reason"] = f"interrupted by the user ({event.get('fail_reason')})"
@@ -358,26 +368,52 @@ class LocalRunner:
         self.sink(event)
 
     @staticmethod
-    def _signal(run: _Running, sig: int) -> None:
-        """Signal the test's whole process group, if it is still running."""
+    def _signal(run: _Running, sig: int, group: bool = True) -> None:
+        """Signal the test's whole process group (or its own process), if it still runs."""
         if run.pid and run.exit_status is None:
             try:
-                os.killpg(run.pid, sig)
+                (os.killpg if group else os.kill)(run.pid, sig)
             except ProcessLookupError:
                 pass
             except PermissionError as exc:
-                LOG.warning("cannot signal test process group %d: %s", run.pid, exc)
+                LOG.warning("cannot signal test process (group) %d: %s", run.pid, exc)
 
     def _kill(self, run: _Running) -> None:
         self._signal(run, signal.SIGKILL)
+
+    def _time_out(self, run: _Running, now: float) -> None:
+        """The test reached its timeout: tell it, and kill it if it does not end in time.
+
+        An instrumented test's own process gets events.TIMEOUT_SIGNAL (its tearDown runs,
+        what it started lives on until it ends); a simple test's group gets SIGTERM.
+        """
+        limit = (run.deadline or now) - run.started
+        run.timed_out = True
+        run.deadline = now + TIMEOUT_GRACE
+        self._note(run, f"timeout of {limit:g} s reached: interrupting the test")
+        if run.spec.kind == SIMPLE:
+            self._signal(run, signal.SIGTERM)
+        else:
+            self._signal(run, events.TIMEOUT_SIGNAL, group=False)
+
+    @staticmethod
+    def _note(run: _Running, *lines: str) -> None:
+        """Add lines to the test's debug.log (the runner's side of the story)."""
+        error = events.append_debug_log(run.spec.logdir, *lines)
+        if error is not None:
+            LOG.warning("cannot write %s/debug.log: %s", run.spec.logdir, error)
 
     def _check_deadlines(self, running: dict) -> None:
         now = time.time()
         for run in running.values():
             if not run.ended and run.deadline is not None and now >= run.deadline:
+                if not run.timed_out:
+                    self._time_out(run, now)
+                    continue
                 self._kill(run)
-                limit = run.deadline - run.started
-                self._end(run, events.INTERRUPT, f"timeout of {limit:g} s reached; test killed")
+                output = events.output_lines(run.spec.logdir) if run.spec.kind == SIMPLE else []
+                self._note(run, *output, f"not ended {TIMEOUT_GRACE:g} s after its timeout: killed")
+                self._end(run, events.INTERRUPT, events.TIMEOUT_REASON)
             elif (
                 run.ended
                 and run.exit_status is None
@@ -401,6 +437,8 @@ class LocalRunner:
             run = running.pop(key)
             if not run.ended and run.stopping:
                 self._end(run, events.INTERRUPT, "interrupted by the user")
+            elif not run.ended and run.timed_out and run.spec.kind != SIMPLE:
+                self._end(run, events.INTERRUPT, events.TIMEOUT_REASON)
             elif not run.ended and run.spec.kind == SIMPLE and run.exec_seen:
                 self._simple_end(run)
             elif not run.ended:
@@ -410,18 +448,22 @@ class LocalRunner:
             self._close_pipe(sel, run)
 
     def _simple_end(self, run: _Running) -> None:
-        """A simple test (the child exec'd it): PASS on exit status 0, else FAIL."""
+        """A simple test (the child exec'd it): PASS on exit status 0, else FAIL.
+
+        Its stdout and stderr go into its debug.log too, as in Avocado.
+        """
         status = run.exit_status or 0
-        if status == 0:
+        if run.timed_out:
+            outcome, reason = events.INTERRUPT, events.TIMEOUT_REASON
+        elif status == 0:
             outcome, reason = events.PASS, None
         elif status < 0:
             outcome, reason = events.FAIL, f"killed by signal {-status}"
         else:
             outcome, reason = events.FAIL, f"exit status {status}"
         end = f"{outcome} {run.spec.name}" + (f": {reason}" if reason else "")
-        error = events.append_debug_log(run.spec.logdir, f"exit status {status}", end)
-        if error is not None:
-            LOG.warning("cannot write %s/debug.log: %s", run.spec.logdir, error)
+        output = events.output_lines(run.spec.logdir)
+        self._note(run, *output, f"exit status {status}", end)
         self._end(run, outcome, reason)
 
     @staticmethod
