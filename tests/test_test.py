@@ -7,8 +7,8 @@ these cover the rules one by one, in this process.
 from __future__ import annotations
 
 import asyncio
-import os
 import logging
+import os
 
 import pytest
 
