@@ -8,7 +8,8 @@ pid and `exited` with its wait status. Each child calls setsid(), so the job can
 a test's whole process group. A simple test gets no Python child at all: the server
 starts it with vfork+exec in a session of its own (mhtest.runners.child.start_simple).
 
-Messages are JSON: {"op": "spawn", "key": K, "spec": PATH, "simple": BOOL}, {"op":
+Messages are JSON: {"op": "spawn", "key": K, "spec": PATH, "simple": BOOL, "then_import":
+[MODULE, …]} (modules to import once this test started, for the next ones), {"op":
 "started", "key": K, "pid": P}, {"op": "exited", "key": K, "pid": P, "status": S} where
 S is the exit code, or minus the signal number.
 """
@@ -53,13 +54,6 @@ def _send(sock: socket.socket, **message: object) -> None:
         pass
 
 
-#: What tests may use, imported while the server has nothing else to do: a child forked
-#: after that has it for free (unittest, for the assertions of mhtest.assertions: 4-5 ms
-#: of each test's time measured when every child imports it); one forked before imports
-#: it when it needs it.
-IDLE_IMPORTS = ("unittest",)
-
-
 def serve(sock: socket.socket) -> None:
     """Serve spawn requests on `sock` until the job closes it."""
     rfd, wfd = os.pipe()
@@ -72,13 +66,8 @@ def serve(sock: socket.socket) -> None:
     sel.register(sock, selectors.EVENT_READ, "sock")
     sel.register(rfd, selectors.EVENT_READ, "sigchld")
     open_ = True
-    idle_imports = list(IDLE_IMPORTS)
     while open_ or children:
-        ready = sel.select(timeout=0 if idle_imports else 1.0)
-        if not ready and idle_imports:
-            preload(idle_imports)
-            idle_imports = []
-        for key, _ in ready:
+        for key, _ in sel.select(timeout=1.0):
             if key.data == "sigchld":
                 os.read(rfd, 4096)
             elif open_:
@@ -111,6 +100,8 @@ def _handle_request(sock: socket.socket, sel: selectors.BaseSelector, children: 
         os.close(fd)
     children[pid] = request["key"]
     _send(sock, op="started", key=request["key"], pid=pid)
+    # Imports for the children forked after this one (while this one runs).
+    preload(request.get("then_import") or [])
     return True
 
 

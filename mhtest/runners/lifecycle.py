@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from mhtest import events
@@ -32,14 +31,14 @@ WARN_REASON = "Test passed but there were warnings during execution. Check the l
 _FAILED = (events.ERROR, events.FAIL, events.INTERRUPT)
 
 
-@dataclass
 class Outcome:
     """How a test ended so far: its status, reason, exception class and traceback."""
 
-    status: str = events.PASS
-    fail_reason: str | None = None
-    fail_class: str | None = None
-    traceback: str | None = None
+    def __init__(self) -> None:
+        self.status = events.PASS
+        self.fail_reason: str | None = None
+        self.fail_class: str | None = None
+        self.traceback: str | None = None
 
     def set(self, status: str, reason: str | None, fail_class: str | None, tb: str | None) -> None:
         self.status, self.fail_reason, self.fail_class, self.traceback = (

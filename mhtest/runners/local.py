@@ -33,6 +33,9 @@ EXIT_GRACE = 5.0
 STOP_GRACE = 10.0
 #: After its timeout, how long a test gets to run its tearDown before SIGKILL.
 TIMEOUT_GRACE = 10.0
+#: What the fork server imports, once more tests wait than run at once, for the tests
+#: forked after: unittest, for mhtest.assertions (each test importing it cost 4-5 ms).
+LATER_IMPORTS = ("unittest",)
 #: What a multi-host test's process needs before it can connect to its hosts: a job
 #: with such a test starts its fork server early, importing these while the job itself
 #: starts up. zmq and the remote runner are left out: the test imports them while its
@@ -130,6 +133,8 @@ class ForkServer:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = parent
         self.spawned = False
+        #: Modules for the server to import after the next spawn (see LATER_IMPORTS).
+        self.then_import: Sequence[str] = ()
         if fork and threading.active_count() == 1:
             pid = os.fork()
             if pid == 0:
@@ -157,6 +162,8 @@ class ForkServer:
     def spawn(self, key: str, spec_path: str, event_fd: int, simple: bool = False) -> None:
         """Start the test in `spec_path`; `simple` for a simple test (no Python in its process)."""
         request = {"op": "spawn", "key": key, "spec": spec_path, "simple": simple}
+        if self.then_import:  # imported by the server once this test started
+            request["then_import"], self.then_import = list(self.then_import), ()
         message = json.dumps(request).encode()
         self.spawned = True
         socket.send_fds(self.sock, [message], [event_fd])
@@ -244,6 +251,7 @@ class LocalRunner:
         sel = selectors.DefaultSelector()
         sel.register(server.sock, selectors.EVENT_READ, None)
         give_up: float | None = None  # once stopping: when SIGTERM's grace ends
+        last_of_first_batch = len(specs) - self.max_parallel + 1  # as len(pending)
         try:
             while pending or running:
                 if self.stop.is_set() and give_up is None:
@@ -253,6 +261,8 @@ class LocalRunner:
                     self._interrupt(running, pending, "interrupted by the user")
                     break
                 while give_up is None and pending and len(running) < self.max_parallel:
+                    if len(pending) == last_of_first_batch > 1:  # and tests wait: once
+                        server.then_import = LATER_IMPORTS
                     self._start(server, sel, running, pending.pop())
                 timeout = self._next_timeout(running)
                 for key, _ in sel.select(timeout):

@@ -110,3 +110,34 @@ def test_simple_test_environment_log_and_timeout(mhtest, write_tests, tmp_path):
     )
     assert (marks / "trap").read_text() == "got TERM\n"  # SIGTERM first: it could clean up
     assert "timeout of 1 s reached" in (Path(trap["logdir"]) / "debug.log").read_text()
+
+
+UNITTEST_PY = """
+import sys
+
+from mhtest import Test
+
+
+class Seen(Test):
+    def test_1(self):
+        self.whiteboard = str("unittest" in sys.modules)
+
+    def test_2(self):
+        self.whiteboard = str("unittest" in sys.modules)
+        self.assertEqual(1, 1)
+
+    def test_3(self):
+        self.whiteboard = str("unittest" in sys.modules)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_unittest_is_loaded_for_the_tests_that_wait_only(mhtest, write_tests):
+    """The fork server imports unittest (for assertions) once more tests wait than run at
+    once: the tests forked after have it; a test alone never pays for it."""
+    write_tests({"seen.py": UNITTEST_PY})
+    run = mhtest("run", "t/seen.py", "--max-parallel", "1")
+    seen = [run.result(f"Seen.test_{i}")["whiteboard"] for i in (1, 2, 3)]
+    assert seen == ["False", "True", "True"], run
+    alone = mhtest("run", "t/seen.py:Seen.test_3")
+    assert alone.result("Seen.test_3")["whiteboard"] == "False"
