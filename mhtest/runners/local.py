@@ -348,7 +348,7 @@ class LocalRunner:
         event["uid"] = run.spec.uid
         if event["type"] == events.TEST_START:
             run.exec_seen = True
-            if event.get("timeout"):
+            if event.get("timeout") and not run.timed_out:  # (else: the grace's end)
                 run.deadline = run.started + float(event["timeout"])
             run.pid = event.get("pid") or run.pid
         elif event["type"] == events.TEST_END:
@@ -447,10 +447,10 @@ class LocalRunner:
             run = running.pop(key)
             if not run.ended and run.stopping:
                 self._end(run, events.INTERRUPT, "interrupted by the user")
-            elif not run.ended and run.timed_out and run.spec.kind != SIMPLE:
-                self._end(run, events.INTERRUPT, events.TIMEOUT_REASON)
             elif not run.ended and run.spec.kind == SIMPLE and run.exec_seen:
                 self._simple_end(run)
+            elif not run.ended and run.timed_out:  # it died of it before it could say
+                self._end(run, events.INTERRUPT, events.TIMEOUT_REASON)
             elif not run.ended:
                 status = run.exit_status
                 how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"

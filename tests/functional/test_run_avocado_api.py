@@ -141,3 +141,31 @@ def test_unittest_is_loaded_for_the_tests_that_wait_only(mhtest, write_tests):
     assert seen == ["False", "True", "True"], run
     alone = mhtest("run", "t/seen.py:Seen.test_3")
     assert alone.result("Seen.test_3")["whiteboard"] == "False"
+
+
+SLOW_IMPORT_PY = """
+import time
+
+from mhtest import Test
+
+time.sleep(30)  # importing the file outlasts the test's timeout
+
+
+class SlowImport(Test):
+    timeout = 1
+
+    def test(self):
+        pass
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_test_whose_import_outlasts_its_timeout(mhtest, write_tests):
+    write_tests({"slow_import.py": SLOW_IMPORT_PY})
+    run = mhtest("run", "t/slow_import.py")
+    result = run.result("SlowImport.test")
+    assert (result["status"], result["fail_reason"]) == (
+        "INTERRUPT",
+        "Test interrupted: Timeout reached",
+    ), run
+    assert result["time"] < 5
