@@ -19,6 +19,8 @@ Types:
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -46,6 +48,12 @@ INTERRUPT = "INTERRUPT"
 STATUSES = (PASS, FAIL, ERROR, SKIP, WARN, CANCEL, INTERRUPT)
 #: Statuses that make the job's exit code say "tests did not pass".
 FAILED_STATUSES = frozenset({FAIL, ERROR, INTERRUPT})
+
+#: The other direction, runner to test: the signal that tells an instrumented test its
+#: timeout is reached (SIGTERM tells it the job is interrupted); it ends INTERRUPT, with
+#: this reason (Avocado's), after its tearDown.
+TIMEOUT_SIGNAL = signal.SIGALRM
+TIMEOUT_REASON = "Test interrupted: Timeout reached"
 
 
 class EventError(ValueError):
@@ -152,6 +160,10 @@ class LineBuffer:
         return rest
 
 
+#: The most of a simple test's stdout (and of its stderr) copied into its debug.log.
+MAX_OUTPUT_IN_LOG = 16 * 1024 * 1024
+
+
 def append_debug_log(logdir: str, *messages: str) -> OSError | None:
     """Add INFO lines to a test's debug.log, as its logging handler writes them.
 
@@ -167,3 +179,21 @@ def append_debug_log(logdir: str, *messages: str) -> OSError | None:
     except OSError as exc:
         return exc
     return None
+
+
+def output_lines(logdir: str, limit: int = MAX_OUTPUT_IN_LOG) -> list[str]:
+    """A test's stdout then stderr files as debug.log lines, `[stdout] …` and `[stderr] …`
+    as Avocado writes them (at most `limit` bytes of each, then a line saying what is left)."""
+    lines = []
+    for name in ("stdout", "stderr"):
+        try:
+            with open(f"{logdir}/{name}", "rb") as fh:
+                data = fh.read(limit + 1)
+                rest = len(data) > limit and os.fstat(fh.fileno()).st_size - limit
+        except OSError:
+            continue
+        text = data[:limit].decode("utf-8", "replace")
+        lines += [f"[{name}] {line}" for line in text.splitlines()]
+        if rest:
+            lines.append(f"[{name}] … {rest} more bytes in {name}")
+    return lines

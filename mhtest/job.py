@@ -14,14 +14,16 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mhtest import events, exitcodes
+from mhtest import environment, events, exitcodes
 from mhtest.dispatch import Dispatcher, Options
 from mhtest.hosts.inventory import HostConfig
 from mhtest.results import TestResult
@@ -113,6 +115,8 @@ class Job:
         self.logdir = self._make_logdir()
         self._log_handler = self._open_job_log()
         self._reserve: Path | None = None
+        #: Shared by the job's tests here (Test.teststmpdir); removed when the job ends.
+        self.tests_tmpdir = tempfile.mkdtemp(prefix="mhtest_")
 
     # set-up ------------------------------------------------------------------
     def _make_logdir(self) -> Path:
@@ -164,7 +168,12 @@ class Job:
         for place, spec in assignments:
             spec.uid = len(self.specs) + 1
             spec.logdir = str(self.logdir / "test-results" / dir_name(spec.name))
-            spec.env = {**self.config.env, **spec.env}
+            spec.env = {
+                **self.config.env,
+                environment.ENV_JOB_ID: self.unique_id,
+                **environment.common_tmpdir_variables(self.tests_tmpdir),
+                **spec.env,
+            }
             self.specs.append(spec)
             self.assignments.append((place, spec))
 
@@ -322,6 +331,8 @@ class Job:
 
     def _write_error(self, what: str, exc: BaseException) -> None:
         self.write_errors[what] = getattr(exc, "strerror", None) or str(exc)
+        self._log_handler.close()
+        shutil.rmtree(self.tests_tmpdir, ignore_errors=True)
 
     def _call_writers(self, method: str, *args: Any) -> None:
         for writer in self.writers:

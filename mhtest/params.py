@@ -13,10 +13,12 @@ class ParamsError(ValueError):
 
 
 class Params(Mapping[str, Any]):
-    """A test's parameters, read the Avocado way: `params.get(key, default=...)`.
+    """A test's parameters, read the Avocado way: `params.get(key, path=None, default=None)`,
+    `params.iteritems()`, `params.objects(key)`.
 
-    `path` is accepted for Avocado compatibility: a path like "/run/net/*" looks the
-    key up in the nested mapping `net` first, then at the top level.
+    A `path` like "/run/net/*" looks the key up in the nested mapping `net` first, then at
+    the top level. A non-string second argument is taken as the default
+    (`params.get("size", 5)`), where Avocado would fail.
     """
 
     def __init__(self, data: Mapping[str, Any] | None = None) -> None:
@@ -35,6 +37,21 @@ class Params(Mapping[str, Any]):
             if isinstance(node, dict) and key in node:
                 return node[key]
         return self._data.get(key, default)
+
+    def iteritems(self) -> Iterator[tuple[str, str, Any]]:
+        """(path, key, value) of every parameter, as Avocado's; all sit at '/' here."""
+        for key, value in self._data.items():
+            yield "/", key, value
+
+    def objects(self, key: str, path: str | None = None) -> list[Any]:
+        """The names listed by parameter `key` ('nic1 nic2', or a YAML list), as Avocado
+        documents it (Avocado 113's own swaps its arguments and always gives [])."""
+        value = self.get(key, path, "")
+        if value is None:
+            return []
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        return str(value).split()
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]

@@ -6,6 +6,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mhtest.testid import TestID
+
+__all__ = ["BROKEN", "INSTRUMENTED", "SIMPLE", "TestID", "TestSpec", "dir_name"]
+
 #: Kinds of test a resolver produces.
 INSTRUMENTED = "instrumented"
 SIMPLE = "simple"
@@ -47,8 +51,13 @@ class TestSpec:
     @property
     def name(self) -> str:
         """The test's name in results: its number and reference (and host, when remote)."""
+        return str(self.test_id)
+
+    @property
+    def test_id(self) -> TestID:
+        """The test's name in Avocado's TestID shape, `UID-REF[@HOST]`."""
         suffix = f"@{self.host}" if self.host != "local" else ""
-        return f"{self.uid}-{self.ref}{suffix}"
+        return TestID(self.uid, f"{self.ref}{suffix}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,20 +20,26 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
         "references",
         nargs="+",
         metavar="REF",
-        help="test files, directories, or FILE.py:Class.method filters",
+        help="test files, directories, or FILE.py:REGEX (matched against Class.method)",
     )
     parser.add_argument(
+        "-t",
         "--filter-by-tags",
         action="append",
         default=[],
         metavar="TAGS",
-        help="keep tests with all these comma-separated tags ('-tag': without); "
-        "repeat for alternatives",
+        help="keep tests with all these comma-separated tags ('-tag': without; "
+        "'key:value', 'key:-value'); repeat for alternatives",
     )
     parser.add_argument(
         "--filter-by-tags-include-empty",
         action="store_true",
         help="with --filter-by-tags, also keep tests without tags",
+    )
+    parser.add_argument(
+        "--filter-by-tags-include-empty-key",
+        action="store_true",
+        help="with --filter-by-tags, a key:value also keeps tests without tags of that key",
     )
 
 
@@ -46,6 +52,7 @@ def resolve_selection(args: argparse.Namespace) -> list[TestSpec]:
             args.references,
             tags=args.filter_by_tags,
             include_empty=args.filter_by_tags_include_empty,
+            include_empty_key=args.filter_by_tags_include_empty_key,
         )
     except ResolutionError as exc:
         raise UsageError(str(exc)) from None

@@ -33,7 +33,7 @@ import tempfile
 import threading
 from typing import Any, BinaryIO
 
-from mhtest import events
+from mhtest import environment, events
 from mhtest.runners import payload
 from mhtest.spec import TestSpec
 
@@ -160,11 +160,15 @@ def read_input(
             payload.receive(stream, size, cache, key)
         tree = payload.checkout(cache, key)
     specs = []
+    # The job's shared temporary directory (Test.teststmpdir) is one of this host's.
+    shared = os.path.join(root, "tmp")
+    os.makedirs(shared, exist_ok=True)
     for item in header.get("specs", []):
         spec = TestSpec.from_dict(item)
         if spec.path and tree:
             spec.path = os.path.join(tree, spec.path)
         spec.logdir = os.path.join(root, spec.logdir or f"results/{spec.uid}")
+        spec.env.update(environment.common_tmpdir_variables(shared))
         specs.append(spec)
     max_parallel = header.get("max_parallel")
     return (int(max_parallel) if max_parallel else None), specs, tree

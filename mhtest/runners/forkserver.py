@@ -11,7 +11,8 @@ starts it with vfork+exec in a session of its own (mhtest.runners.child.start_si
 The job's side is the ForkServer handle at the end of this module (the server imports
 nothing for it: subprocess, which only the handle uses, is imported where it is needed).
 
-Messages are JSON: {"op": "spawn", "key": K, "spec": PATH, "simple": BOOL}, {"op":
+Messages are JSON: {"op": "spawn", "key": K, "spec": PATH, "simple": BOOL, "then_import":
+[MODULE, …]} (modules to import once this test started, for the next ones), {"op":
 "started", "key": K, "pid": P}, {"op": "exited", "key": K, "pid": P, "status": S} where
 S is the exit code, or minus the signal number, and {"op": "failed", "key": K, "error":
 TEXT} when the test cannot be forked. The server never blocks on the job: replies wait in
@@ -138,6 +139,8 @@ class _Server:
         if pid is not None:
             self.children[pid] = request["key"]
             self.send(op="started", key=request["key"], pid=pid)
+        # Imports for the children forked after this one (while this one runs).
+        preload(request.get("then_import") or [])
 
     def start(self, request: dict, event_fd: int) -> int | None:
         """Start the requested test: its PID, or None (and a `failed` reply) if it cannot."""
@@ -296,6 +299,8 @@ class ForkServer:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = parent
         self.spawned = False
+        #: Modules for the server to import after the next spawn (see local.LATER_IMPORTS).
+        self.then_import: Sequence[str] = ()
         if fork and threading.active_count() == 1:
             pid = os.fork()
             if pid == 0:
@@ -325,6 +330,8 @@ class ForkServer:
     def spawn(self, key: str, spec_path: str, event_fd: int, simple: bool = False) -> None:
         """Start the test in `spec_path`; `simple` for a simple test (no Python in its process)."""
         request = {"op": "spawn", "key": key, "spec": spec_path, "simple": simple}
+        if self.then_import:  # imported by the server once this test started
+            request["then_import"], self.then_import = list(self.then_import), ()
         message = json.dumps(request).encode()
         self.spawned = True
         socket.send_fds(self.sock, [message], [event_fd])

@@ -200,8 +200,9 @@ class MultiHostTest(Test):
     def _workers_timeout(self, timeout: float | None) -> float | None:
         """`timeout`, cut so that workers are stopped and fetched before this test's own.
 
-        The runner kills a test outright at its timeout: the workers' results would be
-        lost, so run_workers() stops them a little earlier.
+        At its timeout the runner interrupts a test and kills it if it has not ended
+        soon after (TIMEOUT_GRACE): too little to stop workers on hosts and fetch their
+        results, so run_workers() stops them a little earlier.
         """
         if not self.timeout:
             return timeout
