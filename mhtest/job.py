@@ -263,6 +263,7 @@ class Job:
             self._log_handler.error = self._log_handler.error or exc
         if self._log_handler.error is not None:
             self._write_error("job.log", self._log_handler.error)
+        shutil.rmtree(self.tests_tmpdir, ignore_errors=True)
         if self.console:
             self.console.job_end(self)
 
@@ -331,8 +332,6 @@ class Job:
 
     def _write_error(self, what: str, exc: BaseException) -> None:
         self.write_errors[what] = getattr(exc, "strerror", None) or str(exc)
-        self._log_handler.close()
-        shutil.rmtree(self.tests_tmpdir, ignore_errors=True)
 
     def _call_writers(self, method: str, *args: Any) -> None:
         for writer in self.writers:
