@@ -34,7 +34,7 @@ Fixtures
 ssh_config -o BatchMode=yes`` for the OpenSSH ``ssh``/``scp`` clients).
 
 A test that must take a host down (stop sshd, restart it) uses a private pool instead of the
-shared one, as tests/test_hosts_updown.py does::
+shared one, as tests/hosts/test_updown.py does::
 
     with SshdPool(tmp_path / "sshd") as pool:
         info = pool.hosts(1)[0]

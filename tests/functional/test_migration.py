@@ -143,7 +143,7 @@ def test_example_on_two_sshd_hosts(mhtest, sshd_hosts) -> None:
     assert_no_qemu_left(tag)
 
 
-@pytest.mark.slow  # ~10-30 s; tests/test_virt_migration.py runs the same scenarios unslowed
+@pytest.mark.slow  # ~10-30 s; tests/virt/test_migration.py runs the same scenarios unslowed
 @pytest.mark.timeout(300)
 def test_round_trips_cancel_and_failure_on_sshd_hosts(mhtest, sshd_hosts, write_tests) -> None:
     hosts = sshd_hosts(2)

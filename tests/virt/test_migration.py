@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
     reason="qemu-system-x86_64 not installed (apt-get install qemu-system-x86)",
 )
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tests" / "migration.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tests" / "migration.py"
 
 
 def userfaultfd_allowed() -> bool:
