@@ -189,6 +189,7 @@ class Dispatcher:
         fork_server: Any = None,
         stop_grace: float = STOP_GRACE,
         interrupt_grace: float = INTERRUPT_GRACE,
+        sources: Future | None = None,
     ) -> None:
         self.sink = sink
         self.options = options or Options()
@@ -200,7 +201,9 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._connections: dict[str, Future] = {}
-        self._sources: Future | None = None
+        # mhtest's packed sources for hosts: given when the caller has them (a control
+        # file's runs share one), else built on first need.
+        self._sources: Future | None = sources
         self._spawners: dict[str, Any] = {}
         self._specs: dict[int, TestSpec] = {}
         self._ended: set[int] = set()

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from mhtest import events
 from mhtest.params import Params
-from mhtest.spec import BROKEN, SIMPLE, TestSpec
+from mhtest.spec import BROKEN, CONTROL_CLIENT, CONTROL_SERVER, SIMPLE, TestSpec
 from mhtest.test import Test, TestBaseException, TestInterrupt, skip_reason
 
 LOG_FORMAT = "%(asctime)s %(levelname)-5s| %(message)s"
@@ -76,6 +76,8 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
         # On success this process becomes the test (exec); the runner reports its end from
         # the exit status. Only a failure to execute comes back here.
         outcome = _exec_simple(spec, emit.fd, handler) if problem is None else problem
+    elif spec.kind in (CONTROL_SERVER, CONTROL_CLIENT):
+        outcome = _run_control(spec, emit)
     else:
         outcome = _run_instrumented(spec, logdir, emit)
     whiteboard = outcome.pop("whiteboard", "")
@@ -217,7 +219,7 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _status_of(exc: BaseException) -> tuple[str, str, str]:
+def status_of(exc: BaseException) -> tuple[str, str, str]:
     if isinstance(exc, TestBaseException):
         status = exc.status
     elif isinstance(exc, AssertionError):
@@ -269,6 +271,25 @@ def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[s
     if workers:
         outcome["children"] = [w.to_dict() for w in workers]
     return outcome
+
+
+def _run_control(spec: TestSpec, emit: EventWriter) -> dict[str, Any]:
+    """An Autoserv control file (mhtest.autoserv): its results come as test.nested events."""
+    timeout, problem = _simple_timeout(spec)  # the `timeout` param, as for any test
+    emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=timeout)
+    if problem is not None:
+        return problem
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        if spec.kind == CONTROL_SERVER:
+            from mhtest.autoserv.control import run_server_control as run
+        else:
+            from mhtest.autoserv.client import run_client_control as run
+        return run(spec, emit)
+    except TestInterrupt as exc:
+        return {"status": events.INTERRUPT, "fail_reason": str(exc), "fail_class": "TestInterrupt"}
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _stopped_by_aborts(test: Test, method: Callable[[], Any]) -> Callable[[], Any]:
@@ -332,14 +353,14 @@ def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
         try:
             _call(test.setUp)
         except BaseException as exc:
-            st, fail_reason, fail_class = _status_of(exc)
+            st, fail_reason, fail_class = status_of(exc)
             status = st if st in (events.CANCEL, events.SKIP) else events.ERROR
             log.error("setUp failed:\n%s", traceback.format_exc())
         else:
             try:
                 _call(method)
             except BaseException as exc:
-                status, fail_reason, fail_class = _status_of(exc)
+                status, fail_reason, fail_class = status_of(exc)
                 log.error("%s:\n%s", status, traceback.format_exc())
     finally:
         try:
@@ -348,7 +369,7 @@ def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
             log.error("tearDown failed:\n%s", traceback.format_exc())
             if status == events.PASS:
                 status = events.ERROR
-                fail_reason = f"tearDown: {_status_of(exc)[1]}"
+                fail_reason = f"tearDown: {status_of(exc)[1]}"
                 fail_class = type(exc).__name__
     # The counter sits on the shared "mhtest.test" logger: stop counting for this test.
     test.log.removeHandler(test._warnings)

@@ -214,6 +214,7 @@ def read_input(stream: BinaryIO, root: str) -> tuple[int | None, list[TestSpec]]
         spec = TestSpec.from_dict(item)
         spec.path = os.path.join(root, spec.path) if spec.path else spec.path
         spec.logdir = os.path.join(root, spec.logdir or f"results/{spec.uid}")
+        spec.tests_path = [os.path.join(root, d) for d in spec.tests_path]
         specs.append(spec)
     max_parallel = header.get("max_parallel")
     return (int(max_parallel) if max_parallel else None), specs

@@ -151,6 +151,7 @@ class RemoteTestRunner:
         self._refused: dict[int, str] = {}
         self._bad_lines = 0
         self._info_seen = False
+        self._nested_made: dict[int, int] = {}
 
     def run(self, specs: list[TestSpec]) -> None:
         try:
@@ -341,6 +342,9 @@ class RemoteTestRunner:
         elif kind in (events.TEST_END, events.TEST_SKIPPED):
             self.ended.add(local.uid)
             self._results_done(local)
+        elif kind == events.TEST_NESTED:
+            self._nested(local, event)
+            return
         else:
             return  # no other event from a host is used
         event = untrusted.bound_end(event, self.host.name)
@@ -354,6 +358,28 @@ class RemoteTestRunner:
                 fail_class=None,
                 fail_reason=f"{self.host.name}: {refused} (the test itself ended {was})",
             )
+        self.sink(event)
+
+    def _nested(self, spec: TestSpec, event: dict) -> None:
+        """A result the test made as it ran (a client control file's run_test), bounded.
+
+        Its files come with the test's own, before the test's end.
+        """
+        made = self._nested_made.get(spec.uid, 0)
+        if made >= untrusted.MAX_NESTED:
+            if made == untrusted.MAX_NESTED:
+                LOG.warning(
+                    "%s: %s made over %d results: the rest are left out",
+                    self.host.name,
+                    spec.name,
+                    made,
+                )
+                self._nested_made[spec.uid] = made + 1
+            return
+        self._nested_made[spec.uid] = made + 1
+        event = untrusted.bound_nested(event, self.host.name)
+        event["host"] = self.host.name
+        event["uid"] = spec.uid
         self.sink(event)
 
     def _host_info(self, event: dict) -> None:
@@ -419,5 +445,18 @@ def pack_tests(specs: list[TestSpec]) -> tuple[bytes, list[TestSpec]]:
         if local_dir and os.path.isdir(local_dir):
             arcname = dirs.setdefault(local_dir, f"t{len(dirs)}")
             path = f"{arcname}/{os.path.basename(spec.path)}"
-        remote.append(replace(spec, path=path, logdir=f"results/{dir_name(spec.name)}"))
+        # A control file's test directories go along (their names resolve on the host).
+        tests_path = [
+            dirs.setdefault(os.path.abspath(d), f"t{len(dirs)}")
+            for d in spec.tests_path
+            if os.path.isdir(d)
+        ]
+        remote.append(
+            replace(
+                spec,
+                path=path,
+                logdir=f"results/{dir_name(spec.name)}",
+                tests_path=tests_path,
+            )
+        )
     return (pack(dirs) if dirs else b""), remote

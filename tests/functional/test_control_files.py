@@ -1,0 +1,254 @@
+"""Autoserv control files through the real CLI, on real sshd hosts (tests/conftest.py).
+
+The examples of examples/control (Autoserv's, modernised), and the bad input a user coming
+from Autotest brings: each run_test and record is a result of the job of its own, the control
+file one more; bad input is one line naming the file, the line, the host or the test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import Run
+
+pytestmark = pytest.mark.timeout(120)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "control"
+PASSTEST = str(Path(__file__).resolve().parents[2] / "examples" / "tests" / "passtest.py")
+
+
+def machines(hosts) -> list[str]:
+    """-m with the pool's ssh_config aliases, as autoserv's users type it."""
+    return ["-m", ",".join(h.alias for h in hosts), "--ssh-config", hosts[0].ssh_config]
+
+
+def results(run: Run) -> dict[str, dict]:
+    """{ref: result} of results.json."""
+    return {t["ref"]: t for t in run.results()["tests"]}
+
+
+def one_line(text: str) -> str:
+    assert "\n" not in text, text
+    return text
+
+
+def test_hosts_example_surveys_three_hosts_in_parallel(mhtest, warm_hosts) -> None:
+    hosts = warm_hosts(3)
+    run = mhtest("run", str(EXAMPLES / "hosts.srv"), *machines(hosts))
+    assert run.code == 0, run
+    found = results(run)
+    ref = next(r for r in found if r.endswith("hosts.srv"))
+    control = found[ref]
+    assert control["status"] == "PASS" and control["parent"] is None
+    for host in hosts:
+        survey = found[f"{ref}/{host.alias}/survey"]
+        assert survey["status"] == "PASS" and survey["parent"] == control["uid"]
+        assert "CPUs" in survey["fail_reason"] and survey["host"] == host.alias
+        # the task's own directory, with the file it fetched from the host
+        task_dir = Path(control["logdir"], host.alias)
+        assert (task_dir / "copy.srv").read_text() == (EXAMPLES / "hosts.srv").read_text()
+        assert Path(survey["logdir"]) == task_dir / "survey"
+    assert run.results()["total"] == 4
+    stdout = Path(control["logdir"], "stdout").read_text()
+    assert all(h.alias in stdout for h in hosts), stdout
+    assert f"{ref}/{hosts[0].alias}/survey: PASS" in run.stdout
+
+
+def test_autotest_example_runs_a_client_control_file_on_a_host(mhtest, warm_hosts) -> None:
+    [host] = warm_hosts(1)
+    run = mhtest("run", str(EXAMPLES / "autotest.srv"), *machines([host]))
+    assert run.code == 0, run
+    found = results(run)
+    ref = next(r for r in found if r.endswith("autotest.srv"))
+    statuses = {r[len(ref) + 1 :]: t["status"] for r, t in found.items() if r != ref}
+    # at.run's control text names "sleeptest": examples/control/sleeptest/, whose own
+    # control file runs sleeptest.py twice; every one of them is a result.
+    assert statuses == {
+        f"{host.alias}/control": "PASS",
+        f"{host.alias}/sleeptest/control": "PASS",
+        f"{host.alias}/sleeptest": "PASS",
+        f"{host.alias}/sleeptest.short": "PASS",
+    }
+    control_dir = Path(found[ref]["logdir"])
+    client_dir = Path(found[f"{ref}/{host.alias}/control"]["logdir"])
+    assert client_dir == control_dir / "job_results" / host.alias / "control"
+    assert 'job.run_test("sleeptest", seconds=0.2)' in (client_dir / "control").read_text()
+    test_dir = Path(found[f"{ref}/{host.alias}/sleeptest"]["logdir"])
+    assert test_dir.is_relative_to(client_dir)
+    assert "sleeping 0.2 s" in (test_dir / "debug.log").read_text()
+    assert json.loads((test_dir / "spec.json").read_text())["params"]["seconds"] == 0.2
+    assert "profilers" in (client_dir / "debug.log").read_text()  # said, and ignored
+
+
+def test_server_and_client_control_files_meet_around_a_tcp_test(mhtest, warm_hosts) -> None:
+    server, client = warm_hosts(2)
+    run = mhtest("run", str(EXAMPLES / "netperf.srv"), *machines([server, client]))
+    assert run.code == 0, run
+    found = results(run)
+    ref = next(r for r in found if r.endswith("netperf.srv"))
+    sent = found[f"{ref}/{client.alias}/tcp_client.client"]
+    served = found[f"{ref}/{server.alias}/tcp_server.server"]
+    assert float(sent["whiteboard"]) > 0
+    assert int(served["whiteboard"]) == 8 << 20
+    started = found[f"{ref}/controller/netperf-started"]
+    assert started["fail_reason"] == f"{server.alias} serves {client.alias}"
+    for host in (server, client):
+        assert found[f"{ref}/{host.alias}/control"]["status"] == "PASS"
+        assert found[f"{ref}/{host.alias}/kernel"]["status"] == "PASS"
+    # The client control files reached the sync server through their own host's SSH
+    # connection: a port forwarded on the host, not the server's own address.
+    control_dir = Path(found[ref]["logdir"])
+    spec = json.loads(
+        (
+            control_dir / "results-netperf-client" / client.alias / "control" / "spec.json"
+        ).read_text()
+    )
+    assert spec["env"]["MHTEST_SYNC_ADDRESS"].startswith("tcp://127.0.0.1:")
+    assert "MHTEST_SYNC_CLIENT_SECRET" not in json.dumps(spec) or "****" in json.dumps(spec)
+
+
+def test_pairs_with_a_machine_left_over(mhtest, warm_hosts) -> None:
+    hosts = warm_hosts(3)
+    run = mhtest("run", str(EXAMPLES / "pairs.srv"), *machines(hosts))
+    assert run.code == 0, run
+    found = results(run)
+    ref = next(r for r in found if r.endswith("pairs.srv"))
+    left = found[f"{ref}/{hosts[2].alias}/pairing"]
+    assert (left["status"], left["fail_reason"]) == ("SKIP", "machine can not be tupled")
+    assert found[f"{ref}/{hosts[0].alias}/sleeptest.first/control"]["status"] == "PASS"
+    assert found[f"{ref}/{hosts[1].alias}/sleeptest.second/control"]["status"] == "PASS"
+    assert found[ref]["status"] == "PASS"
+
+
+def test_args_reach_the_control_file(mhtest, warm_hosts) -> None:
+    hosts = warm_hosts(2)
+    control = str(EXAMPLES / "run_test.srv")
+    run = mhtest("run", control, *machines(hosts), "--args", "-t sleeptest -l logs")
+    assert run.code == 0, run
+    found = results(run)
+    ref = next(r for r in found if r.endswith("run_test.srv"))
+    for host in hosts:
+        client = found[f"{ref}/{host.alias}/sleeptest/control"]
+        expected = Path(found[ref]["logdir"], "logs", host.alias, "sleeptest", "control")
+        assert Path(client["logdir"]) == expected
+    bad = mhtest("run", control, *machines(hosts), "--args=-x")
+    assert bad.code == 1, bad
+    reason = one_line(results(bad)[ref]["fail_reason"])
+    assert reason.startswith(f"{ref}:10: --args: option -x not recognized"), reason
+
+
+def test_a_client_control_file_on_a_host(mhtest, warm_hosts) -> None:
+    [host] = warm_hosts(1)
+    control = EXAMPLES / "sleeptest" / "control"
+    run = mhtest("run", str(control), "--hosts", host.alias, "--ssh-config", host.ssh_config)
+    assert run.code == 0, run
+    found = results(run)
+    ref = next(r for r in found if r.endswith("sleeptest/control"))
+    assert found[ref]["host"] == host.alias and found[ref]["status"] == "PASS"
+    quick = found[f"{ref}/{host.alias}/sleeptest"]
+    short = found[f"{ref}/{host.alias}/sleeptest.short"]
+    assert (quick["whiteboard"], short["whiteboard"]) == ("slept 0.2 s", "slept 0.05 s")
+    control_dir = Path(found[ref]["logdir"])
+    assert Path(quick["logdir"]) == control_dir / "sleeptest"
+    assert "sleeping 0.2 s" in (control_dir / "sleeptest" / "debug.log").read_text()
+    assert (control_dir / "control").read_text() == control.read_text()
+    assert f"{ref}/{host.alias}/sleeptest.short: PASS" in run.stdout
+
+
+PY2 = """\
+hosts = [hosts.create_host(m) for m in machines]
+print hosts[0].run("uname -a").stdout
+"""
+SYNTAX = """\
+for m in machines
+    pass
+"""
+EVERY_MACHINE = """\
+def check(machine):
+    hosts.create_host(machine).run("true")
+
+job.parallel_simple(check, machines)
+"""
+CLIENT_NAME = """\
+at = autotest.Autotest(machines[0])
+at.run('job.run_test("sleeptest")\\njob.run_test("no_such_test")\\n', tag="names")
+"""
+RAISE_STRING = """\
+if len(machines) < 5:
+    raise "Specify the machines to run on via the -m flag"
+"""
+
+
+def test_bad_input_is_one_line_each_and_the_rest_goes_on(
+    mhtest, warm_hosts, broken_host, write_tests
+) -> None:
+    [host] = warm_hosts(1)
+    down = broken_host("refused")
+    folder = write_tests(
+        {
+            "py2.srv": PY2,
+            "syntax.srv": SYNTAX,
+            "machines.srv": EVERY_MACHINE,
+            "names.srv": CLIENT_NAME,
+            "raise_string": RAISE_STRING,
+        }
+    )
+    run = mhtest(
+        "run",
+        PASSTEST,
+        str(folder / "py2.srv"),
+        str(folder / "syntax.srv"),
+        str(folder / "machines.srv"),
+        str(folder / "names.srv"),
+        "--control",
+        str(folder / "raise_string"),
+        "--machines",
+        f"{host.alias},no-such-host.invalid,{down.address}:{down.port}",
+        "--ssh-config",
+        host.ssh_config,
+        "--tests-path",
+        str(EXAMPLES),
+        cwd=folder,
+    )
+    assert run.code == 1, run
+    found = results(run)
+    assert found["py2.srv"]["status"] == "ERROR"
+    assert one_line(found["py2.srv"]["fail_reason"]) == (
+        "py2.srv:2: Python 2 syntax (print statement): control files are Python 3; write print(...)"
+    )
+    assert found["syntax.srv"]["fail_reason"].startswith("syntax.srv:1: syntax error: ")
+    # An unknown host and a host that is down: the file, the line, the host, the rest ran.
+    reason = one_line(found["machines.srv"]["fail_reason"])
+    assert reason.startswith("machines.srv:4: 2 of 3 parallel items failed: "), reason
+    assert (
+        "no-such-host.invalid: machines.srv:2: HostUnreachable: no-such-host.invalid: "
+        "unknown host name 'no-such-host.invalid'"
+    ) in reason
+    assert f"{down.address}:{down.port}: connection refused on port {down.port}" in reason
+    # A test name that resolves to nothing, in a client control file on a host.
+    missing = found[f"names.srv/{host.alias}/no_such_test"]
+    assert missing["status"] == "ERROR"
+    assert one_line(missing["fail_reason"]).startswith(
+        "control:2: no test named 'no_such_test' (looked for no_such_test.py and no_such_test/"
+    )
+    assert found[f"names.srv/{host.alias}/sleeptest/control"]["status"] == "PASS"
+    client = found[f"names.srv/{host.alias}/control.names"]
+    assert client["status"] == "FAIL"
+    assert found["names.srv"]["status"] == "FAIL"
+    assert "names.srv/" not in found["names.srv"]["fail_reason"]  # names relative to it
+    assert f"{host.alias}/no_such_test ERROR" in found["names.srv"]["fail_reason"]
+    # Python 2's raise of a string: said so (given with --control, whatever its name).
+    assert one_line(found["raise_string"]["fail_reason"]).startswith(
+        "raise_string:2: TypeError: exceptions must derive from BaseException (Python 2's "
+        "raise of a string"
+    )
+    # A plain test in the same job runs at every machine: it passes where a host is up.
+    plain = {
+        t["host"]: t["status"]
+        for t in run.results()["tests"]
+        if t["ref"] == f"{PASSTEST}:PassTest.test"
+    }
+    assert plain[host.alias] == "PASS" and plain["no-such-host.invalid"] == "ERROR", plain
