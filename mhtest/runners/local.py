@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mhtest import events
-from mhtest.spec import SIMPLE, TestSpec
+from mhtest.spec import CONTROL_SERVER, SIMPLE, TestSpec
 
 LOG = logging.getLogger(__name__)
 EventSink = Callable[[dict], None]
@@ -43,6 +43,13 @@ MULTIHOST_PRELOAD = (
     "mhtest.dispatch",
     "mhtest.runners.multihost",
     "mhtest.runners.fanout",
+)
+#: What a server control file's process needs (mhtest.autoserv): the hosts' modules, and
+#: the control file's own machinery.
+CONTROL_PRELOAD = (
+    *MULTIHOST_PRELOAD[:5],
+    "mhtest.autoserv.control",
+    "mhtest.autoserv.namespace",
 )
 
 
@@ -190,12 +197,15 @@ def fork_server_ahead(argv: Sequence[str]) -> ForkServer | None:
 
     When a test file named in ARGV mentions a multi-host base class (a text search: the
     resolver decides later, and this server serves any local test as well), it starts
-    now and imports MULTIHOST_PRELOAD on the other CPU while the job starts up. Else,
+    now and imports MULTIHOST_PRELOAD on the other CPU while the job starts up (for a
+    server control file, `*.srv` or --control, CONTROL_PRELOAD). Else,
     when the tests run here (no --hosts, no --inventory), a plain one starts now. None
     for a job that sends its tests to hosts.
     """
     from mhtest.resolver import MULTIHOST_BASES
 
+    if any(arg.endswith(".srv") or arg.startswith("--control") for arg in argv):
+        return ForkServer(preload=CONTROL_PRELOAD, fork=True)  # a server control file
     needles = [name.encode() for name in MULTIHOST_BASES]
     for arg in argv:
         path = arg.split(":", 1)[0]  # file.py:Filter
@@ -236,7 +246,9 @@ class LocalRunner:
         running: dict[str, _Running] = {}
         if self._server is None:  # none started ahead (see fork_server_ahead)
             multihost = any(spec.multihost for spec in specs)
-            self._server = ForkServer(preload=MULTIHOST_PRELOAD if multihost else ())
+            control = any(spec.kind == CONTROL_SERVER for spec in specs)
+            preload = CONTROL_PRELOAD if control else MULTIHOST_PRELOAD if multihost else ()
+            self._server = ForkServer(preload=preload)
         server, self._server = self._server, None
         sel = selectors.DefaultSelector()
         sel.register(server.sock, selectors.EVENT_READ, None)

@@ -8,11 +8,15 @@ file one more; bad input is one line naming the file, the line, the host or the 
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import Run
+from mhtest import exitcodes
+
+from .conftest import Run, running_mhtest, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -252,3 +256,49 @@ def test_bad_input_is_one_line_each_and_the_rest_goes_on(
         if t["ref"] == f"{PASSTEST}:PassTest.test"
     }
     assert plain[host.alias] == "PASS" and plain["no-such-host.invalid"] == "ERROR", plain
+
+
+SLOW = """\
+def one(machine):
+    at = autotest.Autotest(hosts.create_host(machine))
+    at.run_test("sleeptest/sleeptest.py", seconds=120)  # the test itself, not its control
+
+job.parallel_simple(one, machines)
+"""
+
+
+def test_ctrl_c_stops_what_a_control_file_runs_and_keeps_the_results(
+    warm_hosts, write_tests, tmp_path
+) -> None:
+    hosts = warm_hosts(2)
+    folder = write_tests({"slow.srv": SLOW})
+    results_dir = tmp_path / "results"
+    args = ["run", "slow.srv", *machines(hosts), "--tests-path", str(EXAMPLES)]
+    with running_mhtest(args, folder, results_dir) as proc:
+        # A test's directory is made as it is sent to its host; give them time to start.
+        wait_for(lambda: len(list(results_dir.glob("latest/test-results/1-*/*/sleeptest"))) == 2)
+        time.sleep(3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=60)
+        assert time.monotonic() - started < 20
+    assert proc.returncode & exitcodes.INTERRUPTED, stdout
+    run = Run(args, proc.returncode, stdout, "", results_dir)
+    found = results(run)
+    assert found["slow.srv"]["status"] == "INTERRUPT"
+    for host in hosts:
+        test = found[f"slow.srv/{host.alias}/sleeptest/sleeptest.py"]
+        assert test["status"] == "INTERRUPT"
+        assert "sleeping 120 s" in Path(test["logdir"], "debug.log").read_text()
+
+
+def test_a_server_control_file_gets_its_fork_server_ahead_of_the_job() -> None:
+    from mhtest.runners.local import CONTROL_PRELOAD, fork_server_ahead
+
+    for argv in (["net.srv", "-m", "h1,h2"], ["--control", "job_file", "--hosts=h1"]):
+        server = fork_server_ahead(argv)
+        assert server is not None
+        try:
+            assert server.proc.args[1:] == list(CONTROL_PRELOAD)
+        finally:
+            server.close()
