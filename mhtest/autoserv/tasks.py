@@ -119,7 +119,18 @@ def _in_task(runtime: Runtime, func: Callable[..., Any], machine: str | None) ->
     def task(*args: Any) -> Any:
         runtime.machine = machine or runtime.machine
         signal.signal(signal.SIGTERM, _interrupted)
-        return func(*args)
+        before = len(runtime.opened)
+        try:
+            return func(*args)
+        finally:
+            # The hosts this task made (their temporary directories too): the parent's
+            # copies of its own hosts are the parent's to close.
+            made, runtime.opened[before:] = runtime.opened[before:], []
+            for host in made:
+                try:
+                    host.close()
+                except Exception as exc:  # noqa: BLE001 - the task's own outcome matters more
+                    LOG.warning("%s: closing failed: %s", getattr(host, "name", host), exc)
 
     return task
 
