@@ -308,3 +308,68 @@ def test_a_server_control_file_gets_its_fork_server_ahead_of_the_job() -> None:
             assert server.proc.args[1:] == list(CONTROL_PRELOAD)
         finally:
             server.close()
+
+
+HERE = """\
+import sys
+
+from autotest_lib.server import hosts as imported_hosts, utils as imported_utils
+from autotest_lib.client.common_lib import error as imported_error
+
+assert imported_utils is utils and imported_error is error and imported_hosts is hosts
+local = hosts.create_host("local", initialize=False, auto_monitor=False)
+print("args:", args, "machines:", machines, "kernel:", local.get_kernel_ver())
+job.run_test("passtest", host=local, note="here")
+job.run_test("passtest", "one", "two", tag="positional")
+job.record("START", None, "nothing")  # not a result
+job.record("END WARN", None, "tired", "a warning")
+try:
+    local.run("exit 3")
+except error.AutoservRunError as exc:
+    job.record("GOOD", None, "caught", f"exit status {exc.result.exit_status}")
+sys.exit(0)
+"""
+EXITS = "sys.exit(3)\n"
+ASSERTS = "assert machines, 'no machines given'\n"
+CANCELS = "raise error.TestNAError('not on this hardware')\n"
+
+
+def test_server_control_files_here(mhtest, write_tests) -> None:
+    folder = write_tests(
+        {
+            "here.srv": HERE,
+            "exits.srv": EXITS,
+            "asserts.srv": ASSERTS,
+            "cancels.srv": CANCELS,
+            "passtest.py": Path(PASSTEST).read_text(),
+        }
+    )
+    run = mhtest(
+        "run", "here.srv", "exits.srv", "asserts.srv", "cancels.srv", "--args", "-v 1", cwd=folder
+    )
+    assert run.code == 1, run
+    found = results(run)
+    assert found["here.srv"]["status"] == "PASS", found["here.srv"]
+    assert found["here.srv/local/passtest"]["status"] == "PASS"
+    spec = json.loads(Path(found["here.srv/local/passtest"]["logdir"], "spec.json").read_text())
+    assert spec["params"] == {"note": "here", "host": "local", "host_address": "127.0.0.1"}
+    spec = json.loads(
+        Path(found["here.srv/local/passtest.positional"]["logdir"], "spec.json").read_text()
+    )
+    assert spec["params"] == {"args": ["one", "two"]}
+    assert found["here.srv/local/tired"]["status"] == "WARN"
+    assert found["here.srv/local/caught"]["fail_reason"] == "exit status 3"
+    assert "here.srv/local/nothing" not in found
+    stdout = Path(found["here.srv"]["logdir"], "stdout").read_text()
+    assert stdout.startswith("args: ['-v', '1'] machines: [] kernel: "), stdout
+    assert (found["exits.srv"]["status"], found["exits.srv"]["fail_reason"]) == (
+        "FAIL",
+        "exits.srv:1: sys.exit: exit status 3",
+    )
+    assert found["asserts.srv"]["status"] == "FAIL"
+    assert found["asserts.srv"]["fail_reason"] == "asserts.srv:1: AssertionError: no machines given"
+    assert found["cancels.srv"]["status"] == "CANCEL"
+    # The other result files list them too.
+    xml = (run.job_dir / "results.xml").read_text()
+    assert "here.srv/local/passtest.positional" in xml
+    assert "here.srv/local/tired" in (run.job_dir / "results.tap").read_text()
