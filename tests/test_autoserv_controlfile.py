@@ -84,3 +84,11 @@ def test_builtin_and_plugin_resolvers_know_control_files(tmp_path: Path) -> None
     control.chmod(0o755)  # executable, yet a control file: control comes before exec
     [spec] = resolve([str(control)])
     assert spec.kind == CONTROL_SERVER
+
+
+def test_a_debian_control_file_is_not_a_client_control_file(tmp_path: Path) -> None:
+    debian = tmp_path / "debian" / "control"
+    debian.parent.mkdir()
+    debian.write_text("Source: foo\nSection: net\nMaintainer: A <a@example.org>\n")
+    assert ControlResolver().resolve(debian, "debian/control") is None
+    assert resolve([str(tmp_path)]) == []  # a directory walk finds nothing to run there

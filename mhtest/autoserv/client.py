@@ -45,7 +45,7 @@ LOG = logging.getLogger(__name__)
 def run_client_control(spec: TestSpec, emit: Callable[..., None]) -> dict[str, Any]:
     """Run the client control file `spec` at this place; its outcome (status, fail_reason…)."""
     runtime = Runtime(spec, emit, display=os.path.basename(spec.path) or spec.ref)
-    runtime.machine_dirs = False
+    runtime.server = runtime.machine_dirs = False
     keep = os.path.join(spec.logdir, "control")
     if not os.path.exists(keep):
         try:

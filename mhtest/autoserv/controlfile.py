@@ -1,7 +1,8 @@
 """What a control file is: how it is recognised, compiled, and resolved into a TestSpec.
 
 - a server control file: `*.srv`, or any file given with `mhtest run --control FILE`;
-- a client control file: a file named `control` or `*.control`.
+- a client control file: a file named `control` or `*.control` that uses `job` (a Debian
+  package's `control` file, say, is not one).
 
 Control files are Python 3. One that does not compile (Python 2 syntax, most often) is a
 BROKEN spec whose reason is one line: the file, the line, what is wrong and how to write it
@@ -104,4 +105,15 @@ class ControlResolver:
         kind = control_kind(path)
         if kind is None or not path.is_file():
             return None
+        if kind == CONTROL_CLIENT and not _mentions_job(path):
+            return None  # another kind of file named control (Debian's, …): not ours
         return [control_spec(path, display, kind)]
+
+
+def _mentions_job(path: Path) -> bool:
+    """Whether a file named like a client control file uses `job`, as every one does."""
+    try:
+        with open(path, "rb") as text:
+            return re.search(rb"\bjob\b", text.read(1 << 20)) is not None
+    except OSError:
+        return True  # say why it cannot be read, as a control file

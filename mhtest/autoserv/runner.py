@@ -87,7 +87,9 @@ class ControlRunner:
             sources=self.runtime.sources() if remote else None,
         )
         hook = None
-        if any(p.spec.kind == CONTROL_CLIENT for p in planned):
+        if self.runtime.server and any(p.spec.kind == CONTROL_CLIENT for p in planned):
+            # A server control file's client control files meet at its sync server; one
+            # that a client control file runs (NAME/control) inherits its own.
             hook = self._sync().place_hook
         outcome = dispatcher.run([(p.place, p.spec) for p in planned], timeout, hook)
         results = [done[uid] for uid in sorted(done)]

@@ -43,6 +43,8 @@ class Runtime:
         self.machine: str | None = None
         #: Where this place's own tests run (a client control file's host).
         self.here = spec.host or LOCAL
+        #: A server control file's run (False: a client control file's, on its place).
+        self.server = True
         #: Results' directories go under their machine's (a server control file's do; a
         #: client control file's directory is its machine's already).
         self.machine_dirs = True

@@ -91,6 +91,11 @@ def test_autotest_example_runs_a_client_control_file_on_a_host(mhtest, warm_host
     assert "sleeping 0.2 s" in (test_dir / "debug.log").read_text()
     assert json.loads((test_dir / "spec.json").read_text())["params"]["seconds"] == 0.2
     assert "profilers" in (client_dir / "debug.log").read_text()  # said, and ignored
+    # The client control file sleeptest/control, run by the other one on the host, meets
+    # at the same sync server (it inherits its environment): none of its own there.
+    inner = Path(found[f"{ref}/{host.alias}/sleeptest/control"]["logdir"])
+    assert json.loads((inner / "spec.json").read_text())["env"] == {}
+    assert "sync server" not in (inner / "debug.log").read_text()
 
 
 def test_server_and_client_control_files_meet_around_a_tcp_test(mhtest, warm_hosts) -> None:
