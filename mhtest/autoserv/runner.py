@@ -65,7 +65,8 @@ class ControlRunner:
         spec.params = {**spec.params, **params}
         spec.host = place.name
         spec.logdir = str(path)
-        spec.tests_path = list(self.runtime.tests_dirs)
+        if spec.kind == CONTROL_CLIENT:  # its test names resolve at its place: send them
+            spec.tests_path = list(self.runtime.tests_dirs)
         return Planned(place, spec, name, rel)
 
     def run(self, planned: list[Planned], timeout: float | None = None) -> list[TestResult]:

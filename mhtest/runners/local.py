@@ -44,10 +44,16 @@ MULTIHOST_PRELOAD = (
     "mhtest.runners.multihost",
     "mhtest.runners.fanout",
 )
-#: What a server control file's process needs (mhtest.autoserv): the hosts' modules, and
+#: What a server control file's process needs (mhtest.autoserv): the hosts' modules, the
+#: remote runner (imported here once, not again in each task the control file forks), and
 #: the control file's own machinery.
 CONTROL_PRELOAD = (
     *MULTIHOST_PRELOAD[:5],
+    "mhtest.plugins.spawner_ssh",
+    "mhtest.runners.remote",
+    "mhtest.runners.executor",
+    "mhtest.hosts.bootstrap",
+    "mhtest.sysinfo",
     "mhtest.autoserv.control",
     "mhtest.autoserv.namespace",
 )
