@@ -358,6 +358,7 @@ def test_server_control_files_here(mhtest, write_tests) -> None:
     assert found["here.srv/local/passtest"]["status"] == "PASS"
     spec = json.loads(Path(found["here.srv/local/passtest"]["logdir"], "spec.json").read_text())
     assert spec["params"] == {"note": "here", "host": "local", "host_address": "127.0.0.1"}
+    assert spec["tests_path"] == []  # only a client control file takes it along
     spec = json.loads(
         Path(found["here.srv/local/passtest.positional"]["logdir"], "spec.json").read_text()
     )
