@@ -146,7 +146,7 @@ class _Autotest:
         runtime = self._runtime
         where = runtime.where()
         place = place_of(runtime, self._host(host, "run"))
-        spec, label = self._client_spec(str(control_file), where, place.name)
+        spec, label = self._client_spec(str(control_file), where, place.name, tag)
         name = f"{place.name}/{test_label(label, tag)}"
         params = {"timeout": timeout} if timeout else {}
         if runtime.args:
@@ -191,32 +191,32 @@ class _Autotest:
             return os.path.basename(path) or None
         return os.path.normpath(results_dir).lstrip("./") or None
 
-    def _client_spec(self, control: str, where: str, machine: str) -> tuple[TestSpec, str]:
+    def _client_spec(
+        self, control: str, where: str, machine: str, tag: str | None
+    ) -> tuple[TestSpec, str]:
         """The spec of a client control file given as text or a path, and its name.
 
-        One that does not compile is an ERROR result here (and AutotestRunError)."""
-        runtime = self._runtime
+        One that does not compile is an ERROR result here, and AutotestRunError."""
         path = self._find_file(control)
+        label = path.name if path is not None else "control"
+        what = ""  # how the error is introduced in AutotestRunError
         if path is not None:
-            label = path.name
             spec = control_spec(path, label, CONTROL_CLIENT)
-            if spec.error:
-                record_result(
-                    runtime, events.ERROR, f"{machine}/{label}", spec.error, "ControlSyntaxError"
-                )
-                raise AutotestRunError(f"{where}: {spec.error}")
-            return spec, label
-        label = "control"
-        try:
-            compile_control(control, "control", label)
-        except ControlSyntaxError as exc:
-            record_result(
-                runtime, events.ERROR, f"{machine}/{label}", str(exc), "ControlSyntaxError"
-            )
-            raise AutotestRunError(f"{where}: client control text: {exc}") from None
-        directory = Path(tempfile.mkdtemp(prefix="control-", dir=self._work_dir()))
-        (directory / "control").write_text(control, encoding="utf-8")
-        return TestSpec(ref=label, kind=CONTROL_CLIENT, path=str(directory / "control")), label
+            problem = spec.error
+        else:
+            try:
+                compile_control(control, "control", label)
+                problem = None
+            except ControlSyntaxError as exc:
+                problem, what = str(exc), "client control text: "
+            directory = Path(tempfile.mkdtemp(prefix="control-", dir=self._work_dir()))
+            (directory / "control").write_text(control, encoding="utf-8")
+            spec = TestSpec(ref=label, kind=CONTROL_CLIENT, path=str(directory / "control"))
+        if problem:
+            name = f"{machine}/{test_label(label, tag)}"
+            record_result(self._runtime, events.ERROR, name, problem, "ControlSyntaxError")
+            raise AutotestRunError(f"{where}: {what}{problem}")
+        return spec, label
 
     def _find_file(self, control: str) -> Path | None:
         """`control` as an existing file (beside the control file, or as given), else None."""

@@ -334,6 +334,11 @@ except error.AutoservRunError as exc:
     job.record("GOOD", None, "caught", f"exit status {exc.result.exit_status}")
 sys.exit(0)
 """
+CLIENTS_HERE = """\
+at = autotest.Autotest("local")
+assert at.run('job.run_test("passtest")\\n', tag="new")
+at.run('print "old"\\n', tag="old")
+"""
 EXITS = "sys.exit(3)\n"
 ASSERTS = "assert machines, 'no machines given'\n"
 CANCELS = "raise error.TestNAError('not on this hardware')\n"
@@ -346,12 +351,12 @@ def test_server_control_files_here(mhtest, write_tests) -> None:
             "exits.srv": EXITS,
             "asserts.srv": ASSERTS,
             "cancels.srv": CANCELS,
+            "clients.srv": CLIENTS_HERE,
             "passtest.py": Path(PASSTEST).read_text(),
         }
     )
-    run = mhtest(
-        "run", "here.srv", "exits.srv", "asserts.srv", "cancels.srv", "--args", "-v 1", cwd=folder
-    )
+    refs = ["here.srv", "exits.srv", "asserts.srv", "cancels.srv", "clients.srv"]
+    run = mhtest("run", *refs, "--args", "-v 1", cwd=folder)
     assert run.code == 1, run
     found = results(run)
     assert found["here.srv"]["status"] == "PASS", found["here.srv"]
@@ -375,6 +380,14 @@ def test_server_control_files_here(mhtest, write_tests) -> None:
     assert found["asserts.srv"]["status"] == "FAIL"
     assert found["asserts.srv"]["fail_reason"] == "asserts.srv:1: AssertionError: no machines given"
     assert found["cancels.srv"]["status"] == "CANCEL"
+    # Client control text run here (the local place, no SSH), and one in Python 2.
+    assert found["clients.srv/local/control.new"]["status"] == "PASS"
+    assert found["clients.srv/local/passtest"]["status"] == "PASS"
+    old = "control:1: Python 2 syntax (print statement): control files are Python 3"
+    assert found["clients.srv/local/control.old"]["fail_reason"].startswith(old)
+    assert found["clients.srv"]["fail_reason"].startswith(
+        f"clients.srv:3: client control text: {old}"
+    )
     # The other result files list them too.
     xml = (run.job_dir / "results.xml").read_text()
     assert "here.srv/local/passtest.positional" in xml
