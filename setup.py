@@ -50,6 +50,7 @@ setup(
         ],
         "mhtest.resolver": [
             "python = mhtest.plugins.resolver_python:PythonResolver",
+            "control = mhtest.plugins.resolver_control:ControlResolver",
             "exec = mhtest.plugins.resolver_exec:ExecResolver",
         ],
     },

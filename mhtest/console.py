@@ -118,6 +118,11 @@ class Console:
         if not self.tty and phase.startswith(SLOW_PHASES):
             self._write(f"HOST       : {host}: {phase}…")
 
+    def tests_added(self, count: int) -> None:
+        """Results a running test made (a control file's run_test) join the count."""
+        with self._lock:
+            self.total += count
+
     def test_start(self, spec: Any) -> None:
         with self._lock:
             self.running[spec.uid] = (spec.name, time.time())
@@ -127,7 +132,7 @@ class Console:
         with self._lock:
             self.running.pop(result.uid, None)
             self.done += 1
-        host = f" [{result.host}]" if result.host != "local" else ""
+        host = _host_suffix(result)
         status = f"{result.status} ({result.time:.2f} s)"
         line = f" ({result.uid}/{self.total}) {result.ref}{host}: {status}"
         if result.fail_reason and result.status != events.PASS:
@@ -145,7 +150,7 @@ class Console:
         if failed:
             self._write("NOT PASSED :")
             for r in failed:
-                host = f" [{r.host}]" if r.host != "local" else ""
+                host = _host_suffix(r)
                 reason = (r.fail_reason or "no reason given").splitlines()[0][:300]
                 self._write(f" {r.status:<9} {r.name}{host}: {reason}")
         if job.interrupted:
@@ -158,6 +163,14 @@ class Console:
                 f"ERROR      : the results in {job.logdir} are incomplete ({what}); "
                 "free some space there or choose another place with --job-results-dir"
             )
+
+
+def _host_suffix(result: Any) -> str:
+    """ " [host]" after a remote test's name; none for a control file's result (its
+    reference names its machine)."""
+    if result.host == "local" or getattr(result, "parent", None) is not None:
+        return ""
+    return f" [{result.host}]"
 
 
 class _Footer:

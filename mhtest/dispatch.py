@@ -34,7 +34,7 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator, Sequence
 
 from mhtest import events
 from mhtest.hosts.inventory import HostConfig
-from mhtest.places import Options, Place, Provisions, Stopped, local_place, place
+from mhtest.places import Options, Place, Provisions, Stopped, local_place, place, tests_dirs
 from mhtest.spec import TestSpec
 from mhtest.test import TestInterrupt
 
@@ -102,6 +102,7 @@ class Dispatcher:
         fork_server: Any = None,
         stop_grace: float = STOP_GRACE,
         interrupt_grace: float = INTERRUPT_GRACE,
+        sources: Any = None,
     ) -> None:
         self.sink = sink
         self.options = options or Options()
@@ -110,7 +111,9 @@ class Dispatcher:
         self.interrupt_grace = interrupt_grace
         self.outcome = Outcome()
         #: Connections, sources, test files and a fork server, made ahead for the places.
-        self.provisions = Provisions(self.options, fork_server)
+        # (`sources`: a Future of mhtest's packed sources, when the caller has one: a
+        # control file's runs share it.)
+        self.provisions = Provisions(self.options, fork_server, sources)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._spawners: dict[str, Any] = {}
@@ -181,7 +184,8 @@ class Dispatcher:
         for config, specs in groups.values():
             if not config.is_local:  # its test files are listed and hashed while it connects
                 paths = [s.path for s in specs if s.path]
-                _in_thread(f"payload-{config.name}", self.provisions.payload_ahead, paths)
+                dirs = tests_dirs(specs)
+                _in_thread(f"payload-{config.name}", self.provisions.payload_ahead, paths, dirs)
         for config, specs in groups.values():
             self._places[config.name] = Place(config, specs, self.provisions, self.report, on_place)
         for where in list(self._places.values()):

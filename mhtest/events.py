@@ -10,6 +10,11 @@ Types:
   test.files   uid, data, last                (a remote test's results directory: base64
                                                pieces of an uncompressed tar, before test.end)
   test.skipped uid, reason                     (never started: the job was interrupted)
+  test.nested  uid, name, status, fail_reason, fail_class, start, end, whiteboard, logdir,
+               [host], [children]              (a result of its own made while test `uid` ran:
+                                               a control file's run_test or job.record;
+                                               `name` extends the test's reference, `logdir`
+                                               is relative to its results directory)
   host.info    facts, [host]                   (a host's executor: mhtest.sysinfo.collect())
   host.phase   host, phase                     (the controller: connecting, installing, …)
   log          uid, level, message            (optional, for live consoles)
@@ -32,6 +37,7 @@ TEST_START = "test.start"
 TEST_END = "test.end"
 TEST_FILES = "test.files"
 TEST_SKIPPED = "test.skipped"
+TEST_NESTED = "test.nested"
 HOST_INFO = "host.info"
 HOST_PHASE = "host.phase"
 LOG = "log"

@@ -27,7 +27,7 @@ from mhtest import environment, events, exitcodes
 from mhtest.dispatch import Dispatcher, Options
 from mhtest.hosts.inventory import HostConfig
 from mhtest.results import TestResult
-from mhtest.spec import TestSpec, dir_name
+from mhtest.spec import NESTED, TestSpec, dir_name
 
 LOG = logging.getLogger(__name__)
 DEFAULT_RESULTS_DIR = "~/mhtest/job-results"
@@ -224,6 +224,8 @@ class Job:
                 if any(r.uid == spec.uid for r in self.results):
                     return
                 self._record(spec, event)
+            elif kind == events.TEST_NESTED:
+                self._nested(spec, event)
             elif kind == events.TEST_SKIPPED:
                 now = time.time()
                 self._record(
@@ -236,8 +238,36 @@ class Job:
                     },
                 )
 
-    def _record(self, spec: TestSpec, event: dict) -> None:
-        result = TestResult.from_end(spec, event, start=self._started.get(spec.uid))
+    def _nested(self, parent: TestSpec, event: dict) -> None:
+        """A result `parent` made while it ran (a control file's run_test): one of the job's.
+
+        It gets the next number; its reference extends the parent's, its directory is
+        inside the parent's (a name that would lead out is refused: the parent's own).
+        """
+        from mhtest.runners.untrusted import relative_parts
+
+        name = str(event.get("name") or "").strip("/") or "result"
+        parts = relative_parts(str(event.get("logdir") or "")) or []
+        spec = TestSpec(
+            ref=f"{parent.ref}/{name}",
+            kind=NESTED,
+            path=parent.path,
+            tags=list(parent.tags),
+            host=str(event.get("host") or parent.host),
+        )
+        spec.uid = len(self.specs) + 1
+        spec.logdir = str(Path(parent.logdir, *parts))
+        self.specs.append(spec)
+        if self.console:
+            self.console.tests_added(1)
+        self._record(spec, event, name=f"{spec.uid}-{spec.ref}", parent=parent.uid)
+
+    def _record(
+        self, spec: TestSpec, event: dict, name: str | None = None, parent: int | None = None
+    ) -> None:
+        result = TestResult.from_end(
+            spec, event, name=name, start=self._started.get(spec.uid), parent=parent
+        )
         self.results.append(result)
         LOG.info(
             "%s: %s%s",

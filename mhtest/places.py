@@ -55,6 +55,11 @@ class Options:
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
 
 
+def tests_dirs(specs: Iterable[TestSpec]) -> list[str]:
+    """The directories that go whole to a host with `specs` (control files' tests path)."""
+    return sorted({d for spec in specs for d in spec.tests_path})
+
+
 def local_place(name: str = LOCAL) -> HostConfig:
     """This machine as a place (tests in child processes, no SSH)."""
     return HostConfig(name=name, address=LOCAL, port=0, kind=LOCAL)
@@ -141,7 +146,8 @@ class Place:
 
         Built once per set of test files, shared by the places that run the same tests.
         """
-        return self._provisions.payload([s.path for s in self.specs if s.path], self.stop)
+        paths = [s.path for s in self.specs if s.path]
+        return self._provisions.payload(paths, self.stop, tests_dirs(self.specs))
 
     def take_fork_server(self) -> Any:
         """A local fork server started ahead of the run, for the first local place; or None."""
@@ -158,12 +164,12 @@ class Provisions:
     """What places need, made ahead and shared: SSH connections, mhtest's packed sources,
     the test files (payloads) and a fork server started early. Thread-safe."""
 
-    def __init__(self, options: Options, fork_server: Any = None) -> None:
+    def __init__(self, options: Options, fork_server: Any = None, sources: Any = None) -> None:
         self.options = options
         self._fork_server = fork_server
         self._lock = threading.Lock()
         self._connections: dict[str, Future] = {}
-        self._sources: Future | None = None
+        self._sources: Future | None = sources
         self._payloads: dict[tuple, Future] = {}
 
     def connect_ahead(self, places: Iterable[HostConfig]) -> None:
@@ -205,11 +211,21 @@ class Provisions:
             future.add_done_callback(_close_host)  # it may still connect: not left open
             raise
 
-    def payload(self, paths: list[str], stop: threading.Event | None = None) -> Any:
-        """The payload of test files `paths` (see mhtest.runners.payload), built once."""
+    def payload(
+        self, paths: list[str], stop: threading.Event | None = None, dirs: Sequence[str] = ()
+    ) -> Any:
+        """The payload of test files `paths` and whole directories `dirs`, built once.
+
+        (See mhtest.runners.payload.)
+        """
         from mhtest.runners import payload
 
-        key = (tuple(paths), tuple(self.options.remote_exclude), self.options.remote_send_dir)
+        key = (
+            tuple(paths),
+            tuple(dirs),
+            tuple(self.options.remote_exclude),
+            self.options.remote_send_dir,
+        )
         with self._lock:
             future = self._payloads.get(key)
             mine = future is None
@@ -218,7 +234,7 @@ class Provisions:
         if mine:
             try:
                 built = payload.build(
-                    paths, self.options.remote_exclude, self.options.remote_send_dir
+                    paths, self.options.remote_exclude, self.options.remote_send_dir, dirs
                 )
             except BaseException as exc:
                 future.set_exception(exc)
@@ -239,10 +255,10 @@ class Provisions:
             self._sources = Future()
         _in_thread("pack-sources", _build_sources, self._sources)
 
-    def payload_ahead(self, paths: list[str]) -> None:
+    def payload_ahead(self, paths: list[str], dirs: Sequence[str] = ()) -> None:
         """payload(), for a thread of its own: a failure is left to the place to report."""
         try:
-            self.payload(paths)
+            self.payload(paths, dirs=dirs)
         except Exception:  # noqa: BLE001 - the place that takes it reports it
             LOG.debug("building the test files for %s failed", paths, exc_info=True)
 

@@ -91,16 +91,24 @@ def resolve(
 
 
 def plugin_resolvers() -> list[Resolver]:
-    """The resolver plugins, in the order they are asked (python before exec)."""
+    """The resolver plugins, in the order they are asked (python, control, then exec).
+
+    The built-in ones are always there, registered or not (an installation made before a
+    built-in resolver was added lacks its entry point until it is installed again).
+    """
     from mhtest.plugins import load_plugins
 
     found = [cls() for _, cls in load_plugins("mhtest.resolver")]
+    names = {getattr(r, "name", None) for r in found}
+    found += [r for r in builtin_resolvers() if r.name not in names]
     return sorted(found, key=lambda r: getattr(r, "priority", 30))
 
 
 def builtin_resolvers() -> list[Resolver]:
     """The built-in resolvers, without loading any plugin (what workers need, and fast)."""
-    return [PythonResolver(), ExecResolver()]
+    from mhtest.autoserv.controlfile import ControlResolver
+
+    return [PythonResolver(), ControlResolver(), ExecResolver()]
 
 
 def resolve_references(references: Iterable[str], resolvers: list[Resolver]) -> list[TestSpec]:

@@ -28,6 +28,8 @@ class TestResult:
     whiteboard: str = ""
     tags: list[str] = field(default_factory=list)
     children: list[TestResult] = field(default_factory=list)
+    #: The uid of the test this result was made in (a control file's run_test), or None.
+    parent: int | None = None
 
     @property
     def time(self) -> float:
@@ -48,7 +50,12 @@ class TestResult:
 
     @classmethod
     def from_end(
-        cls, spec: Any, event: dict[str, Any], name: str | None = None, start: float | None = None
+        cls,
+        spec: Any,
+        event: dict[str, Any],
+        name: str | None = None,
+        start: float | None = None,
+        parent: int | None = None,
     ) -> TestResult:
         """The result of the test `spec` (a TestSpec) from its test.end event."""
         now = time.time()
@@ -66,6 +73,7 @@ class TestResult:
             whiteboard=event.get("whiteboard") or "",
             tags=list(spec.tags),
             children=[cls.from_dict(c) for c in event.get("children") or []],
+            parent=parent,
         )
 
     @classmethod

@@ -15,6 +15,12 @@ INSTRUMENTED = "instrumented"
 SIMPLE = "simple"
 #: A reference that could not be turned into a test (syntax error…): reported as ERROR.
 BROKEN = "broken"
+#: Autoserv control files (mhtest.autoserv): a server one runs here and spans the hosts,
+#: a client one runs at each place.
+CONTROL_SERVER = "control-server"
+CONTROL_CLIENT = "control-client"
+#: A result a test made while it ran (a control file's run_test): see events.TEST_NESTED.
+NESTED = "nested"
 
 
 @dataclass
@@ -47,6 +53,8 @@ class TestSpec:
     started: float | None = None
     # Param names to keep out of files (beside those that look secret: mhtest.secrets).
     secrets: list[str] = field(default_factory=list)
+    # A control file's test directories (--tests-path), sent to hosts with the test.
+    tests_path: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:

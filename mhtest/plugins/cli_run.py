@@ -18,9 +18,17 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `list`: what to run."""
     parser.add_argument(
         "references",
-        nargs="+",
+        nargs="*",
         metavar="REF",
-        help="test files, directories, or FILE.py:REGEX (matched against Class.method)",
+        help="test files, directories, or FILE.py:REGEX (matched against Class.method); "
+        "Autoserv control files: *.srv (server), control and *.control (client)",
+    )
+    parser.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a server control file, whatever its name (repeatable)",
     )
     parser.add_argument(
         "-t",
@@ -47,21 +55,45 @@ def resolve_selection(args: argparse.Namespace) -> list[TestSpec]:
     """References and tag filters → TestSpecs, or UsageError."""
     from mhtest.resolver import ResolutionError, resolve
 
+    if not args.references and not args.control:
+        raise UsageError("name the tests to run: files, directories, or --control FILE")
     try:
-        specs = resolve(
-            args.references,
-            tags=args.filter_by_tags,
-            include_empty=args.filter_by_tags_include_empty,
-            include_empty_key=args.filter_by_tags_include_empty_key,
+        specs = (
+            resolve(
+                args.references,
+                tags=args.filter_by_tags,
+                include_empty=args.filter_by_tags_include_empty,
+                include_empty_key=args.filter_by_tags_include_empty_key,
+            )
+            if args.references
+            else []
         )
     except ResolutionError as exc:
         raise UsageError(str(exc)) from None
+    specs += _server_controls(args.control)
     if not specs:
         raise UsageError(
             "nothing to run: no tests found in "
             + ", ".join(args.references)
             + (" with the given tags" if args.filter_by_tags else "")
         )
+    return specs
+
+
+def _server_controls(paths: list[str]) -> list[TestSpec]:
+    """The specs of --control FILE: server control files whatever their names."""
+    from pathlib import Path
+
+    from mhtest.autoserv.controlfile import control_spec
+    from mhtest.resolver import _display
+    from mhtest.spec import CONTROL_SERVER
+
+    specs = []
+    for text in paths:
+        path = Path(text)
+        if not path.is_file():
+            raise UsageError(f"--control {text}: no such file (check the path)")
+        specs.append(control_spec(path, _display(path), CONTROL_SERVER))
     return specs
 
 
@@ -112,10 +144,14 @@ class RunCommand(CLICommand):
         hosts = parser.add_argument_group("hosts")
         hosts.add_argument(
             "--hosts",
+            "-m",
+            "--machines",
+            dest="hosts",
             default=None,
             metavar="H1,H2",
             help="run on these hosts: [user@]name[:port], ssh_config aliases, "
-            "inventory names, or 'local'",
+            "inventory names, or 'local' (-m as autoserv's flag; a server control file's "
+            "`machines`)",
         )
         hosts.add_argument(
             "--inventory",
@@ -167,6 +203,21 @@ class RunCommand(CLICommand):
             help="multi-host workers reach the sync server directly instead "
             "of through their SSH connection",
         )
+        control = parser.add_argument_group("control files (Autoserv)")
+        control.add_argument(
+            "--args",
+            default=None,
+            metavar="TEXT",
+            help="the `args` of control files, split like a shell line (the `args` param)",
+        )
+        control.add_argument(
+            "--tests-path",
+            action="append",
+            default=[],
+            metavar="DIRS",
+            help="directories (':'-separated, repeatable) where control files' test names "
+            "are looked up after the control file's own (also: MHTEST_TESTS_PATH)",
+        )
         sync_job = _sync_module()
         if sync_job is not None:
             sync_job.add_run_options(parser)
@@ -185,6 +236,8 @@ class RunCommand(CLICommand):
         except params_mod.ParamsError as exc:
             raise UsageError(str(exc)) from None
         base_params = params_mod.merge(*layers, cli_params)
+        if args.args is not None:
+            base_params["args"] = args.args
         max_results = None
         if args.max_results_size is not None:
             from mhtest.runners.untrusted import parse_size
@@ -194,6 +247,7 @@ class RunCommand(CLICommand):
             except ValueError as exc:
                 raise UsageError(f"--max-results-size: {exc}") from None
         specs = resolve_selection(args)
+        _set_tests_path(specs, args.tests_path)
         hosts = self._hosts(args)
         options = Options(
             max_parallel=args.max_parallel,
@@ -275,6 +329,23 @@ class RunCommand(CLICommand):
             ensure_open_files(min(max_parallel, here))
         except ParallelismError as exc:
             raise UsageError(str(exc)) from None
+
+
+def _set_tests_path(specs: list[TestSpec], given: list[str]) -> None:
+    """--tests-path (then MHTEST_TESTS_PATH) on every control file's spec."""
+    import os
+
+    from mhtest.autoserv.names import ENV_TESTS_PATH
+    from mhtest.spec import CONTROL_CLIENT, CONTROL_SERVER
+
+    dirs = [d for item in given for d in item.split(os.pathsep) if d]
+    dirs += [d for d in os.environ.get(ENV_TESTS_PATH, "").split(os.pathsep) if d]
+    missing = [d for d in dirs if not os.path.isdir(d)]
+    if missing:
+        raise UsageError(f"--tests-path: {missing[0]} is not a directory")
+    for spec in specs:
+        if spec.kind in (CONTROL_SERVER, CONTROL_CLIENT):
+            spec.tests_path = [os.path.abspath(d) for d in dirs]
 
 
 def _jobdata(args: argparse.Namespace, params: dict, hosts: list[Any], options: Any) -> dict:

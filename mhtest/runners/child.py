@@ -22,7 +22,7 @@ from mhtest import environment, events
 from mhtest.exceptions import TestInterrupt
 from mhtest.params import Params
 from mhtest.runners.lifecycle import run_lifecycle, status_of
-from mhtest.spec import BROKEN, SIMPLE, TestSpec
+from mhtest.spec import BROKEN, CONTROL_CLIENT, CONTROL_SERVER, SIMPLE, TestSpec
 from mhtest.test import Test
 
 __all__ = ["child_main", "load_test_class", "run_lifecycle", "run_spec", "start_simple"]
@@ -80,6 +80,8 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
         # On success this process becomes the test (exec); the runner reports its end from
         # the exit status. Only a failure to execute comes back here.
         outcome = _exec_simple(spec, emit.fd, handler) if problem is None else problem
+    elif spec.kind in (CONTROL_SERVER, CONTROL_CLIENT):
+        outcome = _run_control(spec, emit)
     else:
         outcome = _run_instrumented(spec, logdir, emit)
     whiteboard = outcome.pop("whiteboard", "")
@@ -275,6 +277,25 @@ def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[s
     if workers:
         outcome["children"] = [w.to_dict() for w in workers]
     return outcome
+
+
+def _run_control(spec: TestSpec, emit: EventWriter) -> dict[str, Any]:
+    """An Autoserv control file (mhtest.autoserv): its results come as test.nested events."""
+    timeout, problem = _simple_timeout(spec)  # the `timeout` param, as for any test
+    emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=timeout)
+    if problem is not None:
+        return problem
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        if spec.kind == CONTROL_SERVER:
+            from mhtest.autoserv.control import run_server_control as run
+        else:
+            from mhtest.autoserv.client import run_client_control as run
+        return run(spec, emit)
+    except TestInterrupt as exc:
+        return {"status": events.INTERRUPT, "fail_reason": str(exc), "fail_class": "TestInterrupt"}
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _stopped_by_aborts(test: Test, method: Callable[[], Any]) -> Callable[[], Any]:

@@ -169,6 +169,7 @@ def read_input(
             spec.path = os.path.join(tree, spec.path)
         spec.logdir = os.path.join(root, spec.logdir or f"results/{spec.uid}")
         spec.env.update(environment.common_tmpdir_variables(shared))
+        spec.tests_path = [os.path.join(tree, d) for d in spec.tests_path] if tree else []
         specs.append(spec)
     max_parallel = header.get("max_parallel")
     return (int(max_parallel) if max_parallel else None), specs, tree

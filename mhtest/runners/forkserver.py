@@ -232,6 +232,19 @@ MULTIHOST_PRELOAD = (
     "mhtest.runners.multihost",
     "mhtest.runners.fanout",
 )
+#: What a server control file's process needs (mhtest.autoserv): the hosts' modules, the
+#: remote runner (imported here once, not again in each task the control file forks), and
+#: the control file's own machinery.
+CONTROL_PRELOAD = (
+    *MULTIHOST_PRELOAD[:6],  # up to mhtest.dispatch
+    "mhtest.plugins.spawner_ssh",
+    "mhtest.runners.remote",
+    "mhtest.runners.executor",
+    "mhtest.hosts.bootstrap",
+    "mhtest.sysinfo",
+    "mhtest.autoserv.control",
+    "mhtest.autoserv.namespace",
+)
 
 
 class _ForkedProcess:
@@ -377,12 +390,15 @@ def fork_server_ahead(argv: Sequence[str]) -> ForkServer | None:
 
     When a test file named in ARGV mentions a multi-host base class (a text search: the
     resolver decides later, and this server serves any local test as well), it starts
-    now and imports MULTIHOST_PRELOAD on the other CPU while the job starts up. Else,
-    when the tests run here (no --hosts, no --inventory), a plain one starts now. None
-    for a job that sends its tests to hosts.
+    now and imports MULTIHOST_PRELOAD on the other CPU while the job starts up (for a
+    server control file, `*.srv` or --control, CONTROL_PRELOAD). Else, when the tests
+    run here (no --hosts, no --inventory), a plain one starts now. None for a job that
+    sends its tests to hosts.
     """
     from mhtest.resolver import MULTIHOST_BASES
 
+    if any(arg.endswith(".srv") or arg.startswith("--control") for arg in argv):
+        return ForkServer(preload=CONTROL_PRELOAD, fork=True)  # a server control file
     needles = [name.encode() for name in MULTIHOST_BASES]
     for arg in argv:
         path = arg.split(":", 1)[0]  # file.py:Filter

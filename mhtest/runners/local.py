@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Callable
 
 from mhtest import events
-from mhtest.runners.forkserver import MULTIHOST_PRELOAD, ForkServer
+from mhtest.runners.forkserver import CONTROL_PRELOAD, MULTIHOST_PRELOAD, ForkServer
 from mhtest.runners.leftovers import Leftovers, signal_group
-from mhtest.spec import SIMPLE, TestSpec
+from mhtest.spec import CONTROL_SERVER, SIMPLE, TestSpec
 
 LOG = logging.getLogger(__name__)
 EventSink = Callable[[dict], None]
@@ -138,7 +138,9 @@ class LocalRunner:
         running: dict[str, _Running] = {}
         if self._server is None:  # none started ahead (see fork_server_ahead)
             multihost = any(spec.multihost for spec in specs)
-            self._server = ForkServer(preload=MULTIHOST_PRELOAD if multihost else ())
+            control = any(spec.kind == CONTROL_SERVER for spec in specs)
+            preload = CONTROL_PRELOAD if control else MULTIHOST_PRELOAD if multihost else ()
+            self._server = ForkServer(preload=preload)
         server, self._server = self._server, None
         sel = selectors.DefaultSelector()
         sel.register(server.sock, selectors.EVENT_READ, None)

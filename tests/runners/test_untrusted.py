@@ -207,3 +207,24 @@ def test_sizes_are_read_as_users_write_them(text: str, size: int) -> None:
 def test_a_bad_size_says_what_a_size_looks_like() -> None:
     with pytest.raises(ValueError, match="examples: 500M"):
         parse_size("lots")
+
+
+def test_a_hosts_nested_results_are_bounded_and_stay_inside() -> None:
+    """A client control file's results from a host: status, texts, name and directory checked."""
+    event = {
+        "type": events.TEST_NESTED,
+        "status": "OWNED",
+        "name": "h1/" + "x" * 5000,
+        "logdir": "../../outside",
+        "fail_reason": "r" * 100_000,
+        "start": "yesterday",
+    }
+    bounded = untrusted.bound_nested(event, "h1")
+    assert bounded["status"] == "ERROR" and "unknown status" in bounded["fail_reason"]
+    assert len(bounded["name"]) == untrusted.MAX_SHORT
+    assert bounded["logdir"] == ""  # its parent's directory, never outside it
+    assert "start" not in bounded
+    fine = untrusted.bound_nested(
+        {"type": events.TEST_NESTED, "status": "PASS", "name": "h1/t", "logdir": "h1/./t"}, "h1"
+    )
+    assert (fine["status"], fine["logdir"]) == ("PASS", "h1/t")
