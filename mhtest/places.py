@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, ContextManager, Iterable, Sequence
 
 from mhtest.hosts.inventory import LOCAL, HostConfig
-from mhtest.spec import TestSpec
+from mhtest.spec import CONTROL_CLIENT, TestSpec
 
 LOG = logging.getLogger(__name__)
 #: How long a host's connection (and packing mhtest's sources) may take.
@@ -56,8 +57,14 @@ class Options:
 
 
 def tests_dirs(specs: Iterable[TestSpec]) -> list[str]:
-    """The directories that go whole to a host with `specs` (control files' tests path)."""
-    return sorted({d for spec in specs for d in spec.tests_path})
+    """The directories that go whole to a host with `specs`: a control file's tests path,
+    and a client control file's own directory (its tests' names resolve there)."""
+    found = set()
+    for spec in specs:
+        found.update(spec.tests_path)
+        if spec.kind == CONTROL_CLIENT and spec.path:
+            found.add(os.path.dirname(os.path.abspath(spec.path)))
+    return sorted(found)
 
 
 def local_place(name: str = LOCAL) -> HostConfig:

@@ -129,7 +129,7 @@ def _raised(runtime: Runtime, exc: BaseException) -> dict[str, Any]:
         reason = f"{where}: {type(exc).__name__}: {text}"
     if isinstance(exc, KeyboardInterrupt):
         return _outcome(events.INTERRUPT, reason, type(exc).__name__)
-    return _outcome(status_of(exc)[0], reason, type(exc).__name__)
+    return _outcome(status_of(exc), reason, type(exc).__name__)
 
 
 def _line_of(runtime: Runtime, exc: BaseException) -> str:

@@ -136,9 +136,10 @@ class RemoteTestRunner:
         from mhtest.runners import payload as payload_mod
 
         started = time.monotonic()
-        files = self.payload or payload_mod.build(
-            [s.path for s in specs if s.path], dirs=sorted({d for s in specs for d in s.tests_path})
-        )
+        from mhtest.places import tests_dirs
+
+        paths = [s.path for s in specs if s.path]
+        files = self.payload or payload_mod.build(paths, dirs=tests_dirs(specs))
         remote_specs = files.remote_specs(specs)
         uses_sync = any("MHTEST_SYNC_ADDRESS" in s.env for s in specs)
         proc, stream, cached = self._launch(SYNC_PRELOAD if uses_sync else (), files.key)

@@ -304,7 +304,7 @@ def test_ctrl_c_stops_what_a_control_file_runs_and_keeps_the_results(
 
 
 def test_a_server_control_file_gets_its_fork_server_ahead_of_the_job() -> None:
-    from mhtest.runners.local import CONTROL_PRELOAD, fork_server_ahead
+    from mhtest.runners.forkserver import CONTROL_PRELOAD, fork_server_ahead
 
     for argv in (["net.srv", "-m", "h1,h2"], ["--control", "job_file", "--hosts=h1"]):
         server = fork_server_ahead(argv)
