@@ -285,6 +285,18 @@ class OfflineAndPausedStart(PausedStaysPaused):
             assert data.results["vm1"]["arrived"] == "paused"
 
 
+class OfflineCancelled(MultihostMigration):
+    """An offline migration cancelled: the VM runs again where it was (as avocado-vt does)."""
+
+    def migration_scenario(self) -> None:
+        h1, h2 = self.hosts
+        params = {"mig_offline": "yes", "cancel_delay": 0.5, "mig_speed": "1M"}
+        data = self.migrate_wait("vm1", h1, h2, params_append=params)
+        assert data.results["vm1"]["status"] == "cancelled"
+        if self.host == h1:
+            assert self.get_vm("vm1").status() == "running"
+
+
 class ExecRoundTrip(MultihostMigration):
     def migration_scenario(self) -> None:
         h1, h2 = self.hosts
@@ -485,6 +497,11 @@ def test_start_work_on_a_paused_start_is_refused(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_paused_start_and_offline_migration_arrive_paused(tmp_path: Path) -> None:
     run_passing(tmp_path, "OfflineAndPausedStart", {"vms": "vm1", "mem": 64})
+
+
+@pytest.mark.timeout(120)
+def test_offline_migration_cancelled_runs_again_on_the_source(tmp_path: Path) -> None:
+    run_passing(tmp_path, "OfflineCancelled", {"vms": "vm1", "mem": 64})
 
 
 @pytest.mark.timeout(120)
