@@ -197,3 +197,69 @@ def test_cleanup_on_exception_inside_context(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"), vm.start():
         raise RuntimeError("boom")
     assert vm.pid is not None and pid_gone(vm.pid)
+
+
+def fifo_readers(fifo: str) -> list[int]:
+    """PIDs of processes whose command line names ``fifo`` (the `cat` an exec: migration runs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and fifo.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return [p for p in found if not pid_gone(p, wait=0.1)]
+
+
+@pytest.mark.timeout(60)
+def test_migration_through_a_named_pipe(tmp_path: Path, pattern: MemoryPattern) -> None:
+    config = pattern.config(VMConfig("pipe", memory_mb=64))
+    with VM(config, tmp_path / "src").start() as src:
+        with VM(incoming_config(config), tmp_path / "dst").start(incoming=True) as dst:
+            fifo = dst.migrate_incoming_fifo()
+            assert Path(fifo).is_fifo() and not Path(fifo).is_relative_to(tmp_path)
+            src.migrate(f"exec:cat > {fifo}")
+            assert src.wait_migration(30)["status"] == "completed"
+            assert dst.wait_migration_status(("completed",), 10)["status"] == "completed"
+            assert pattern.dump_sha256(dst, tmp_path / "dst.bin") == pattern.sha256
+        assert not Path(fifo).exists()
+
+
+@pytest.mark.timeout(30)
+def test_a_pipe_nobody_writes_leaves_no_reader_behind(tmp_path: Path) -> None:
+    with VM(VMConfig("nowriter", memory_mb=64), tmp_path).start(incoming=True) as dst:
+        fifo = dst.migrate_incoming_fifo()
+        deadline = time.monotonic() + 5
+        while not fifo_readers(fifo):  # QEMU's `cat` waits for a writer
+            assert time.monotonic() < deadline, "QEMU did not start cat on the pipe"
+            time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while fifo_readers(fifo):
+        assert time.monotonic() < deadline, f"left behind: {fifo_readers(fifo)}"
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(30)
+def test_a_stopped_qemu_is_ended_at_once(tmp_path: Path) -> None:
+    vm = VM(VMConfig("stopped", memory_mb=64), tmp_path).start(paused=True)
+    assert vm.status() == "prelaunch"
+    os.kill(vm.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    vm.cleanup()
+    assert time.monotonic() - started < 1.5 and pid_gone(vm.pid)
+
+
+@pytest.mark.timeout(30)
+def test_migration_settings_go_back_to_what_qemu_had(tmp_path: Path) -> None:
+    with VM(VMConfig("settings", memory_mb=64), tmp_path).start() as vm:
+        own = vm.cmd("query-migrate-parameters")
+
+        def caps() -> dict:
+            return {c["capability"]: c["state"] for c in vm.cmd("query-migrate-capabilities")}
+
+        vm.apply_migration_settings({"xbzrle": True}, {"max-bandwidth": 1 << 20})
+        assert caps()["xbzrle"] and vm.cmd("query-migrate-parameters")["max-bandwidth"] == 1 << 20
+        vm.apply_migration_settings({"events": True}, {"downtime-limit": 400})
+        params = vm.cmd("query-migrate-parameters")
+        assert params["max-bandwidth"] == own["max-bandwidth"] and params["downtime-limit"] == 400
+        assert caps()["events"] and not caps()["xbzrle"]
