@@ -154,7 +154,7 @@ class MultiHostTest(Test):
         strays = [w for w in workers if not isinstance(w, Worker)]
         if strays:
             raise TestError(f"run_workers() takes workers made by self.worker(), not {strays[0]!r}")
-        names = _unique_names(workers)
+        names = unique_names(workers)
         started = time.monotonic()
         # The hosts' SSH connections open while the workers are resolved.
         configs = [self._host_config(w.host) for w in workers]
@@ -270,7 +270,7 @@ class MultiHostTest(Test):
         return spec
 
 
-def _unique_names(workers: list[Worker]) -> list[str]:
+def unique_names(workers: list[Worker]) -> list[str]:
     """Worker names: as given, else the host's name (numbered when hosts repeat)."""
     hosts = [w.host for w in workers]
     names = []

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import mhtest
-from mhtest.runners.multihost import ENV_WORKER, MultiHostTest, _unique_names
+from mhtest.runners.multihost import ENV_WORKER, MultiHostTest, unique_names
 from mhtest.virt.guest import MemoryPattern, incoming_config, linux_guest
 from mhtest.virt.migration_data import (
     MigrationData,
@@ -413,7 +413,7 @@ class MultihostMigration(MultiHostTest):
         ref = f"{self.filename}:{type(self).__name__}.test"
         workers = [self.worker(ref, host) for host in self.hosts]
         ssh_hosts = {}  # how a source reaches a destination with migration_protocol=exec
-        for worker, name in zip(workers, _unique_names(workers)):
+        for worker, name in zip(workers, unique_names(workers)):
             config = self._host_config(worker.host)
             if not config.is_local:
                 ssh_hosts[name] = {

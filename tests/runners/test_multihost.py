@@ -15,7 +15,7 @@ import pytest
 
 from mhtest import MultiHostTest
 from mhtest.runners.fanout import _direct_bind
-from mhtest.runners.multihost import Worker, _unique_names
+from mhtest.runners.multihost import Worker, unique_names
 from mhtest.test import TestError as BadTest  # not named Test*: pytest would collect it
 
 WORKER_PY = """
@@ -68,25 +68,25 @@ def test_hosts_param(tmp_path: Path) -> None:
 
 def test_names_default_to_the_host_numbered_when_repeated() -> None:
     workers = [Worker("w.py", h) for h in ("a", "b", "a", "c", "a")]
-    assert _unique_names(workers) == ["a-1", "b", "a-2", "c", "a-3"]
+    assert unique_names(workers) == ["a-1", "b", "a-2", "c", "a-3"]
 
 
 def test_names_given_are_kept() -> None:
     workers = [Worker("w.py", "a", name="server"), Worker("w.py", "a", name="client")]
-    assert _unique_names(workers) == ["server", "client"]
+    assert unique_names(workers) == ["server", "client"]
 
 
 def test_a_name_given_twice_is_refused_naming_it() -> None:
     workers = [Worker("w.py", "a", name="x"), Worker("w.py", "b", name="x"), Worker("w.py", "c")]
     with pytest.raises(BadTest, match=r"^worker names must be unique: x given to more"):
-        _unique_names(workers)
+        unique_names(workers)
 
 
 def test_a_given_name_that_clashes_with_a_default_one() -> None:
     # Two workers on a are a-1 and a-2; a third one called a-1 by hand is a clash.
     workers = [Worker("w.py", "a"), Worker("w.py", "a"), Worker("w.py", "b", name="a-1")]
     with pytest.raises(BadTest, match="a-1 given to more than one worker"):
-        _unique_names(workers)
+        unique_names(workers)
 
 
 def test_worker_on_a_host_the_test_does_not_have(tmp_path: Path) -> None:
