@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from mhtest import events
 from mhtest.params import Params
+from mhtest.runners.workerbin import child_env
 from mhtest.spec import BROKEN, SIMPLE, TestSpec
 from mhtest.test import Test, TestBaseException, TestInterrupt, skip_reason
 
@@ -61,6 +62,7 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
         paramiko_log.setLevel(logging.WARNING)
     for name in spec.env:
         os.environ[name] = spec.env[name]
+    os.environ.update(child_env(spec.kind, spec.params, os.environ))
     start = time.time()
     logging.getLogger("mhtest.test").info("START %s", spec.name)
     if spec.kind == BROKEN:
@@ -136,6 +138,8 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
     if problem is not None:
         return None
     logdir = Path(spec.logdir)
+    env = {**os.environ, **spec.env}
+    env.update(child_env(spec.kind, spec.params, env))
     previous = signal.signal(signal.SIGINT, signal.SIG_DFL)  # inherited by the exec'd test
     try:
         (logdir / "data").mkdir(parents=True, exist_ok=True)
@@ -150,7 +154,7 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
                 stdin=null,
                 stdout=out,
                 stderr=err,
-                env={**os.environ, **spec.env},
+                env=env,
                 start_new_session=True,
             )
     except OSError:
