@@ -98,7 +98,14 @@ def raw_participant(port: int, rounds: int, out: Any, start: Any) -> None:
 def mhtest_server(port_queue: Any, size: int, stop: Any) -> None:
     from mhtest.sync.server import SyncServer
 
-    with SyncServer(expected=size) as server:
+    # Recording what happens (sync.jsonl), as a multi-host run's server does.
+    try:
+        from mhtest.sync.record import SyncRecord
+    except ImportError:  # an mhtest from before the record: the "before" figures
+        record = {}
+    else:
+        record = {"record": SyncRecord()}
+    with SyncServer(expected=size, **record) as server:
         port_queue.put(server.port)
         stop.wait()
 

@@ -150,7 +150,7 @@ def test_params_as_environment_variables() -> None:
 
 
 def test_a_workers_path_and_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("MHTEST_CACHE_DIR", str(tmp_path))
     env = {
         "PATH": "/usr/bin",
         "MHTEST_WORKER": "h1",

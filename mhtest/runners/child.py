@@ -324,30 +324,45 @@ def _interrupted(signum: int, frame: Any) -> None:
     raise TestInterrupt("interrupted by the user")
 
 
+def _timed(phases: list[list[Any]], name: str, func: Callable[[], Any]) -> None:
+    """Call `func`, noting [name, start, end] (wall-clock seconds) in `phases` however it ends."""
+    phase: list[Any] = [name, time.time(), None]
+    phases.append(phase)
+    try:
+        _call(func)
+    finally:
+        phase[2] = time.time()
+
+
 def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
-    """setUp, the test method, tearDown; the status follows Avocado's rules."""
+    """setUp, the test method, tearDown; the status follows Avocado's rules.
+
+    The outcome's `phases` say when each ran ([name, start, end]: the timeline of
+    results.html).
+    """
     log = test.log
     reason = skip_reason(method, test)
     if reason is not None:
         log.info("SKIP: %s", reason)
         return {"status": events.SKIP, "fail_reason": reason, "fail_class": "TestSkip"}
     status, fail_reason, fail_class = events.PASS, None, None
+    phases: list[list[Any]] = []
     try:
         try:
-            _call(test.setUp)
+            _timed(phases, "setUp", test.setUp)
         except BaseException as exc:
             st, fail_reason, fail_class = _status_of(exc)
             status = st if st in (events.CANCEL, events.SKIP) else events.ERROR
             log.error("setUp failed:\n%s", traceback.format_exc())
         else:
             try:
-                _call(method)
+                _timed(phases, "test", method)
             except BaseException as exc:
                 status, fail_reason, fail_class = _status_of(exc)
                 log.error("%s:\n%s", status, traceback.format_exc())
     finally:
         try:
-            _call(test.tearDown)
+            _timed(phases, "tearDown", test.tearDown)
         except BaseException as exc:
             log.error("tearDown failed:\n%s", traceback.format_exc())
             if status == events.PASS:
@@ -359,7 +374,12 @@ def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
     if status == events.PASS and test.warnings_logged:
         status = events.WARN
         fail_reason = f"the test logged {test.warnings_logged} warning(s)"
-    return {"status": status, "fail_reason": fail_reason, "fail_class": fail_class}
+    return {
+        "status": status,
+        "fail_reason": fail_reason,
+        "fail_class": fail_class,
+        "phases": phases,
+    }
 
 
 def child_main(spec_path: str, event_fd: int = 1) -> int:

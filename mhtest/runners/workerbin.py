@@ -10,8 +10,9 @@
   passes them: a string or number as it is, a list of them joined by spaces, anything else
   as JSON. A param never replaces a variable the environment already has.
 
-The bin directory is made once per Python interpreter and mhtest location, under
-~/.cache/mhtest (or a private directory in /tmp when the home cannot be written): small
+The bin directory is made once per Python interpreter and mhtest location, in mhtest's
+cache ($MHTEST_CACHE_DIR, else ~/.cache/mhtest; a private directory in /tmp when neither can
+be written): small
 shell scripts that run that interpreter without site initialisation (-S: it costs more than
 the sync call) on the launcher next to them.
 """
@@ -71,8 +72,9 @@ def _paths() -> tuple[list[str], list[str]]:
 
 
 def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    root = Path(base) / "mhtest"
+    """mhtest's cache on this machine ($MHTEST_CACHE_DIR, else ~/.cache/mhtest)."""
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    root = Path(os.environ.get("MHTEST_CACHE_DIR") or os.path.join(xdg, "mhtest"))
     try:
         root.mkdir(parents=True, exist_ok=True)
         if os.access(root, os.W_OK):
