@@ -14,10 +14,11 @@ while they are all connected (target < 100 MB).
 
 Then `mhtest sync barrier` from a shell loop (--shell rounds): two `sh` loops, as two
 workers of a multi-host run would (their own CurveZMQ keys, the commands a worker finds on
-its PATH), each timing every call with `date +%s%N`; p50 of all calls (target < 100 ms).
-Beside it, what the call is made of, each in the same kind of loop: a bare start of the
-interpreter (python -SE -c pass), that start plus `import zmq`, and the same barrier through
-`python -m mhtest sync barrier` (the full interpreter start-up with site).
+its PATH, its sync agent: mhtest.sync.agent), each timing every call with `date +%s%N`; p50
+of all calls (target < 100 ms). Beside it: the same without the agent (each command imports
+pyzmq and connects itself), through `python -m mhtest sync barrier` (the interpreter's
+start-up with site), and what a command is made of, in the same kind of loop: a bare start
+of the interpreter (python -SE -c pass), with site, and with `import zmq`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
+import secrets
 import statistics
 import sys
 import threading
@@ -284,8 +286,8 @@ def shell_barrier(rounds: int) -> dict[str, float]:
     result: dict[str, float] = {}
     with SyncServer(expected=names, run_keys=keys) as server:
 
-        def worker_env(name: str) -> dict[str, str]:
-            return {
+        def worker_env(name: str, agent: bool) -> dict[str, str]:
+            env = {
                 **os.environ,
                 **keys.client_env(name),
                 "MHTEST_SYNC_ADDRESS": server.address,
@@ -293,12 +295,19 @@ def shell_barrier(rounds: int) -> dict[str, float]:
                 "MHTEST_SYNC_COUNT": "2",
                 "PATH": path,
             }
+            env.pop("MHTEST_SYNC_AGENT", None)
+            if agent:  # as mhtest.runners.workerbin gives each worker
+                env["MHTEST_SYNC_AGENT"] = f"@mhtest-sync-{secrets.token_hex(16)}"
+            return env
 
-        def barrier_p50(command: str) -> float:
+        def barrier_p50(command: str, agent: bool = True) -> float:
             script = SHELL_LOOP.format(rounds=rounds, command=command)
             procs = [
                 subprocess.Popen(
-                    ["sh", "-c", script], env=worker_env(n), stdout=subprocess.PIPE, text=True
+                    ["sh", "-c", script],
+                    env=worker_env(n, agent),
+                    stdout=subprocess.PIPE,
+                    text=True,
                 )
                 for n in names
             ]
@@ -308,7 +317,8 @@ def shell_barrier(rounds: int) -> dict[str, float]:
             return statistics.median(int(x) / 1e6 for o in out for x in o.split())
 
         result["barrier"] = barrier_p50("mhtest sync barrier b")
-        result["full_cli"] = barrier_p50(f"{python} -m mhtest sync barrier c")
+        result["direct"] = barrier_p50("mhtest sync barrier c", agent=False)
+        result["full_cli"] = barrier_p50(f"{python} -m mhtest sync barrier d")
     result["python"] = shell_loop(f"{python} -SE -c pass", rounds)
     result["site"] = shell_loop(f"{python} -c pass", rounds)
     result["zmq"] = shell_loop(f"{python} -c 'import zmq'", rounds)
@@ -355,7 +365,8 @@ def main() -> int:
         shell = shell_barrier(opts.shell)
         print(
             f"`mhtest sync barrier` from a shell loop, 2 workers: p50 {shell['barrier']:.1f} ms "
-            f"(target < 100 ms); through `python -m mhtest`: {shell['full_cli']:.1f} ms. "
+            f"(target < 100 ms); each command connecting itself (no agent): "
+            f"{shell['direct']:.1f} ms; through `python -m mhtest`: {shell['full_cli']:.1f} ms. "
             f"Parts: python -SE -c pass {shell['python']:.1f} ms, python -c pass "
             f"{shell['site']:.1f} ms, python -c 'import zmq' {shell['zmq']:.1f} ms"
         )

@@ -6,11 +6,15 @@ local test never pays for paramiko or ZeroMQ, and a `mhtest sync` command only f
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+# Not `from typing import TYPE_CHECKING`: typing costs a shell worker's `mhtest sync`
+# more than its call (mhtest.sync.shell); annotations are not evaluated here.
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from mhtest.runners.multihost import MultiHostTest, Worker
     from mhtest.test import (
         Test,

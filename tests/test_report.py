@@ -115,3 +115,33 @@ def test_ten_thousand_tests(tmp_path: Path) -> None:
     text = (tmp_path / "results.html").read_text()
     assert text.count('<tr class="test ') == 10_000
     assert "http://" not in text and "https://" not in text  # nothing fetched
+
+
+def test_migrations_from_the_workers_whiteboards(tmp_path: Path) -> None:
+    now = time.time()
+    move = {
+        "id": 1,
+        "vm": "vm1",
+        "src": "h1",
+        "dst": "h2",
+        "status": "completed",
+        "downtime": 42,
+        "total-time": 900,
+        "start": now + 1,
+        "end": now + 2,
+    }
+    result = TestResult(
+        uid=1,
+        name="1-m.py:M.test",
+        ref="m.py:M.test",
+        status="PASS",
+        logdir=str(tmp_path),
+        children=[
+            _worker("h1", now, now + 3, whiteboard=json.dumps({"migrations": [move]})),
+            _worker("h2", now, now + 3, whiteboard="not json"),
+        ],
+    )
+    data = timeline.build(result)
+    ((lane, start, end, text, status),) = data["migrations"]
+    assert (lane, start, end, status) == (0, 1000, 2000, "completed")
+    assert text == "migration 1 of vm1: h1 to h2, completed, downtime 42 ms, total 900 ms"

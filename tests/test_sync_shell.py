@@ -218,3 +218,90 @@ def test_mhtest_sync_exit_codes_against_a_real_server() -> None:
         )
         assert forged.returncode == 1
         assert "is the key of participant 'b'" in forged.stderr
+
+
+def _agent_alive(name: str) -> bool:
+    """Whether an agent process serves `name` (read from /proc: connecting would keep it busy)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"mhtest.sync.agent" in cmdline and f"MHTEST_SYNC_AGENT={name}\0".encode() in environ:
+            return True
+    return False
+
+
+def _worker_env(address: str, keys, name: str, agent: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **keys.client_env(name),
+        "MHTEST_SYNC_ADDRESS": address,
+        "MHTEST_SYNC_PARTICIPANT": name,
+        "MHTEST_SYNC_COUNT": "2",
+        "MHTEST_SYNC_AGENT": agent,
+        "MHTEST_SYNC_AGENT_IDLE": "1",
+        "PATH": bin_dir() + os.pathsep + os.environ.get("PATH", ""),
+    }
+
+
+def test_the_agent_serves_a_workers_commands_then_leaves() -> None:
+    keys = make_run_keys(["a", "b"])
+    agent = f"@mhtest-sync-test-{os.getpid()}-{time.monotonic_ns()}"
+    with (
+        SyncServer(expected=["a", "b"], run_keys=keys) as server,
+        SyncClient(server.address, "b", curve=keys.client_keys("b")) as b,
+    ):
+        env = _worker_env(server.address, keys, "a", agent)
+        # Two commands at once on one agent: a wait, and the post that answers it.
+        waiting = subprocess.Popen(
+            ["mhtest", "sync", "wait", "ready", "--from", "b"],
+            env=env, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        posted = subprocess.run(
+            ["mhtest", "sync", "post", "mine", "x"], env=env, timeout=30, capture_output=True
+        )
+        assert posted.returncode == 0, posted.stderr
+        assert _agent_alive(agent)
+        assert b.wait("mine", timeout=10, senders=["a"]) == {"a": "x"}
+        b.post("ready", "go")
+        assert waiting.communicate(timeout=30)[0] == "go\n"
+        # A timeout through the agent has the same exit code and line.
+        late = subprocess.run(
+            ["mhtest", "sync", "barrier", "x", "--timeout", "0.3"],
+            env=env, timeout=30, capture_output=True, text=True,
+        )  # fmt: skip
+        assert late.returncode == EXIT_TIMEOUT
+        assert late.stderr.startswith("mhtest sync barrier: timeout: barrier 'x' timed out")
+        deadline = time.monotonic() + 10
+        while _agent_alive(agent) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _agent_alive(agent)  # idle for its MHTEST_SYNC_AGENT_IDLE: gone
+
+
+def test_a_lock_held_by_a_killed_command_is_given_back() -> None:
+    keys = make_run_keys(["a", "b"])
+    agent = f"@mhtest-sync-test-{os.getpid()}-{time.monotonic_ns()}"
+    with (
+        SyncServer(expected=["a", "b"], run_keys=keys) as server,
+        SyncClient(server.address, "b", curve=keys.client_keys("b")) as b,
+    ):
+        env = _worker_env(server.address, keys, "a", agent)
+        holder = subprocess.Popen(
+            ["mhtest", "sync", "lock", "disk", "--", "sh", "-c", "echo held; sleep 60"],
+            env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout.readline() == "held\n"
+            with pytest.raises(SyncTimeout), b.lock("disk", timeout=0.3):
+                pass
+            os.killpg(holder.pid, 9)  # the command and its sleep, as a timeout would
+            holder.wait(10)
+            t0 = time.monotonic()
+            with b.lock("disk", timeout=10):
+                assert time.monotonic() - t0 < 5
+        finally:
+            if holder.poll() is None:
+                os.killpg(holder.pid, 9)
+                holder.wait(10)

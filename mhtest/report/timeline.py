@@ -13,11 +13,17 @@ rows are short lists (the page of a run of 32 workers and 1,000 barriers stays s
      "rendezvous": [[KIND, NAME, GENERATION, RELEASE, OUTCOME, [[LANE, ARRIVAL], ...],
                      LAST_LANE, BY, REASON]],
      "waits": [[LANE, S, E, NAME, OUTCOME]], "locks": [[LANE, S, E, NAME]],
-     "marks": [[LANE, T, KIND, TEXT]], "dropped": N}
+     "marks": [[LANE, T, KIND, TEXT]], "migrations": [[LANE, S, E, TEXT, STATUS]],
+     "dropped": N}
+
+Migrations come from the workers' whiteboards (mhtest.virt.migration.MultihostMigration:
+{"migrations": [{start, end, vm, src, dst, status, downtime, total-time, ...}]}). Reboots
+and reconnects are not recorded anywhere yet, so they are not drawn.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -61,19 +67,51 @@ def build(result: Any) -> dict[str, Any] | None:
         lanes[at]["phases"] += _phases(child)
         lanes[at]["runs"].append([float(child.start), float(child.end)])
     events = _events(result)
+    moves = [(index[child.name], m) for child in children for m in _migrations(child)]
     times = [t for lane in lanes for run in lane["runs"] for t in run]
     times += [e["t"] for e in events]
+    times += [t for _, m in moves for t in (m["start"], m["end"])]
     t0, t1 = min(times), max(times)
 
     def ms(t: Any) -> int:
         return round((float(t) - t0) * 1000)
 
+    migrations = [
+        [lane, ms(m["start"]), ms(m["end"]), _migration_text(m), str(m.get("status"))]
+        for lane, m in moves
+    ]
     for lane in lanes:
         lane["phases"] = [[n, ms(s), ms(e)] for n, s, e in lane["phases"]]
         lane["runs"] = [[ms(s), ms(e)] for s, e in lane["runs"]]
-    data: dict[str, Any] = {"span": max(ms(t1), 1), "lanes": lanes}
+    data: dict[str, Any] = {"span": max(ms(t1), 1), "lanes": lanes, "migrations": migrations}
     data.update(_sync(events, index, ms, ms(t1)))
     return data
+
+
+def _migrations(child: Any) -> list[dict[str, Any]]:
+    """The migrations a worker's whiteboard tells of, with their times."""
+    board = getattr(child, "whiteboard", "") or ""
+    if '"migrations"' not in board:
+        return []
+    try:
+        found = json.loads(board).get("migrations")
+    except (ValueError, AttributeError):
+        return []
+    return [
+        m
+        for m in found or []
+        if isinstance(m, dict)
+        and isinstance(m.get("start"), (int, float))
+        and isinstance(m.get("end"), (int, float))
+    ]
+
+
+def _migration_text(m: dict[str, Any]) -> str:
+    return (
+        f"migration {m.get('id', '')} of {m.get('vm', '?')}: {m.get('src', '?')} to "
+        f"{m.get('dst', '?')}, {m.get('status', '?')}, downtime {m.get('downtime', '?')} ms, "
+        f"total {m.get('total-time', '?')} ms"
+    )
 
 
 def _events(result: Any) -> list[dict[str, Any]]:

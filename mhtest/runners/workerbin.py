@@ -5,7 +5,8 @@
   mhtest.sync.shell) and LAVA's and restraint's sync commands (mhtest.sync.compat). They
   are there for that worker's processes only: nothing is installed on the host's PATH.
 - A worker also gets a variable per role of its run listing the workers that have it, as
-  Beaker does for restraint scripts ($SERVERS, $CLIENTS), unless the name is taken.
+  Beaker does for restraint scripts ($SERVERS, $CLIENTS), unless the name is taken, and (on
+  Linux) MHTEST_SYNC_AGENT, the name of its sync agent's socket (mhtest.sync.agent).
 - A simple test (an executable) gets its params as environment variables, as Avocado
   passes them: a string or number as it is, a list of them joined by spaces, anything else
   as JSON. A param never replaces a variable the environment already has.
@@ -24,6 +25,7 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import stat
@@ -146,6 +148,9 @@ def child_env(kind: str, params: Mapping[str, Any], env: Mapping[str, str]) -> d
                 extra[name] = param_value(value)
     if env.get("MHTEST_WORKER") and env.get("MHTEST_SYNC_ADDRESS"):
         extra.update(_role_variables(env, extra))
+        if sys.platform.startswith("linux") and not env.get("MHTEST_SYNC_AGENT"):
+            # The worker's sync agent, started by its first `mhtest sync` (mhtest.sync.agent).
+            extra["MHTEST_SYNC_AGENT"] = f"@mhtest-sync-{secrets.token_hex(16)}"
         try:
             extra["PATH"] = os.pathsep.join([bin_dir(), env.get("PATH") or os.defpath])
         except OSError as exc:

@@ -38,7 +38,6 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
 
 from mhtest.sync.shell import (
     EXIT_ERROR,
@@ -52,6 +51,12 @@ from mhtest.sync.shell import (
     reporting,
     roles,
 )
+
+# Not `from typing import TYPE_CHECKING`: typing costs a shell worker's `mhtest sync`
+# more than its call (mhtest.sync.shell); annotations are not evaluated here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Sequence
 
 LAVA_CACHE = "/tmp/lava_multi_node_cache.txt"  # noqa: S108 - LAVA's documented path
 ENV_LAVA_CACHE = "LAVA_MULTI_NODE_CACHE"

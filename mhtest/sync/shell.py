@@ -9,9 +9,11 @@
     mhtest sync whoami                          prints this worker's participant name
 
 The server, the participant name and its keys come from the MHTEST_SYNC_* variables a
-multi-host test gives each worker (see SyncClient.from_environment). Each command is one
-short connection that speaks for the worker (a "transient" participant, see
-mhtest.sync.namespace): its end is not the worker's.
+multi-host test gives each worker (see SyncClient.from_environment). A command speaks for the
+worker without being it (a "transient" participant, see mhtest.sync.namespace): its end is not
+the worker's. With MHTEST_SYNC_AGENT (every worker on Linux) the call goes through the
+worker's sync agent (mhtest.sync.agent), which the first command starts; else the command
+connects itself.
 
 Exit codes (EXIT_*): 0 done; 1 a sync error (no server in the environment, cannot reach it,
 refused); 2 bad usage; 124 the wait timed out; 125 it was aborted (a worker died, failed or
@@ -29,7 +31,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Sequence
+
+# Not `from typing import TYPE_CHECKING`: typing costs a shell worker's `mhtest sync`
+# more than its call (mhtest.sync.shell); annotations are not evaluated here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Sequence
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -90,10 +97,16 @@ def roles() -> dict[str, str]:
 
 
 def connect() -> Any:
-    """A transient SyncClient for this worker (ShellSyncError if there is no server)."""
+    """This worker's sync client (ShellSyncError if there is no server): its agent's
+    (mhtest.sync.agent) when it has one, else a transient SyncClient of its own."""
+    participant()
+    agent = os.environ.get("MHTEST_SYNC_AGENT", "")
+    if agent and os.environ.get("MHTEST_SYNC_ADDRESS"):
+        from mhtest.sync.agent import AgentClient
+
+        return AgentClient(agent)
     from mhtest.sync.client import SyncClient
 
-    participant()
     client = SyncClient.from_environment(transient=True)
     if client is None:
         raise ShellSyncError("not a worker of a multi-host test: MHTEST_SYNC_ADDRESS is not set")

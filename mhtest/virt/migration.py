@@ -75,9 +75,10 @@ class MultihostMigration(MultiHostTest):
     from the multi-host runner: ``host``, ``hosts``, ``host_address``.
 
     The whiteboard is JSON: ``{"migrations": [{id, vm, src, dst, status, total-time,
-    downtime, setup-time, transferred, wall, flow-wall}, ...]}`` (QEMU's times in ms; ``wall``
-    runs from the source's migrate command to seeing it completed, ``flow-wall`` is this
-    side's whole flow from migrate(), both in seconds).
+    downtime, setup-time, transferred, wall, flow-wall, start, end}, ...]}`` (QEMU's times in
+    ms; ``wall`` runs from the source's migrate command to seeing it completed, ``flow-wall``
+    is this side's whole flow from migrate(), both in seconds; ``start`` and ``end`` are that
+    flow's, in seconds since the epoch).
     """
 
     #: A migration notices a lost peer itself and reports the migration's own failure.
@@ -417,6 +418,9 @@ class MultihostMigration(MultiHostTest):
                         "dst": data.dst,
                         **fig,
                         "flow-wall": round(time.monotonic() - data.started, 3),
+                        # When, on the clock (the timeline of results.html places it).
+                        "start": round(time.time() - (time.monotonic() - data.started), 3),
+                        "end": round(time.time(), 3),
                     }
                 )
             self.whiteboard = json.dumps({"migrations": records})

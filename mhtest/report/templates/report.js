@@ -71,6 +71,9 @@
     data.locks.forEach(([lane, s, e, lname]) => lanes[lane].push(
       '<div class="span lock" style="left:' + pct(s) + ";width:" + width(s, e) + '" title="' +
       esc("lock " + lname + " held " + secs(s) + " to " + secs(e)) + '"></div>'));
+    (data.migrations || []).forEach(([lane, s, e, text, status]) => lanes[lane].push(
+      '<div class="span migration ' + (status === "completed" ? "" : "failed") + '" style="left:' +
+      pct(s) + ";width:" + width(s, e) + '" title="' + esc(text) + '"></div>'));
     data.marks.forEach(([lane, t, kind, text]) => {
       const target = lane >= 0 ? lane : 0;
       lanes[target].push('<div class="mark ' + kind + '" data-by="' + esc(lane >= 0 ? name(lane) : "") +
@@ -96,7 +99,7 @@
       '<i style="background:#fbc02d"></i>barrier (arrival to release)<i style="background:#e65100"></i>came last' +
       '<i style="background:#26a69a"></i>exchange<i style="background:#5c6bc0"></i>wait' +
       '<i style="background:#8d6e63"></i>lock held<i style="background:#1565c0"></i>post' +
-      '<i style="background:#c62828"></i>abort, timeout</div>');
+      '<i style="background:#c62828"></i>abort, timeout<i style="background:#00838f"></i>migration</div>');
     if (data.dropped) html.push('<p class="note">' + data.dropped + " sync events were not recorded (over the limit)</p>");
     box.innerHTML = html.join("");
     box.dataset.drawn = "1";
