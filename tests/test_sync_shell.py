@@ -3,6 +3,7 @@ record (sync.jsonl); and `mhtest sync` run as a real process against a real serv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -246,14 +248,20 @@ def _worker_env(address: str, keys, name: str, agent: str) -> dict[str, str]:
     }
 
 
-def test_the_agent_serves_a_workers_commands_then_leaves() -> None:
+@contextlib.contextmanager
+def _worker_a_and_b() -> Iterator[tuple[dict[str, str], str, SyncClient]]:
+    """A run of a and b: a's environment (with an agent), the agent's name, and b's client."""
     keys = make_run_keys(["a", "b"])
     agent = f"@mhtest-sync-test-{os.getpid()}-{time.monotonic_ns()}"
     with (
         SyncServer(expected=["a", "b"], run_keys=keys) as server,
         SyncClient(server.address, "b", curve=keys.client_keys("b")) as b,
     ):
-        env = _worker_env(server.address, keys, "a", agent)
+        yield _worker_env(server.address, keys, "a", agent), agent, b
+
+
+def test_the_agent_serves_a_workers_commands_then_leaves() -> None:
+    with _worker_a_and_b() as (env, agent, b):
         # Two commands at once on one agent: a wait, and the post that answers it.
         waiting = subprocess.Popen(
             ["mhtest", "sync", "wait", "ready", "--from", "b"],
@@ -281,13 +289,7 @@ def test_the_agent_serves_a_workers_commands_then_leaves() -> None:
 
 
 def test_a_lock_held_by_a_killed_command_is_given_back() -> None:
-    keys = make_run_keys(["a", "b"])
-    agent = f"@mhtest-sync-test-{os.getpid()}-{time.monotonic_ns()}"
-    with (
-        SyncServer(expected=["a", "b"], run_keys=keys) as server,
-        SyncClient(server.address, "b", curve=keys.client_keys("b")) as b,
-    ):
-        env = _worker_env(server.address, keys, "a", agent)
+    with _worker_a_and_b() as (env, _, b):
         holder = subprocess.Popen(
             ["mhtest", "sync", "lock", "disk", "--", "sh", "-c", "echo held; sleep 60"],
             env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
