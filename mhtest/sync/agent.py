@@ -13,16 +13,19 @@ a command's connection that ends while holding a lock gives it back. The agent l
 after IDLE_EXIT seconds with nothing to do, or when the server is gone; the next command
 starts another.
 
-Requests and replies are JSON lines: {"op": "barrier", "args": {...}} and {"ok": true,
-"result": ...} or {"ok": false, "error": {"type": "timeout"|"aborted"|"error", "message":
-...}}. A lock is taken and given back on one connection ("lock", then "unlock").
+Requests and replies are frames: a 4-byte big-endian length, then a marshal of {"op":
+"barrier", "args": {...}}, and of {"ok": True, "result": ...} or {"ok": False, "error":
+{"type": "timeout"|"aborted"|"error", "message": ...}}. Marshal, not JSON: both ends are
+the same interpreter, and a command then imports neither json nor socket (only the C
+modules _socket and marshal, which cost it nothing). A lock is taken and given back on one
+connection ("lock", then "unlock").
 """
 
 from __future__ import annotations
 
-import json
+import _socket
+import marshal
 import os
-import socket
 import sys
 import time
 
@@ -32,7 +35,7 @@ from mhtest.sync.errors import SyncAborted, SyncError, SyncTimeout, error_from_r
 # more than its call (mhtest.sync.shell); annotations are not evaluated here.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Iterator
+    from typing import Any
 
 ENV_AGENT = "MHTEST_SYNC_AGENT"
 #: The agent leaves after this many seconds without a command in flight
@@ -90,14 +93,17 @@ class AgentClient:
         return _Held(self, name, timeout)
 
     def _request(self, op: str, **args: Any) -> Any:
-        with self.connect() as conn:
-            return exchange_line(conn, op, args)
+        conn = self.connect()
+        try:
+            return call(conn, op, args)
+        finally:
+            conn.close()
 
-    def connect(self) -> socket.socket:
-        """A connection to the worker's agent, which is started first if need be."""
+    def connect(self) -> Any:
+        """A connection to the worker's agent (a _socket.socket), started first if need be."""
         deadline = None
         while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             try:
                 sock.connect(_address(self.name))
                 return sock
@@ -117,35 +123,62 @@ class _Held:
 
     def __init__(self, client: AgentClient, name: str, timeout: float | None) -> None:
         self.client, self.name, self.timeout = client, name, timeout
-        self.conn: socket.socket | None = None
+        self.conn: Any = None
 
     def __enter__(self) -> None:
         self.conn = self.client.connect()
         try:
-            exchange_line(self.conn, "lock", {"name": self.name, "timeout": self.timeout})
+            call(self.conn, "lock", {"name": self.name, "timeout": self.timeout})
         except BaseException:
             self.conn.close()
             raise
 
     def __exit__(self, *exc: Any) -> None:
-        assert self.conn is not None
         try:
-            exchange_line(self.conn, "unlock", {"name": self.name})
+            call(self.conn, "unlock", {"name": self.name})
         finally:
             self.conn.close()
 
 
-def exchange_line(conn: socket.socket, op: str, args: dict[str, Any]) -> Any:
+def call(conn: Any, op: str, args: dict[str, Any]) -> Any:
     """Send one request on `conn`, return its result or raise the error it carries."""
-    conn.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
-    with conn.makefile("rb") as replies:
-        line = replies.readline()
-    if not line:
+    send_frame(conn, {"op": op, "args": args})
+    reply = read_frame(conn)
+    if reply is None:
         raise SyncError("the worker's sync agent ended before answering")
-    reply = json.loads(line)
     if reply.get("ok"):
         return reply.get("result")
     raise error_from_reply(reply.get("error") or {})
+
+
+def send_frame(conn: Any, message: dict[str, Any]) -> None:
+    data = marshal.dumps(message)
+    conn.sendall(len(data).to_bytes(4, "big") + data)
+
+
+def read_frame(conn: Any) -> dict[str, Any] | None:
+    """The next frame's message; None at the end of the connection."""
+    head = _read_exactly(conn, 4)
+    if head is None:
+        return None
+    body = _read_exactly(conn, int.from_bytes(head, "big"))
+    if body is None:
+        return None
+    message = marshal.loads(body)
+    if not isinstance(message, dict):
+        raise ValueError("a sync agent frame is not a dict")
+    return message
+
+
+def _read_exactly(conn: Any, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = conn.recv(min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _start_agent() -> None:
@@ -169,7 +202,7 @@ def _start_agent() -> None:
 class Agent:
     """Serves the worker's commands with one transient SyncClient (see module docstring)."""
 
-    def __init__(self, sock: socket.socket, idle: float = IDLE_EXIT) -> None:
+    def __init__(self, sock: Any, idle: float = IDLE_EXIT) -> None:
         import threading
 
         self.sock = sock
@@ -182,6 +215,8 @@ class Agent:
         self._thread = threading.Thread
 
     def serve(self) -> None:
+        import socket  # the agent's side may: only the commands' side keeps to C modules
+
         self.sock.settimeout(min(0.5, self.idle / 2))
         while not self.gone.is_set():
             try:
@@ -205,21 +240,24 @@ class Agent:
                     )
             return self.client
 
-    def _serve_one(self, conn: socket.socket) -> None:
+    def _serve_one(self, conn: Any) -> None:
         held: list[Any] = []
         import struct
 
         with conn, self._counted():
             pid, uid, gid = struct.unpack(
-                "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+                "3i", conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
             )
             if uid != os.getuid():  # SO_PEERCRED: only this user's processes
                 return
             try:
-                for line in _lines(conn):
-                    conn.sendall(json.dumps(self._answer(line, held)).encode() + b"\n")
-            except OSError:
-                pass
+                while True:
+                    request = read_frame(conn)
+                    if request is None:
+                        break
+                    send_frame(conn, self._answer(request, held))
+            except (OSError, ValueError, EOFError, TypeError):
+                pass  # a command gone, or one that does not speak the protocol
             finally:
                 for lock in held:  # the command ended without giving it back
                     try:
@@ -242,11 +280,10 @@ class Agent:
 
         return Counted()
 
-    def _answer(self, line: bytes, held: list[Any]) -> dict[str, Any]:
+    def _answer(self, request: dict[str, Any], held: list[Any]) -> dict[str, Any]:
         from mhtest.sync.errors import SyncUnavailable
 
         try:
-            request = json.loads(line)
             op, args = request["op"], dict(request.get("args") or {})
             if op not in OPS:
                 raise SyncError(f"the sync agent does not know {op!r}")
@@ -272,23 +309,13 @@ class Agent:
             return {"ok": False, "error": {"type": "error", "message": str(exc)}}
 
 
-def _lines(conn: socket.socket) -> Iterator[bytes]:
-    buffer = b""
-    while True:
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            return
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            yield line
-
-
 def main() -> int:
     """The agent process: listen on MHTEST_SYNC_AGENT's socket and serve until idle."""
     name = os.environ.get(ENV_AGENT, "")
     if not name:
         return 2
+    import socket
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(_address(name))

@@ -34,7 +34,6 @@ their timeouts, aborts and exit codes are those of `mhtest sync` (mhtest.sync.sh
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -181,7 +180,9 @@ def lava_group(args: list[str]) -> int:
 # -- restraint ---------------------------------------------------------------------------
 
 
-def _rstrnt_parser(prog: str, block: bool) -> argparse.ArgumentParser:
+def _rstrnt_parser(prog: str, block: bool) -> Any:
+    import argparse  # here: the LAVA commands need none
+
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("-s", "--state", dest="states", action="append", required=True)
     if block:

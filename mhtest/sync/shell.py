@@ -27,8 +27,6 @@ worker finds first on its PATH, and mhtest.cli for the same command through the 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
@@ -36,6 +34,7 @@ import sys
 # more than its call (mhtest.sync.shell); annotations are not evaluated here.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any, Callable, Sequence
 
 EXIT_OK = 0
@@ -88,6 +87,8 @@ def roles() -> dict[str, str]:
         me = participant()
         return {me: me}
     try:
+        import json
+
         value = json.loads(text)
     except ValueError:
         raise ShellSyncError(f"{ENV_ROLES} is not JSON: {text[:60]!r}") from None
@@ -131,6 +132,8 @@ def call(what: Callable[[Any], Any]) -> Any:
 def _value(text: str, as_json: bool) -> Any:
     if not as_json:
         return text
+    import json
+
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -138,34 +141,36 @@ def _value(text: str, as_json: bool) -> Any:
 
 
 def _show(value: Any) -> str:
+    import json
+
     return value if isinstance(value, str) else json.dumps(value)
 
 
 # -- the commands ------------------------------------------------------------------------
 
 
-def _barrier(args: argparse.Namespace) -> int:
+def _barrier(args: Any) -> int:
     call(lambda c: c.barrier(args.name, args.count, args.timeout))
     return EXIT_OK
 
 
-def _exchange(args: argparse.Namespace) -> int:
+def _exchange(args: Any) -> int:
     value = _value(args.value, args.json)
-    print(json.dumps(call(lambda c: c.exchange(args.name, value, args.count, args.timeout))))
+    print(_show(call(lambda c: c.exchange(args.name, value, args.count, args.timeout))))
     return EXIT_OK
 
 
-def _post(args: argparse.Namespace) -> int:
+def _post(args: Any) -> int:
     value = _value(args.value, args.json)
     call(lambda c: c.post(args.name, value))
     return EXIT_OK
 
 
-def _wait(args: argparse.Namespace) -> int:
+def _wait(args: Any) -> int:
     senders = args.senders or None
     posts = call(lambda c: c.wait(args.name, args.count, args.timeout, senders))
     if args.all or (args.count or 1) > 1 or (senders and len(senders) > 1):
-        print(json.dumps(posts))
+        print(_show(posts))
         return EXIT_OK
     # One post waited for: print its value (a string as it is), the sender's if named.
     first = senders[0] if senders and senders[0] in posts else next(iter(posts))
@@ -173,7 +178,7 @@ def _wait(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _lock(args: argparse.Namespace) -> int:
+def _lock(args: Any) -> int:
     import subprocess
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -194,17 +199,19 @@ def _lock(args: argparse.Namespace) -> int:
     return call(run)
 
 
-def _abort(args: argparse.Namespace) -> int:
+def _abort(args: Any) -> int:
     call(lambda c: c.abort(args.reason))
     return EXIT_OK
 
 
-def _whoami(args: argparse.Namespace) -> int:
+def _whoami(args: Any) -> int:
     print(participant())
     return EXIT_OK
 
 
 def build_parser(prog: str = "mhtest sync") -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Barriers, data exchange, messages and locks for the processes of a "
@@ -213,12 +220,12 @@ def build_parser(prog: str = "mhtest sync") -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="op", metavar="OPERATION", required=True)
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
+    def add(name: str, func: Callable[[Any], int], text: str) -> Any:
         p = sub.add_parser(name, help=text, description=text)
         p.set_defaults(func=func)
         return p
 
-    def timed(p: argparse.ArgumentParser, count: bool = True) -> None:
+    def timed(p: Any, count: bool = True) -> None:
         if count:
             p.add_argument("--count", type=int, help="participants (default: every worker)")
         p.add_argument(
@@ -254,9 +261,57 @@ def build_parser(prog: str = "mhtest sync") -> argparse.ArgumentParser:
     return parser
 
 
+#: The commands and flags a shell loop repeats, read without argparse (see `_quick`).
+_QUICK = {"barrier": (1, 1), "post": (1, 2), "wait": (1, 1), "whoami": (0, 0)}
+_QUICK_FUNCS = {"barrier": "_barrier", "post": "_post", "wait": "_wait", "whoami": "_whoami"}
+
+
+def _quick(argv: Sequence[str]) -> Any:
+    """The parsed arguments of a plain barrier, post, wait or whoami; None for anything else.
+
+    argparse costs a short command more than its call. Whatever this does not read (help,
+    a mistake, another command or flag) goes to argparse, which says what is wrong.
+    """
+    from types import SimpleNamespace
+
+    if not argv or argv[0] not in _QUICK:
+        return None
+    op, rest = argv[0], list(argv[1:])
+    args = SimpleNamespace(op=op, count=None, timeout=None, json=False, senders=[], all=False)
+    words = []
+    try:
+        while rest:
+            word = rest.pop(0)
+            if word in ("--count", "--timeout", "--from"):
+                value = rest.pop(0)
+                if word == "--count":
+                    args.count = int(value)
+                elif word == "--timeout":
+                    args.timeout = float(value)
+                else:
+                    args.senders.append(value)
+            elif word in ("--json", "--all"):
+                setattr(args, word[2:], True)
+            elif word.startswith("-"):
+                return None
+            else:
+                words.append(word)
+    except (IndexError, ValueError):
+        return None
+    low, high = _QUICK[op]
+    if not low <= len(words) <= high:
+        return None
+    if op != "whoami":
+        args.name = words[0]
+        args.value = words[1] if len(words) > 1 else ""
+    args.func = globals()[_QUICK_FUNCS[op]]
+    return args
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "mhtest sync") -> int:
     """Run one `mhtest sync` command; returns its exit code (see module docstring)."""
-    args = build_parser(prog).parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _quick(argv) or build_parser(prog).parse_args(argv)
 
     def run() -> int:
         if getattr(args, "timeout", False) is None:
