@@ -114,12 +114,18 @@ def test_teardown_error_turns_pass_into_error_but_keeps_a_failure():
         def test_fails(self):
             self.fail("first problem")
 
-    assert run(Broken)[1] == {
+    outcome = run(Broken)[1]
+    phases = outcome.pop("phases")
+    assert outcome == {
         "status": "ERROR",
         "fail_reason": "tearDown: cleanup failed",
         "fail_class": "RuntimeError",
     }
     assert run(Broken, "test_fails")[1]["fail_reason"] == "first problem"
+    # When each part ran, for the timeline of results.html; a part that raised has its end.
+    assert [name for name, _, _ in phases] == ["setUp", "test", "tearDown"]
+    times = [t for _, start, end in phases for t in (start, end)]
+    assert times == sorted(times)
 
 
 def test_warning_does_not_hide_a_failure():
