@@ -170,6 +170,11 @@ def test_a_workers_path_and_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ["mhtest", "lava-send", "lava-wait", "lava-wait-all", "lava-sync", "lava-self"]
         + ["lava-role", "lava-group", "rstrnt-sync-set", "rstrnt-sync-block"]
     )
+    # A new agent for every worker, even when the environment names one (an outer run's).
+    agent = extra["MHTEST_SYNC_AGENT"]
+    assert agent.startswith("@mhtest-sync-") and len(agent) == len("@mhtest-sync-") + 32
+    again = child_env("simple", {}, {**env, "MHTEST_SYNC_AGENT": agent})
+    assert again["MHTEST_SYNC_AGENT"] != agent
     # Not a worker: nothing on its PATH.
     assert "PATH" not in child_env("simple", {}, {"PATH": "/usr/bin"})
 

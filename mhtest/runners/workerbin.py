@@ -148,8 +148,9 @@ def child_env(kind: str, params: Mapping[str, Any], env: Mapping[str, str]) -> d
                 extra[name] = param_value(value)
     if env.get("MHTEST_WORKER") and env.get("MHTEST_SYNC_ADDRESS"):
         extra.update(_role_variables(env, extra))
-        if sys.platform.startswith("linux") and not env.get("MHTEST_SYNC_AGENT"):
-            # The worker's sync agent, started by its first `mhtest sync` (mhtest.sync.agent).
+        if sys.platform.startswith("linux"):
+            # The worker's sync agent, started by its first `mhtest sync` (mhtest.sync.agent):
+            # always a new one (an agent named in the environment is an outer worker's).
             extra["MHTEST_SYNC_AGENT"] = f"@mhtest-sync-{secrets.token_hex(16)}"
         try:
             extra["PATH"] = os.pathsep.join([bin_dir(), env.get("PATH") or os.defpath])
