@@ -20,6 +20,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["mhtest", "mhtest.*"]),
+    package_data={"mhtest.report": ["templates/*"]},
     install_requires=[
         "paramiko>=3.0",
         "pyzmq>=24",
@@ -28,6 +29,7 @@ setup(
         "PyYAML>=5.4",
         "rich>=12",
         "qemu.qmp>=0.0.3",
+        "Jinja2>=3.0",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "lxml>=4.9", "ruff"],
@@ -38,11 +40,13 @@ setup(
             "run = mhtest.plugins.cli_run:RunCommand",
             "list = mhtest.plugins.cli_list:ListCommand",
             "sync-server = mhtest.plugins.cli_sync:SyncServerCommand",
+            "sync = mhtest.plugins.cli_sync:SyncCommand",
         ],
         "mhtest.result": [
             "json = mhtest.plugins.result_json:JSONResult",
             "xunit = mhtest.plugins.result_xunit:XUnitResult",
             "tap = mhtest.plugins.result_tap:TAPResult",
+            "html = mhtest.plugins.result_html:HTMLResult",
         ],
         "mhtest.spawner": [
             "local = mhtest.plugins.spawner_local:LocalSpawner",

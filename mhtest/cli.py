@@ -58,6 +58,12 @@ def build_parser(commands: Sequence[CLICommand]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run the subcommand, map errors to exit codes."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sync"]:
+        # A worker's shell sync: one short process, so no plugins (the `sync` plugin's
+        # help lists it with the others).
+        from mhtest.sync.shell import main as sync_main
+
+        return sync_main(argv[1:])
     early = None
     if argv[:1] == ["run"]:
         # The job's fork server starts before the plugins load (see

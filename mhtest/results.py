@@ -30,6 +30,8 @@ class TestResult:
     children: list[TestResult] = field(default_factory=list)
     #: The uid of the test this result was made in (a control file's run_test), or None.
     parent: int | None = None
+    #: When setUp, the test and tearDown ran: [[name, start, end], ...] (instrumented tests).
+    phases: list[list[Any]] = field(default_factory=list)
 
     @property
     def time(self) -> float:
@@ -74,6 +76,7 @@ class TestResult:
             tags=list(spec.tags),
             children=[cls.from_dict(c) for c in event.get("children") or []],
             parent=parent,
+            phases=phases_of(event.get("phases")),
         )
 
     @classmethod
@@ -81,7 +84,21 @@ class TestResult:
         known = set(cls.__dataclass_fields__)
         kwargs = {k: v for k, v in data.items() if k in known and k != "children"}
         kwargs["children"] = [cls.from_dict(c) for c in data.get("children") or []]
+        kwargs["phases"] = phases_of(data.get("phases"))
         return cls(**kwargs)
+
+
+def phases_of(value: Any) -> list[list[Any]]:
+    """Phases as a test reported them, if they are [name, start, end] lists (else none)."""
+    if not isinstance(value, list):
+        return []
+    return [
+        [str(p[0]), float(p[1]), float(p[2])]
+        for p in value
+        if isinstance(p, list)
+        and len(p) == 3
+        and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in p[1:])
+    ]
 
 
 def count_statuses(results: list[TestResult]) -> dict[str, int]:

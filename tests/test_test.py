@@ -121,8 +121,16 @@ def test_teardown_error_turns_pass_and_fail_into_error():
             self.fail("first problem")
 
     error = {"status": "ERROR", "fail_reason": "cleanup failed", "fail_class": "RuntimeError"}
-    assert run(Broken)[1] == error
-    assert run(Broken, "test_fails")[1] == error  # Avocado's rule
+    outcome = run(Broken)[1]
+    phases = outcome.pop("phases")
+    assert outcome == error
+    failing = run(Broken, "test_fails")[1]
+    failing.pop("phases")
+    assert failing == error  # Avocado's rule
+    # When each part ran, for the timeline of results.html; a part that raised has its end.
+    assert [name for name, _, _ in phases] == ["setUp", "test", "tearDown"]
+    times = [t for _, start, end in phases for t in (start, end)]
+    assert times == sorted(times)
 
 
 def test_warning_does_not_hide_a_failure():

@@ -22,6 +22,7 @@ from mhtest import environment, events
 from mhtest.exceptions import TestInterrupt
 from mhtest.params import Params
 from mhtest.runners.lifecycle import run_lifecycle, status_of
+from mhtest.runners.workerbin import child_env
 from mhtest.spec import BROKEN, CONTROL_CLIENT, CONTROL_SERVER, SIMPLE, TestSpec
 from mhtest.test import Test
 
@@ -65,6 +66,7 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
         paramiko_log.setLevel(logging.WARNING)
     os.environ.update(spec.env)
     os.environ.update(environment.test_variables(spec.name, spec.path, spec.logdir))
+    os.environ.update(child_env(spec.kind, spec.params, os.environ))
     start = time.time()
     logging.getLogger("mhtest.test").info("START %s", spec.name)
     if spec.kind == BROKEN:
@@ -142,6 +144,8 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
     if problem is not None:
         return None
     logdir = Path(spec.logdir)
+    env = {**os.environ, **spec.env}
+    env.update(child_env(spec.kind, spec.params, env))
     previous = signal.signal(signal.SIGINT, signal.SIG_DFL)  # inherited by the exec'd test
     try:
         (logdir / "data").mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,11 @@ The test reads its phase, status, fail_reason, fail_class and traceback as they 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from mhtest import events
 from mhtest.exceptions import TestBaseException, TestCancel, TestInterrupt, TestSkip
@@ -89,8 +90,13 @@ async def _await(awaitable: Any) -> Any:
 
 
 def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
-    """Run the test's phases; its status, fail_reason and fail_class as a dict."""
+    """Run the test's phases; its status, fail_reason and fail_class as a dict.
+
+    Its `phases` say when setUp, the test and tearDown ran ([name, start, end], wall-clock
+    seconds: the timeline of results.html).
+    """
     outcome = Outcome()
+    phases: list[list[Any]] = []
     test._running = True
     test.time_start, test.actual_time_start = time.monotonic(), time.time()
     try:
@@ -100,8 +106,8 @@ def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
             outcome.set(events.SKIP, reason, "TestSkip", None)
             outcome.publish(test)
         else:
-            skipped = _setup_and_test(test, method, outcome)
-            _teardown(test, outcome, skipped)
+            skipped = _setup_and_test(test, method, outcome, phases)
+            _teardown(test, outcome, skipped, phases)
     finally:
         test._phase = "FINISHED"
         test._running = False
@@ -109,15 +115,29 @@ def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
         test.time_elapsed = test.time_end - test.time_start
         # The counter sits on the shared "mhtest.test" logger: stop counting for this test.
         test.log.removeHandler(test._warnings)
-    return outcome.to_dict()
+    return {**outcome.to_dict(), "phases": phases}
 
 
-def _setup_and_test(test: Test, method: Callable[[], Any], outcome: Outcome) -> bool:
+@contextlib.contextmanager
+def _timed(phases: list[list[Any]], name: str) -> Iterator[None]:
+    """Note [name, start, end] in `phases` around the block, however it ends."""
+    phase: list[Any] = [name, time.time(), None]
+    phases.append(phase)
+    try:
+        yield
+    finally:
+        phase[2] = time.time()
+
+
+def _setup_and_test(
+    test: Test, method: Callable[[], Any], outcome: Outcome, phases: list[list[Any]]
+) -> bool:
     """setUp then the test method; True when setUp skipped the test (no tearDown then)."""
     log = test.log
     test._phase = "SETUP"
     try:
-        call(test.setUp)
+        with _timed(phases, "setUp"):
+            call(test.setUp)
     except BaseException as exc:  # noqa: BLE001 - any error is the test's status
         status = status_of(exc)
         status = (
@@ -129,7 +149,8 @@ def _setup_and_test(test: Test, method: Callable[[], Any], outcome: Outcome) -> 
         return status == events.SKIP
     test._phase = "TEST"
     try:
-        call(method)
+        with _timed(phases, "test"):
+            call(method)
     except BaseException as exc:  # noqa: BLE001 - any error is the test's status
         outcome.set_from(exc)
         _log_exception(log, outcome.status, exc)
@@ -140,13 +161,14 @@ def _setup_and_test(test: Test, method: Callable[[], Any], outcome: Outcome) -> 
     return False
 
 
-def _teardown(test: Test, outcome: Outcome, skipped: bool) -> None:
+def _teardown(test: Test, outcome: Outcome, skipped: bool, phases: list[list[Any]]) -> None:
     """tearDown (unless setUp skipped the test), then the cleanups; Avocado's overrides."""
     log = test.log
     try:
         if not skipped:
             test._phase = "TEARDOWN"
-            call(test.tearDown)
+            with _timed(phases, "tearDown"):
+                call(test.tearDown)
         errors = test._run_cleanups()
         for error in errors[1:]:
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))

@@ -36,6 +36,8 @@ MAX_COMPONENT = 255
 MAX_PATH = 1024  # bytes of a relative name: the whole path must stay under PATH_MAX
 #: Headroom the spool allows beyond the data limit, for tar headers.
 HEADER_ROOM = 64 << 20
+#: Phases (setUp, test, tearDown) a test.end from a host may carry.
+MAX_PHASES = 16
 #: Bounds on the text fields of an event from a host (characters).
 MAX_REASON = 8192
 MAX_WHITEBOARD = 1 << 20
@@ -283,6 +285,11 @@ def bound_end(event: dict[str, Any], host: str) -> dict[str, Any]:
     for key in ("start", "end", "time", "timeout"):
         if key in event and not isinstance(event[key], (int, float)):
             event.pop(key)
+    if "phases" in event:  # setUp/test/tearDown times: a few short lists
+        from mhtest.results import phases_of
+
+        phases = event["phases"] if isinstance(event["phases"], list) else []
+        event["phases"] = [[n[:MAX_SHORT], s, e] for n, s, e in phases_of(phases[:MAX_PHASES])]
     children = event.get("children")
     if children is not None:
         if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):

@@ -81,10 +81,11 @@ class MultihostMigration(MultiHostTest):
     at all with ``cancel_delay``. ``start_work`` runs on the source only.
 
     The whiteboard is JSON: ``{"migrations": [{id, vm, src, dst, status, total-time,
-    downtime, setup-time, transferred, wall, flow-wall, arrived, error-desc}, ...]}`` (QEMU's
-    times in ms; ``wall`` runs from the source's migrate command to seeing it end,
-    ``flow-wall`` is this side's whole flow from migrate(), both in seconds; ``arrived``
-    is the VM's run state on the destination).
+    downtime, setup-time, transferred, wall, flow-wall, start, end, arrived, error-desc},
+    ...]}`` (QEMU's times in ms; ``wall`` runs from the source's migrate command to seeing it
+    end, ``flow-wall`` is this side's whole flow from migrate(), both in seconds; ``start``
+    and ``end`` are that flow's, in seconds since the epoch; ``arrived`` is the VM's run
+    state on the destination).
     """
 
     #: A migration notices a lost peer itself and reports the migration's own failure.
@@ -381,6 +382,9 @@ class MultihostMigration(MultiHostTest):
                         "dst": data.dst,
                         **fig,
                         "flow-wall": round(time.monotonic() - data.started, 3),
+                        # When, on the clock (the timeline of results.html places it).
+                        "start": round(time.time() - (time.monotonic() - data.started), 3),
+                        "end": round(time.time(), 3),
                     }
                 )
             self.whiteboard = json.dumps({"migrations": records})
