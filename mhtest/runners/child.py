@@ -66,7 +66,7 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
         paramiko_log.setLevel(logging.WARNING)
     os.environ.update(spec.env)
     os.environ.update(environment.test_variables(spec.name, spec.path, spec.logdir))
-    os.environ.update(child_env(spec.kind, spec.params, os.environ))
+    os.environ.update(child_env(os.environ))
     start = time.time()
     logging.getLogger("mhtest.test").info("START %s", spec.name)
     if spec.kind == BROKEN:
@@ -144,8 +144,6 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
     if problem is not None:
         return None
     logdir = Path(spec.logdir)
-    env = {**os.environ, **spec.env}
-    env.update(child_env(spec.kind, spec.params, env))
     previous = signal.signal(signal.SIGINT, signal.SIG_DFL)  # inherited by the exec'd test
     try:
         (logdir / "data").mkdir(parents=True, exist_ok=True)
@@ -181,12 +179,14 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
 def simple_environment(spec: TestSpec, base: Any) -> dict[str, str]:
     """A simple test's environment: `base`, the job's, the test's paths and ids (mhtest's
     and Avocado's names), then its params, as Avocado gives them."""
-    return {
+    env = {
         **base,
         **spec.env,
         **environment.test_variables(spec.name, spec.path, spec.logdir),
         **environment.param_variables(spec.params),
     }
+    env.update(child_env(env))  # a worker's: the sync commands on its PATH, the roles
+    return env
 
 
 def _exec_simple(spec: TestSpec, event_fd: int, handler: logging.Handler) -> dict[str, Any]:

@@ -7,9 +7,8 @@
 - A worker also gets a variable per role of its run listing the workers that have it, as
   Beaker does for restraint scripts ($SERVERS, $CLIENTS), unless the name is taken, and (on
   Linux) MHTEST_SYNC_AGENT, the name of its sync agent's socket (mhtest.sync.agent).
-- A simple test (an executable) gets its params as environment variables, as Avocado
-  passes them: a string or number as it is, a list of them joined by spaces, anything else
-  as JSON. A param never replaces a variable the environment already has.
+- (A simple test's params become environment variables as Avocado makes them: see
+  mhtest.environment.param_variables.)
 
 The bin directory is made once per Python interpreter and mhtest location, in mhtest's
 cache ($MHTEST_CACHE_DIR, else ~/.cache/mhtest; a private directory in /tmp when neither can
@@ -32,7 +31,7 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from mhtest import __version__
 from mhtest.sync.compat import COMMANDS
@@ -122,30 +121,13 @@ def bin_dir() -> str:
     return str(target)
 
 
-def param_value(value: Any) -> str:
-    """A param as an environment variable's value (see module docstring)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return str(value)
-    if isinstance(value, (list, tuple)) and all(
-        isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value
-    ):
-        return " ".join(str(v) for v in value)
-    return json.dumps(value, default=str)
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables to add to `env`, a test's environment, when the test is a multi-host
+    worker: its sync commands first on PATH, the agent's name, the roles' variables.
 
-
-def child_env(kind: str, params: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
-    """The variables to add to `env` (the test's environment) for a test of `kind`."""
-    from mhtest.spec import SIMPLE
-
+    (A simple test's params become variables as Avocado makes them: mhtest.environment.)
+    """
     extra: dict[str, str] = {}
-    if kind == SIMPLE:
-        for name, value in params.items():
-            if isinstance(name, str) and name.isidentifier() and name not in env:
-                extra[name] = param_value(value)
     if env.get("MHTEST_WORKER") and env.get("MHTEST_SYNC_ADDRESS"):
         extra.update(_role_variables(env, extra))
         if sys.platform.startswith("linux"):

@@ -73,7 +73,8 @@ def test_mhtest_sync_commands_in_shell_workers(mhtest, write_tests) -> None:
     assert run.code == 0, run
     out = outputs(run)
     one, two = out["1-local-1"][0], out["2-local-2"][0]
-    assert "me=local-1 greeting=hello there ports=1 2 host=local-1" in one
+    # params as Avocado gives a simple test its params: str() of each value
+    assert "me=local-1 greeting=hello there ports=[1, 2] host=local-1" in one
     assert json.loads(one.splitlines()[1]) == {"local-1": 3, "local-2": 5}
     assert "locked by local-1" in one
     assert "address=127.0.0.1:8080" in two

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from mhtest.runners.workerbin import bin_dir, child_env, param_value
+from mhtest.runners.workerbin import bin_dir, child_env
 from mhtest.sync import SyncAborted, SyncClient, SyncServer, SyncTimeout
 from mhtest.sync.keys import make_run_keys
 from mhtest.sync.record import SyncRecord, read
@@ -139,16 +139,8 @@ def test_the_record_keeps_at_most_its_limit(tmp_path: Path) -> None:
     assert events[-1]["dropped"] == 2
 
 
-def test_params_as_environment_variables() -> None:
-    assert param_value("x y") == "x y"
-    assert param_value(3) == "3"
-    assert param_value(True) == "true"
-    assert param_value(["h1", "h2"]) == "h1 h2"
-    assert json.loads(param_value({"a": [1]})) == {"a": [1]}
-    env = {"PATH": "/bin", "HOME": "/root"}
-    extra = child_env("simple", {"greeting": "hi", "HOME": "/nope", "bad name": 1}, env)
-    assert extra == {"greeting": "hi"}  # never replaces the environment's own
-    assert child_env("instrumented", {"greeting": "hi"}, env) == {}
+def test_a_test_that_is_no_worker_gets_nothing_more() -> None:
+    assert child_env({"PATH": "/bin", "HOME": "/root"}) == {}
 
 
 def test_a_workers_path_and_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,7 +152,7 @@ def test_a_workers_path_and_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "MHTEST_SYNC_ROLES": json.dumps({"h1": "SERVERS", "h2": "CLIENTS", "h3": "CLIENTS"}),
         "CLIENTS": "taken",
     }
-    extra = child_env("simple", {}, env)
+    extra = child_env(env)
     first, rest = extra["PATH"].split(os.pathsep, 1)
     assert rest == "/usr/bin" and first == bin_dir()
     assert first.startswith(str(tmp_path))
@@ -173,10 +165,10 @@ def test_a_workers_path_and_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     # A new agent for every worker, even when the environment names one (an outer run's).
     agent = extra["MHTEST_SYNC_AGENT"]
     assert agent.startswith("@mhtest-sync-") and len(agent) == len("@mhtest-sync-") + 32
-    again = child_env("simple", {}, {**env, "MHTEST_SYNC_AGENT": agent})
+    again = child_env({**env, "MHTEST_SYNC_AGENT": agent})
     assert again["MHTEST_SYNC_AGENT"] != agent
     # Not a worker: nothing on its PATH.
-    assert "PATH" not in child_env("simple", {}, {"PATH": "/usr/bin"})
+    assert "PATH" not in child_env({"PATH": "/usr/bin"})
 
 
 def _shell(address: str, keys, name: str, *args: str) -> subprocess.CompletedProcess:
