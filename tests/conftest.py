@@ -48,12 +48,19 @@ If sshd is not installed the sshd fixtures skip with the reason (CI installs ope
 from __future__ import annotations
 
 import dataclasses
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mhtest.hosts.testing import HostInfo, SshdPool, find_sshd, free_port, keygen
+
+# Started in the background by a non-interactive shell (as a CI script may be), this process
+# would ignore SIGINT and hand that on to every mhtest it starts, and the tests of Ctrl-C
+# could not press it: with a handler here, the processes it starts get the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
