@@ -58,16 +58,20 @@ def test_stdin_large_and_binary(ssh_host: SSHHost) -> None:
 
 
 def test_timeout_kills_the_whole_process_group(ssh_host: SSHHost) -> None:
-    marker = f"mhtest-timeout-{time.time_ns()}"
+    # Durations no other run on this machine uses: ps sees every process of the machine.
+    unique = f"{time.time_ns() % 10**9:09d}"
+    first, second = f"300.{unique}", f"301.{unique}"
     started = time.monotonic()
     with pytest.raises(CmdTimeout) as info:
-        ssh_host.run(f"sleep 300 & sh -c 'sleep 301; echo {marker}'; wait", timeout=1)
+        ssh_host.run(f"sleep {first} & sh -c 'sleep {second}; echo done'; wait", timeout=1)
     elapsed = time.monotonic() - started
     assert elapsed < 8
     assert info.value.result.aborted in (15, 9)
     assert "timed out after 1 s" in str(info.value)
     left = ssh_host.run(
-        "ps -eo stat=,args= | grep -v '^Z' | grep 'sleep 30[01]'", ignore_status=True
+        f"ps -eo stat=,args= | grep -v '^Z' | grep -e 'sleep {first}' -e 'sleep {second}' "
+        "| grep -v grep",
+        ignore_status=True,
     )
     assert left.stdout == "", f"left running after timeout: {left.stdout}"
 
