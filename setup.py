@@ -38,6 +38,7 @@ setup(
             "run = mhtest.plugins.cli_run:RunCommand",
             "list = mhtest.plugins.cli_list:ListCommand",
             "sync-server = mhtest.plugins.cli_sync:SyncServerCommand",
+            "variants = mhtest.plugins.cli_variants:VariantsCommand",
         ],
         "mhtest.result": [
             "json = mhtest.plugins.result_json:JSONResult",

@@ -129,7 +129,8 @@ class Console:
             self.done += 1
         host = f" [{result.host}]" if result.host != "local" else ""
         status = f"{result.status} ({result.time:.2f} s)"
-        line = f" ({result.uid}/{self.total}) {result.ref}{host}: {status}"
+        variant = f";{result.variant}" if result.variant else ""
+        line = f" ({result.uid}/{self.total}) {result.ref}{variant}{host}: {status}"
         if result.fail_reason and result.status != events.PASS:
             line += f" {result.fail_reason.splitlines()[0][:300]}"
         self._write(line, _COLORS.get(result.status) if self.tty else None)

@@ -28,6 +28,7 @@ class TestResult:
     whiteboard: str = ""
     tags: list[str] = field(default_factory=list)
     children: list[TestResult] = field(default_factory=list)
+    variant: str | None = None  # the variant's ID (`-m`), also the end of `name`
 
     @property
     def time(self) -> float:
@@ -44,6 +45,13 @@ class TestResult:
         data["tags"] = list(self.tags)
         data["time"] = round(self.time, 6)
         data["children"] = [c.to_dict() for c in self.children]
+        # The keys Avocado 113 writes for a test that mhtest's own do not already hold
+        # (its `name`, `tags`, `status` and `fail_reason` are mhtest's: see docs/results.md).
+        data["id"] = self.name
+        data["logfile"] = f"{self.logdir}/debug.log" if self.logdir else ""
+        data["time_start"] = data["actual_time_start"] = self.start
+        data["time_end"] = data["actual_time_end"] = self.end
+        data["time_elapsed"] = data["time"]
         return data
 
     @classmethod
@@ -66,6 +74,7 @@ class TestResult:
             whiteboard=event.get("whiteboard") or "",
             tags=list(spec.tags),
             children=[cls.from_dict(c) for c in event.get("children") or []],
+            variant=(getattr(spec, "variant", None) or {}).get("variant_id"),
         )
 
     @classmethod

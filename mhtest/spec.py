@@ -47,6 +47,9 @@ class TestSpec:
     started: float | None = None
     # Param names to keep out of files (beside those that look secret: mhtest.secrets).
     secrets: list[str] = field(default_factory=list)
+    # The variant this test runs with (`-m`, see mhtest.variants), in Avocado's dumped
+    # shape: {"variant_id", "paths", "variant": [[leaf path, [[origin, key, value], …]], …]}.
+    variant: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -55,9 +58,9 @@ class TestSpec:
 
     @property
     def test_id(self) -> TestID:
-        """The test's name in Avocado's TestID shape, `UID-REF[@HOST]`."""
+        """The test's name in Avocado's TestID shape, `UID-REF[@HOST][;VARIANT]`."""
         suffix = f"@{self.host}" if self.host != "local" else ""
-        return TestID(self.uid, f"{self.ref}{suffix}")
+        return TestID(self.uid, f"{self.ref}{suffix}", (self.variant or {}).get("variant_id"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,6 +11,7 @@ from typing import Any
 
 from mhtest.cli import CLICommand, UsageError
 from mhtest.plugins import load_plugins
+from mhtest.plugins.cli_variants import add_mux_options, load_variants
 from mhtest.spec import TestSpec
 
 
@@ -167,6 +168,13 @@ class RunCommand(CLICommand):
             help="multi-host workers reach the sync server directly instead "
             "of through their SSH connection",
         )
+        add_mux_options(parser)
+        parser.add_argument(
+            "--execution-order",
+            choices=("variants-per-test", "tests-per-variant"),
+            default="variants-per-test",
+            help="with -m: each test with every variant (default), or each variant's tests",
+        )
         sync_job = _sync_module()
         if sync_job is not None:
             sync_job.add_run_options(parser)
@@ -194,6 +202,11 @@ class RunCommand(CLICommand):
             except ValueError as exc:
                 raise UsageError(f"--max-results-size: {exc}") from None
         specs = resolve_selection(args)
+        variants = load_variants(args)
+        if variants is not None:
+            from mhtest.variants import multiply
+
+            specs = multiply(specs, variants, args.execution_order)
         hosts = self._hosts(args)
         options = Options(
             max_parallel=args.max_parallel,
@@ -292,6 +305,14 @@ def _jobdata(args: argparse.Namespace, params: dict, hosts: list[Any], options: 
         "cmdline": ["mhtest", *_masked_argv(sys.argv[1:])],
         "references": list(args.references),
         "tags": list(args.filter_by_tags),
+        "mux": {
+            "files": list(args.mux_yaml),
+            "filter_only": list(args.mux_filter_only),
+            "filter_out": list(args.mux_filter_out),
+            "paths": list(args.mux_path),
+            "inject": list(args.mux_inject),
+            "execution_order": args.execution_order,
+        },
         "params": masked(params),
         "hosts": places,
         "options": options.to_dict(),

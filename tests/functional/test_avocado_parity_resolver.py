@@ -4,13 +4,12 @@ and avocado.utils in a ported test when avocado-framework is installed beside mh
 from __future__ import annotations
 
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from .avocado_parity import ROOT, avocado_bin, listed, write_both
+from .avocado_parity import ROOT, bench_venv, listed, write_both
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -190,16 +189,9 @@ class UsesAvocadoUtils(Test):
 @pytest.fixture(scope="module")
 def beside_python() -> Path:
     """A Python with avocado-framework 113 installed beside mhtest's dependencies."""
-    avocado_bin()  # skips when Avocado cannot be installed here at all
-    venv = ROOT / "bench" / ".venv-avocado-beside"
+    venv = bench_venv(".venv-avocado-beside", ["avocado-framework==113.0"], system_site=True)
     python = venv / "bin" / "python"
     try:
-        if not python.exists():
-            subprocess.run(
-                [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True
-            )
-            pip = [str(venv / "bin" / "pip"), "install", "-q", "avocado-framework==113.0"]
-            subprocess.run(pip, check=True, timeout=600)
         subprocess.run([str(python), "-c", "import avocado.utils.process"], check=True)
     except (OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"avocado-framework 113 cannot be installed beside mhtest here: {exc}")
