@@ -39,6 +39,8 @@ setup(
             "list = mhtest.plugins.cli_list:ListCommand",
             "sync-server = mhtest.plugins.cli_sync:SyncServerCommand",
             "variants = mhtest.plugins.cli_variants:VariantsCommand",
+            "jobs = mhtest.plugins.cli_jobs:JobsCommand",
+            "replay = mhtest.plugins.cli_replay:ReplayCommand",
         ],
         "mhtest.result": [
             "json = mhtest.plugins.result_json:JSONResult",

@@ -150,7 +150,11 @@ class Console:
                 reason = (r.fail_reason or "no reason given").splitlines()[0][:300]
                 self._write(f" {r.status:<9} {r.name}{host}: {reason}")
         if job.interrupted:
-            self._write("Job interrupted by the user")
+            why = getattr(job.dispatcher.outcome, "interrupted", None)
+            if why and why != "interrupted by the user":
+                self._write(f"Job interrupted: {why}")
+            else:
+                self._write("Job interrupted by the user")
         self._write(f"RESULTS    : {summary}")
         self._write(f"JOB TIME   : {job.time_elapsed:.2f} s")
         if job.write_errors:

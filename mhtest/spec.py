@@ -67,16 +67,19 @@ class TestSpec:
 
     def masked_dict(self) -> dict[str, Any] | None:
         """to_dict() with secret params masked (see mhtest.secrets); None when it has none."""
-        from mhtest.secrets import masked, secret_names
+        from mhtest.secrets import masked, masked_variant, secret_names
 
         hosts = [(h.get("params") or {}, h.get("secrets") or ()) for h in self.hosts]
+        variant = masked_variant(self.variant, self.secrets)
         if (
             not secret_names(self.params, self.secrets)
             and not secret_names(self.env)
             and not any(secret_names(params, marked) for params, marked in hosts)
+            and variant is None
         ):
             return None
         data = self.to_dict()
+        data["variant"] = variant or data["variant"]
         data["params"] = masked(self.params, self.secrets)
         data["env"] = masked(self.env)
         for host, (params, marked) in zip(data["hosts"], hosts):

@@ -272,9 +272,9 @@ def _draw(node: Node, verbose: int) -> list[str]:
     return [node.name, *_values(node, verbose, _ARROW, prefix), *_children(node, verbose)]
 
 
-def multiply(specs: Sequence[Any], variants: Variants, order: str = ORDERS[0]) -> list[Any]:
-    """Each TestSpec once per variant (Avocado's --execution-order), the variant in its spec."""
-    dumps = [variant.dump() for variant in variants]
+def multiply(specs: Sequence[Any], dumps: Sequence[dict], order: str = ORDERS[0]) -> list[Any]:
+    """Each TestSpec once per variant (dumped: Variant.dump()), in Avocado's
+    --execution-order, the variant in its spec."""
     if order == "tests-per-variant":
         pairs = [(spec, dump) for dump in dumps for spec in specs]
     else:

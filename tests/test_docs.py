@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
-SUBCOMMANDS = ("run", "list", "sync-server")
+SUBCOMMANDS = ("run", "list", "sync-server", "variants", "jobs", "replay")
 
 
 def blocks(text: str, language: str) -> list[str]:

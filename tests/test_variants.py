@@ -130,14 +130,15 @@ def test_verbosity_levels() -> None:
 def test_multiply_orders_and_names() -> None:
     variants = Variants.from_files([str(DATA / "yaml_to_mux" / "simple_vars.yaml")])
     specs = [TestSpec(ref=f"t.py:T.{m}", kind="instrumented", path="t.py") for m in ("a", "b")]
-    per_test = multiply(specs, variants)
+    dumps = [v.dump() for v in variants]
+    per_test = multiply(specs, dumps)
     assert [(s.ref[-1], s.variant["variant_id"][:9]) for s in per_test] == [
         ("a", "run-first"),
         ("a", "run-secon"),
         ("b", "run-first"),
         ("b", "run-secon"),
     ]
-    per_variant = multiply(specs, variants, "tests-per-variant")
+    per_variant = multiply(specs, dumps, "tests-per-variant")
     assert [s.ref[-1] for s in per_variant] == ["a", "b", "a", "b"]
     spec = per_test[1]
     spec.uid = 7
@@ -217,3 +218,17 @@ def test_a_run_without_variants_does_not_load_them(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_secret_values_of_a_variant_stay_out_of_files(tmp_path: Path) -> None:
+    (variant,) = Variants.from_files([_write(tmp_path, "db:\n    db_password: s3\n    n: 1\n")])
+    spec = TestSpec(ref="t.py:T.a", kind="instrumented", path="t.py", variant=variant.dump())
+    written = spec.masked_dict()
+    assert written is not None
+    assert written["variant"]["variant"][0][1] == [
+        ["/run/db", "db_password", "********"],
+        ["/run/db", "n", 1],
+    ]
+    assert spec.variant["variant"][0][1][0][2] == "s3"  # the test itself still gets it
+    plain = TestSpec(ref="t.py:T.a", kind="instrumented", path="t.py", variant={"variant": []})
+    assert plain.masked_dict() is None

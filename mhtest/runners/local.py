@@ -122,9 +122,16 @@ class LocalRunner:
         stop: threading.Event,
         server: ForkServer | None = None,
         stop_grace: float = STOP_GRACE,
+        failfast: bool = False,
     ) -> None:
         self.max_parallel = max(1, max_parallel)
         self.sink = sink
+        #: --failfast: after a test that did not pass, none starts (its end is known first).
+        self.failfast = failfast
+        self.failed: str | None = None  # why no test starts any more (failfast)
+        self._names: dict[object, str] = {}  # uid -> test name, for failfast's reason
+        if failfast:
+            self.sink = self._watching(sink)
         self.stop = stop
         self.stop_grace = stop_grace
         self._server = server  # a fork server started earlier, which run() takes over
@@ -134,6 +141,7 @@ class LocalRunner:
         """Run every spec; returns when all have ended (or were interrupted)."""
         if not specs:
             return
+        self._names = {spec.uid: spec.name for spec in specs}
         pending = list(reversed(specs))
         running: dict[str, _Running] = {}
         if self._server is None:  # none started ahead (see fork_server_ahead)
@@ -155,8 +163,13 @@ class LocalRunner:
                 if give_up is not None and time.time() >= give_up:
                     self._interrupt(running, pending, "interrupted by the user")
                     break
+                while self.failfast and gone:  # its status before anything else starts
+                    self._finish(gone.pop(0))
+                if self.failed is not None and give_up is None:
+                    self._skip(pending, self.failed)
                 while (
                     give_up is None
+                    and self.failed is None
                     and pending
                     and len(running) < self.max_parallel
                     and self._unanswered < SPAWN_WINDOW
@@ -488,6 +501,23 @@ class LocalRunner:
         for run in running.values():
             run.stopping = True
             self._signal(run, signal.SIGTERM)
+
+    def _watching(self, sink: EventSink) -> EventSink:
+        """`sink`, noting the first test that ends without passing (for failfast)."""
+
+        def watch(event: dict) -> None:
+            failed = event.get("status") in events.FAILED_STATUSES
+            if event.get("type") == events.TEST_END and failed and self.failed is None:
+                name = event.get("name") or self._names.get(event.get("uid"), "a test")
+                self.failed = f"failfast: {name} ended {event.get('status')}"
+            sink(event)
+
+        return watch
+
+    def _skip(self, pending: list, reason: str) -> None:
+        while pending:
+            spec = pending.pop()
+            self.sink({"type": events.TEST_SKIPPED, "uid": spec.uid, "reason": reason})
 
     def _interrupt(self, running: dict, pending: list, reason: str) -> None:
         for run in running.values():

@@ -124,13 +124,15 @@ def run_both(
     env: dict[str, str] | None = None,
     timeout: float = 600,
     avocado: list[str] | None = None,
+    avocado_args: tuple[str, ...] = (),
 ) -> Both:
     avocado = list(avocado or [str(avocado_bin())])
     if avocado_config is not None:
         (base / "avocado.conf").write_text(textwrap.dedent(avocado_config))
         avocado += ["--config", str(base / "avocado.conf")]
     commands = {
-        "av": [*avocado, "run", "--job-results-dir", str(base / "av-results"), *refs, *args],
+        "av": [*avocado, "run", "--job-results-dir", str(base / "av-results"), *refs, *args]
+        + list(avocado_args),
         "mh": [sys.executable, "-m", "mhtest", "run", "--job-results-dir", str(base / "mh-results")]
         + [*refs, *args, *mhtest_args],
     }
