@@ -323,7 +323,7 @@ class RunCommand(CLICommand):
         """Room for the `here` tests that run on this machine (open files), or one line."""
         if not here:
             return
-        from mhtest.runners.local import ParallelismError, ensure_open_files
+        from mhtest.runners.limits import ParallelismError, ensure_open_files
 
         try:
             ensure_open_files(min(max_parallel, here))

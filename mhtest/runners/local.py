@@ -10,7 +10,7 @@ and the executor that a remote host runs.
 Any number of tests may run at once: the runner keeps at most SPAWN_WINDOW requests
 unanswered by the fork server, reading its replies and the tests' events in between, and
 makes room for one event pipe per running test under the open-files limit
-(ensure_open_files).
+(mhtest.runners.limits.ensure_open_files).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import selectors
 import signal
 import threading
@@ -30,6 +29,7 @@ from typing import Callable
 from mhtest import events
 from mhtest.runners.forkserver import MULTIHOST_PRELOAD, ForkServer
 from mhtest.runners.leftovers import Leftovers, signal_group
+from mhtest.runners.limits import ensure_open_files
 from mhtest.spec import SIMPLE, TestSpec
 
 LOG = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ MULTIHOST_STOP_GRACE = 15.0
 #: Spawn requests the fork server may leave unanswered: the runner starts many tests a
 #: few at a time, reading replies and events in between.
 SPAWN_WINDOW = 32
-#: Open files the runner keeps beside one event pipe per running test.
-FD_HEADROOM = 64
 
 
 @dataclass
@@ -73,43 +71,6 @@ class _Running:
     stopping: bool = False  # asked to stop (SIGTERM) because the job is interrupted
     timed_out: bool = False  # told its timeout is reached; deadline is then the grace's end
     exec_seen: bool = False  # test.start arrived: a simple test's child then exec'd it
-
-
-class ParallelismError(Exception):
-    """More tests at once than this process may hold event pipes for."""
-
-
-def ensure_open_files(parallel: int) -> None:
-    """Make room for `parallel` running tests: one event pipe each, under RLIMIT_NOFILE.
-
-    Raises the soft limit up to the hard one when the tests need more than it allows (a
-    fork server started before keeps the usual limit for its tests); ParallelismError
-    when even the hard limit is too low.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        open_now = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        open_now = 0
-    need = parallel + open_now + FD_HEADROOM
-    if soft == resource.RLIM_INFINITY or need <= soft:
-        return
-    problem = None
-    if hard != resource.RLIM_INFINITY and need > hard:
-        problem = f"the hard limit is {hard} (ulimit -Hn)"
-    else:
-        try:
-            resource.setrlimit(
-                resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else hard, hard)
-            )
-        except (OSError, ValueError) as exc:
-            problem = f"cannot raise the limit of {soft} (ulimit -n): {exc}"
-    if problem is not None:
-        raise ParallelismError(
-            f"{parallel} tests at once need about {need} open files here, but {problem}: "
-            "run fewer at once (--max-parallel) or raise the limit"
-        )
-    LOG.debug("open files limit raised from %d for %d tests at once", soft, parallel)
 
 
 class LocalRunner:

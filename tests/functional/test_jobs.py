@@ -123,15 +123,22 @@ def _by_name(run) -> dict:
 
 
 @pytest.mark.slow
-def test_replay_on_the_same_hosts(mhtest, write_tests, warm_hosts) -> None:
+def test_replay_on_the_same_hosts_with_variants(mhtest, write_tests, warm_hosts) -> None:
+    """Variants travel to hosts with their tests; a replay goes back to the same hosts."""
     (info,) = warm_hosts(1)
     tests = write_tests(TESTS)
     hosts = ["--hosts", f"{info.alias},local", "--ssh-config", info.ssh_config]
-    old = mhtest("run", str(tests / "mixed.py:test_[12]"), *hosts, timeout=300)
-    expected = [(info.alias, "FAIL"), (info.alias, "PASS"), ("local", "FAIL"), ("local", "PASS")]
-    assert sorted((t["host"], t["status"]) for t in old.results()["tests"]) == sorted(expected), old
-    again = mhtest(
-        "replay", "--status", "FAIL", "--job-results-dir", str(old.results_dir), timeout=300
+    refs = [str(tests / "mixed.py:test_[13]"), "-m", str(_yaml(tests))]
+    old = mhtest("run", *refs, *hosts, timeout=300)
+    outcomes = sorted(
+        ((t["host"], t["status"], t["fail_reason"]) for t in old.results()["tests"]), key=str
     )
-    got = sorted((t["host"], t["status"]) for t in again.results()["tests"])
-    assert got == sorted([(info.alias, "FAIL"), ("local", "FAIL")]), again
+    failed = [(host, "ERROR", f"size {size}") for host in (info.alias, "local") for size in (1, 2)]
+    passed = [(host, "PASS", None) for host in (info.alias, "local") for _ in (1, 2)]
+    assert outcomes == sorted(failed + passed, key=str), old
+    results = ["--job-results-dir", str(old.results_dir)]
+    again = mhtest("replay", "--status", "ERROR", *results, timeout=300)
+    outcomes = sorted(
+        ((t["host"], t["status"], t["fail_reason"]) for t in again.results()["tests"]), key=str
+    )
+    assert outcomes == sorted(failed, key=str), again
