@@ -41,6 +41,9 @@ setup(
             "list = mhtest.plugins.cli_list:ListCommand",
             "sync-server = mhtest.plugins.cli_sync:SyncServerCommand",
             "sync = mhtest.plugins.cli_sync:SyncCommand",
+            "variants = mhtest.plugins.cli_variants:VariantsCommand",
+            "jobs = mhtest.plugins.cli_jobs:JobsCommand",
+            "replay = mhtest.plugins.cli_replay:ReplayCommand",
         ],
         "mhtest.result": [
             "json = mhtest.plugins.result_json:JSONResult",

@@ -134,7 +134,8 @@ class Console:
             self.done += 1
         host = _host_suffix(result)
         status = f"{result.status} ({result.time:.2f} s)"
-        line = f" ({result.uid}/{self.total}) {result.ref}{host}: {status}"
+        variant = f";{result.variant}" if result.variant else ""
+        line = f" ({result.uid}/{self.total}) {result.ref}{variant}{host}: {status}"
         if result.fail_reason and result.status != events.PASS:
             line += f" {result.fail_reason.splitlines()[0][:300]}"
         self._write(line, _COLORS.get(result.status) if self.tty else None)
@@ -154,7 +155,11 @@ class Console:
                 reason = (r.fail_reason or "no reason given").splitlines()[0][:300]
                 self._write(f" {r.status:<9} {r.name}{host}: {reason}")
         if job.interrupted:
-            self._write("Job interrupted by the user")
+            why = getattr(job.dispatcher.outcome, "interrupted", None)
+            if why and why != "interrupted by the user":
+                self._write(f"Job interrupted: {why}")
+            else:
+                self._write("Job interrupted by the user")
         self._write(f"RESULTS    : {summary}")
         self._write(f"JOB TIME   : {job.time_elapsed:.2f} s")
         if job.write_errors:

@@ -138,7 +138,7 @@ class Dispatcher:
                     return  # one end per test: the first (maybe made up here) stays
                 self._ended.add(uid)
                 self._deadlines.pop(uid, None)
-                if event.get("status") == events.INTERRUPT:
+                if event.get("status") == events.INTERRUPT or kind == events.TEST_SKIPPED:
                     event = self._why_stopped(event)
             elif kind == events.TEST_START and uid not in self._ended:
                 timeout = _timeout(event, self._specs.get(uid))
@@ -156,11 +156,12 @@ class Dispatcher:
     def _why_stopped(self, event: dict) -> dict:
         """A test that ended INTERRUPT because the run stopped: say why the run stopped."""
         timed_out, interrupted = self.outcome.timed_out, self.outcome.interrupted
-        if timed_out is not None:
-            return {**event, "fail_reason": f"stopped: no end within {timed_out:.3g} s"}
-        reason = str(event.get("fail_reason") or "")
+        key = "reason" if event.get("type") == events.TEST_SKIPPED else "fail_reason"
+        if timed_out is not None and key == "fail_reason":
+            return {**event, key: f"stopped: no end within {timed_out:.3g} s"}
+        reason = str(event.get(key) or "")
         if interrupted is not None and interrupted != USER and reason.startswith(USER):
-            return {**event, "fail_reason": interrupted + reason[len(USER) :]}
+            return {**event, key: interrupted + reason[len(USER) :]}
         return event
 
     def interrupt(self, reason: str = "interrupted by the user") -> None:

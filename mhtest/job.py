@@ -81,7 +81,7 @@ class JobConfig:
     timeout: float | None = None  # for the whole job
     fork_server: Any = None  # a local ForkServer started early, for the local spawner
     #: How the job was asked for, kept in jobdata/<key>.json (secrets already masked):
-    #: the command line, references, params, hosts, options.
+    #: the command line, references, params, hosts, options, variants.
     jobdata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,6 +103,7 @@ class Job:
         self.assignments: list[tuple[HostConfig, TestSpec]] = []
         self.results: list[TestResult] = []
         self.interrupted = False
+        self.failed_fast: str | None = None  # the test that stopped a --failfast job
         self.crashed: str | None = None
         self.stop = threading.Event()
         self.dispatcher = Dispatcher(
@@ -278,6 +279,11 @@ class Job:
         self._call_writers("test_end", self, result)
         if self.console:
             self.console.test_end(self, result)
+        # --failfast: the first test that did not pass stops the job (every place); the
+        # tests not started end INTERRUPT, "not started", as with Avocado's --failfast.
+        if self.config.options.failfast and result.failed and self.failed_fast is None:
+            self.failed_fast = result.name
+            self.interrupt(f"failfast: {result.name} ended {result.status}")
 
     def _finish(self) -> None:
         self.end_time = time.time()

@@ -46,6 +46,7 @@ class Options:
     max_results: int | None = None  # bytes a host may send back per test
     remote_exclude: list[str] = field(default_factory=list)  # .mhtestignore lines for all
     remote_send_dir: bool = False  # send each test's whole directory to the hosts
+    failfast: bool = False  # stop at the first test that does not pass (--failfast)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

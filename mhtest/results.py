@@ -32,6 +32,7 @@ class TestResult:
     parent: int | None = None
     #: When setUp, the test and tearDown ran: [[name, start, end], ...] (instrumented tests).
     phases: list[list[Any]] = field(default_factory=list)
+    variant: str | None = None  # the variant's ID (`-m`), also the end of `name`
 
     @property
     def time(self) -> float:
@@ -48,6 +49,13 @@ class TestResult:
         data["tags"] = list(self.tags)
         data["time"] = round(self.time, 6)
         data["children"] = [c.to_dict() for c in self.children]
+        # The keys Avocado 113 writes for a test that mhtest's own do not already hold
+        # (its `name`, `tags`, `status` and `fail_reason` are mhtest's: see docs/results.md).
+        data["id"] = self.name
+        data["logfile"] = f"{self.logdir}/debug.log" if self.logdir else ""
+        data["time_start"] = data["actual_time_start"] = self.start
+        data["time_end"] = data["actual_time_end"] = self.end
+        data["time_elapsed"] = data["time"]
         return data
 
     @classmethod
@@ -77,6 +85,7 @@ class TestResult:
             children=[cls.from_dict(c) for c in event.get("children") or []],
             parent=parent,
             phases=phases_of(event.get("phases")),
+            variant=(getattr(spec, "variant", None) or {}).get("variant_id"),
         )
 
     @classmethod

@@ -55,6 +55,9 @@ class TestSpec:
     secrets: list[str] = field(default_factory=list)
     # A control file's test directories (--tests-path), sent to hosts with the test.
     tests_path: list[str] = field(default_factory=list)
+    # The variant this test runs with (`-m`, see mhtest.variants), in Avocado's dumped
+    # shape: {"variant_id", "paths", "variant": [[leaf path, [[origin, key, value], …]], …]}.
+    variant: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -63,25 +66,28 @@ class TestSpec:
 
     @property
     def test_id(self) -> TestID:
-        """The test's name in Avocado's TestID shape, `UID-REF[@HOST]`."""
+        """The test's name in Avocado's TestID shape, `UID-REF[@HOST][;VARIANT]`."""
         suffix = f"@{self.host}" if self.host != "local" else ""
-        return TestID(self.uid, f"{self.ref}{suffix}")
+        return TestID(self.uid, f"{self.ref}{suffix}", (self.variant or {}).get("variant_id"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def masked_dict(self) -> dict[str, Any] | None:
         """to_dict() with secret params masked (see mhtest.secrets); None when it has none."""
-        from mhtest.secrets import masked, secret_names
+        from mhtest.secrets import masked, masked_variant, secret_names
 
         hosts = [(h.get("params") or {}, h.get("secrets") or ()) for h in self.hosts]
+        variant = masked_variant(self.variant, self.secrets)
         if (
             not secret_names(self.params, self.secrets)
             and not secret_names(self.env)
             and not any(secret_names(params, marked) for params, marked in hosts)
+            and variant is None
         ):
             return None
         data = self.to_dict()
+        data["variant"] = variant or data["variant"]
         data["params"] = masked(self.params, self.secrets)
         data["env"] = masked(self.env)
         for host, (params, marked) in zip(data["hosts"], hosts):

@@ -18,6 +18,9 @@ SUBCOMMANDS = (
     "run",
     "list",
     "sync-server",
+    "variants",
+    "jobs",
+    "replay",
     *(f"sync {op}" for op in ("barrier", "exchange", "post", "wait", "lock", "abort", "whoami")),
 )
 

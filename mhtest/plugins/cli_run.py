@@ -7,10 +7,12 @@ import contextlib
 import os
 import signal
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from mhtest.cli import CLICommand, UsageError
 from mhtest.plugins import load_plugins
+from mhtest.plugins.cli_variants import add_mux_options, load_variants
 from mhtest.spec import TestSpec
 
 
@@ -48,6 +50,13 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
         "--filter-by-tags-include-empty-key",
         action="store_true",
         help="with --filter-by-tags, a key:value also keeps tests without tags of that key",
+    )
+
+
+def add_param_option(parser: argparse.ArgumentParser, text: str) -> None:
+    """-p/--param KEY=VALUE (`run`, `replay`)."""
+    parser.add_argument(
+        "-p", "--param", action="append", default=[], metavar="KEY=VALUE", help=text
     )
 
 
@@ -105,6 +114,21 @@ def _sync_module() -> Any:
     return sync_job
 
 
+@dataclass
+class Plan:
+    """What a job runs: its tests (variants multiplied in), places, params, options, and
+    how it was asked for (jobdata). `mhtest run` makes one from its command line,
+    `mhtest replay` from an old job's jobdata/."""
+
+    specs: list[TestSpec]
+    hosts: list[Any]
+    params: dict[str, Any]
+    options: Any
+    jobdata: dict[str, Any]
+    #: Which placed tests to run (replay --status): all when None.
+    keep: Callable[[TestSpec], bool] | None = None
+
+
 class RunCommand(CLICommand):
     """Run tests and record their results."""
 
@@ -113,14 +137,7 @@ class RunCommand(CLICommand):
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         add_selection_options(parser)
-        parser.add_argument(
-            "-p",
-            "--param",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="a test parameter (repeatable); values are strings",
-        )
+        add_param_option(parser, "a test parameter (repeatable); values are strings")
         parser.add_argument(
             "--params",
             action="append",
@@ -134,6 +151,12 @@ class RunCommand(CLICommand):
             default=None,
             metavar="N",
             help="tests run at once per place (default: that place's CPU count)",
+        )
+        parser.add_argument(
+            "--failfast",
+            action="store_true",
+            help="stop at the first test that does not pass (FAIL, ERROR, INTERRUPT): "
+            "the tests not started end INTERRUPT",
         )
         parser.add_argument(
             "--job-results-dir",
@@ -218,15 +241,26 @@ class RunCommand(CLICommand):
             help="directories (':'-separated, repeatable) where control files' test names "
             "are looked up after the control file's own (also: MHTEST_TESTS_PATH)",
         )
+        add_mux_options(parser)
+        parser.add_argument(
+            "--execution-order",
+            choices=("variants-per-test", "tests-per-variant"),
+            default="variants-per-test",
+            help="with -m: each test with every variant (default), or each variant's tests",
+        )
         sync_job = _sync_module()
         if sync_job is not None:
             sync_job.add_run_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
+        plan = getattr(args, "plan", None) or self.plan(args)
+        return self.launch(args, plan)
+
+    def plan(self, args: argparse.Namespace) -> Plan:
+        """What the command line asks to run (or UsageError)."""
         from mhtest import params as params_mod
-        from mhtest.console import Console
-        from mhtest.dispatch import Options, place
-        from mhtest.job import DEFAULT_RESULTS_DIR, JobConfig
+        from mhtest.dispatch import Options
+        from mhtest.secrets import masked_variant
 
         if args.max_parallel is not None and args.max_parallel < 1:
             raise UsageError("--max-parallel must be 1 or more")
@@ -248,6 +282,13 @@ class RunCommand(CLICommand):
                 raise UsageError(f"--max-results-size: {exc}") from None
         specs = resolve_selection(args)
         _set_tests_path(specs, args.tests_path)
+        variants = load_variants(args)
+        dumps = []
+        if variants is not None:
+            from mhtest.variants import multiply
+
+            dumps = [variant.dump() for variant in variants]
+            specs = multiply(specs, dumps, args.execution_order)
         hosts = self._hosts(args)
         options = Options(
             max_parallel=args.max_parallel,
@@ -260,16 +301,29 @@ class RunCommand(CLICommand):
             remote_exclude=list(args.remote_exclude),
             remote_send_dir=args.remote_send_dir,
         )
+        jobdata = _jobdata(args, base_params, hosts, options)
+        jobdata["variants"] = [masked_variant(d) or d for d in dumps]
+        return Plan(specs, hosts, base_params, options, jobdata)
+
+    def launch(self, args: argparse.Namespace, plan: Plan) -> int:
+        """Run a plan as a job: results tree, console, result writers, sync."""
+        from mhtest.console import Console
+        from mhtest.dispatch import place
+        from mhtest.job import DEFAULT_RESULTS_DIR, JobConfig
+
+        plan.options.failfast = bool(args.failfast)
         config = JobConfig(
             results_dir=args.job_results_dir or DEFAULT_RESULTS_DIR,
-            options=options,
-            jobdata=_jobdata(args, base_params, hosts, options),
+            options=plan.options,
+            jobdata=plan.jobdata,
             # Started by the CLI before the plugins loaded, if this job runs tests here.
             fork_server=getattr(args, "early_fork_server", None),
         )
-        assignments = place(specs, hosts, base_params, options)
+        assignments = place(plan.specs, plan.hosts, plan.params, plan.options)
+        if plan.keep is not None:
+            assignments = [(where, spec) for where, spec in assignments if plan.keep(spec)]
         here = sum(where.is_local for where, _ in assignments)
-        self._room_for(here, options.max_parallel or os.cpu_count() or 1)
+        self._room_for(here, plan.options.max_parallel or os.cpu_count() or 1)
         console = Console()
         writers = [cls() for _, cls in load_plugins("mhtest.result")]
         sync_job = _sync_module()
@@ -323,7 +377,7 @@ class RunCommand(CLICommand):
         """Room for the `here` tests that run on this machine (open files), or one line."""
         if not here:
             return
-        from mhtest.runners.local import ParallelismError, ensure_open_files
+        from mhtest.runners.limits import ParallelismError, ensure_open_files
 
         try:
             ensure_open_files(min(max_parallel, here))
@@ -363,6 +417,19 @@ def _jobdata(args: argparse.Namespace, params: dict, hosts: list[Any], options: 
         "cmdline": ["mhtest", *_masked_argv(sys.argv[1:])],
         "references": list(args.references),
         "tags": list(args.filter_by_tags),
+        "selection": {
+            "tags": list(args.filter_by_tags),
+            "include_empty": args.filter_by_tags_include_empty,
+            "include_empty_key": args.filter_by_tags_include_empty_key,
+        },
+        "mux": {
+            "files": list(args.mux_yaml),
+            "filter_only": list(args.mux_filter_only),
+            "filter_out": list(args.mux_filter_out),
+            "paths": list(args.mux_path),
+            "inject": list(args.mux_inject),
+            "execution_order": args.execution_order,
+        },
         "params": masked(params),
         "hosts": places,
         "options": options.to_dict(),

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from mhtest import environment, events
 from mhtest.exceptions import TestInterrupt
-from mhtest.params import Params
+from mhtest.params import Params, variant_values
 from mhtest.runners.lifecycle import run_lifecycle, status_of
 from mhtest.runners.workerbin import child_env
 from mhtest.spec import BROKEN, CONTROL_CLIENT, CONTROL_SERVER, SIMPLE, TestSpec
@@ -110,7 +110,7 @@ def _simple_timeout(spec: TestSpec) -> tuple[float | None, dict[str, Any] | None
 
     Returns (timeout, None), or (None, an ERROR outcome) when the param is not a number.
     """
-    value = spec.params.get("timeout")
+    value = spec.params.get("timeout", variant_values(spec.variant).get("timeout"))
     if value is None:
         return spec.timeout, None
     try:
@@ -183,7 +183,7 @@ def simple_environment(spec: TestSpec, base: Any) -> dict[str, str]:
         **base,
         **spec.env,
         **environment.test_variables(spec.name, spec.path, spec.logdir),
-        **environment.param_variables(spec.params),
+        **environment.param_variables({**variant_values(spec.variant), **spec.params}),
     }
     env.update(child_env(env))  # a worker's: the sync commands on its PATH, the roles
     return env
@@ -238,7 +238,7 @@ def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[s
         test = cls(
             methodName=spec.method or "test",
             name=spec.test_id,
-            params=Params(spec.params),
+            params=Params(spec.params, spec.variant),
             logdir=str(logdir),
             basedir=os.path.dirname(spec.path),
             filename=spec.path,

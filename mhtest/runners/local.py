@@ -10,7 +10,7 @@ and the executor that a remote host runs.
 Any number of tests may run at once: the runner keeps at most SPAWN_WINDOW requests
 unanswered by the fork server, reading its replies and the tests' events in between, and
 makes room for one event pipe per running test under the open-files limit
-(ensure_open_files).
+(mhtest.runners.limits.ensure_open_files).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import selectors
 import signal
 import threading
@@ -30,6 +29,7 @@ from typing import Callable
 from mhtest import events
 from mhtest.runners.forkserver import CONTROL_PRELOAD, MULTIHOST_PRELOAD, ForkServer
 from mhtest.runners.leftovers import Leftovers, signal_group
+from mhtest.runners.limits import ensure_open_files
 from mhtest.spec import CONTROL_SERVER, SIMPLE, TestSpec
 
 LOG = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ MULTIHOST_STOP_GRACE = 15.0
 #: Spawn requests the fork server may leave unanswered: the runner starts many tests a
 #: few at a time, reading replies and events in between.
 SPAWN_WINDOW = 32
-#: Open files the runner keeps beside one event pipe per running test.
-FD_HEADROOM = 64
 
 
 @dataclass
@@ -75,43 +73,6 @@ class _Running:
     exec_seen: bool = False  # test.start arrived: a simple test's child then exec'd it
 
 
-class ParallelismError(Exception):
-    """More tests at once than this process may hold event pipes for."""
-
-
-def ensure_open_files(parallel: int) -> None:
-    """Make room for `parallel` running tests: one event pipe each, under RLIMIT_NOFILE.
-
-    Raises the soft limit up to the hard one when the tests need more than it allows (a
-    fork server started before keeps the usual limit for its tests); ParallelismError
-    when even the hard limit is too low.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        open_now = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        open_now = 0
-    need = parallel + open_now + FD_HEADROOM
-    if soft == resource.RLIM_INFINITY or need <= soft:
-        return
-    problem = None
-    if hard != resource.RLIM_INFINITY and need > hard:
-        problem = f"the hard limit is {hard} (ulimit -Hn)"
-    else:
-        try:
-            resource.setrlimit(
-                resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else hard, hard)
-            )
-        except (OSError, ValueError) as exc:
-            problem = f"cannot raise the limit of {soft} (ulimit -n): {exc}"
-    if problem is not None:
-        raise ParallelismError(
-            f"{parallel} tests at once need about {need} open files here, but {problem}: "
-            "run fewer at once (--max-parallel) or raise the limit"
-        )
-    LOG.debug("open files limit raised from %d for %d tests at once", soft, parallel)
-
-
 class LocalRunner:
     """Runs TestSpecs in child processes on this machine."""
 
@@ -122,9 +83,16 @@ class LocalRunner:
         stop: threading.Event,
         server: ForkServer | None = None,
         stop_grace: float = STOP_GRACE,
+        failfast: bool = False,
     ) -> None:
         self.max_parallel = max(1, max_parallel)
         self.sink = sink
+        #: --failfast: after a test that did not pass, none starts (its end is known first).
+        self.failfast = failfast
+        self.failed: str | None = None  # why no test starts any more (failfast)
+        self._names: dict[object, str] = {}  # uid -> test name, for failfast's reason
+        if failfast:
+            self.sink = self._watching(sink)
         self.stop = stop
         self.stop_grace = stop_grace
         self._server = server  # a fork server started earlier, which run() takes over
@@ -134,6 +102,7 @@ class LocalRunner:
         """Run every spec; returns when all have ended (or were interrupted)."""
         if not specs:
             return
+        self._names = {spec.uid: spec.name for spec in specs}
         pending = list(reversed(specs))
         running: dict[str, _Running] = {}
         if self._server is None:  # none started ahead (see fork_server_ahead)
@@ -157,8 +126,13 @@ class LocalRunner:
                 if give_up is not None and time.time() >= give_up:
                     self._interrupt(running, pending, "interrupted by the user")
                     break
+                while self.failfast and gone:  # its status before anything else starts
+                    self._finish(gone.pop(0))
+                if self.failed is not None and give_up is None:
+                    self._skip(pending, self.failed)
                 while (
                     give_up is None
+                    and self.failed is None
                     and pending
                     and len(running) < self.max_parallel
                     and self._unanswered < SPAWN_WINDOW
@@ -490,6 +464,23 @@ class LocalRunner:
         for run in running.values():
             run.stopping = True
             self._signal(run, signal.SIGTERM)
+
+    def _watching(self, sink: EventSink) -> EventSink:
+        """`sink`, noting the first test that ends without passing (for failfast)."""
+
+        def watch(event: dict) -> None:
+            failed = event.get("status") in events.FAILED_STATUSES
+            if event.get("type") == events.TEST_END and failed and self.failed is None:
+                name = event.get("name") or self._names.get(event.get("uid"), "a test")
+                self.failed = f"failfast: {name} ended {event.get('status')}"
+            sink(event)
+
+        return watch
+
+    def _skip(self, pending: list, reason: str) -> None:
+        while pending:
+            spec = pending.pop()
+            self.sink({"type": events.TEST_SKIPPED, "uid": spec.uid, "reason": reason})
 
     def _interrupt(self, running: dict, pending: list, reason: str) -> None:
         for run in running.values():

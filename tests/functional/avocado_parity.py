@@ -3,6 +3,11 @@
 ``avocado_bin()``
     bench/.venv-avocado/bin/avocado, installed as bench/local_overhead.py does when it
     is missing; the calling test is skipped, saying why, when it cannot be installed.
+``bench_venv(name, packages)``
+    bench/NAME, a virtual environment with those packages, made when missing; skips likewise.
+``avocado_mux_bin()``
+    The same Avocado with its yaml_to_mux varianter plugin, in bench/.venv-avocado-mux (kept
+    apart so that the benchmark's Avocado does not load the plugin); skips likewise.
 ``write_both(base, files)``
     Writes each file twice, under ``base/av`` and ``base/mh``: ``FRAMEWORK`` in it
     becomes ``avocado`` and ``mhtest`` (a port changes only its import lines).
@@ -44,6 +49,29 @@ def avocado_bin() -> Path:
         return bench.avocado_bin()
     except (OSError, subprocess.CalledProcessError) as exc:
         pytest.skip(f"Avocado 113 cannot be installed here ({exc}): nothing to compare with")
+
+
+def bench_venv(name: str, packages: list[str], system_site: bool = False) -> Path:
+    """bench/NAME, a virtual environment with `packages` (made when missing), or skip."""
+    avocado_bin()  # skips when Avocado cannot be installed here at all
+    venv = ROOT / "bench" / name
+    try:
+        if not (venv / "bin" / "python").exists():
+            extra = ["--system-site-packages"] if system_site else []
+            subprocess.run(
+                [sys.executable, "-m", "venv", *extra, str(venv)], check=True, timeout=300
+            )
+            pip = [str(venv / "bin" / "pip"), "install", "-q", *packages]
+            subprocess.run(pip, check=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"{', '.join(packages)} cannot be installed here: {exc}")
+    return venv
+
+
+def avocado_mux_bin() -> Path:
+    """Avocado 113 with avocado-framework-plugin-varianter-yaml-to-mux 113, or skip."""
+    plugin = "avocado-framework-plugin-varianter-yaml-to-mux==113.0"
+    return bench_venv(".venv-avocado-mux", ["avocado-framework==113.0", plugin]) / "bin" / "avocado"
 
 
 def write_both(base: Path, files: dict[str, str], executable: tuple[str, ...] = ()) -> None:
@@ -95,13 +123,16 @@ def run_both(
     mhtest_args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     timeout: float = 600,
+    avocado: list[str] | None = None,
+    avocado_args: tuple[str, ...] = (),
 ) -> Both:
-    avocado = [str(avocado_bin())]
+    avocado = list(avocado or [str(avocado_bin())])
     if avocado_config is not None:
         (base / "avocado.conf").write_text(textwrap.dedent(avocado_config))
         avocado += ["--config", str(base / "avocado.conf")]
     commands = {
-        "av": [*avocado, "run", "--job-results-dir", str(base / "av-results"), *refs, *args],
+        "av": [*avocado, "run", "--job-results-dir", str(base / "av-results"), *refs, *args]
+        + list(avocado_args),
         "mh": [sys.executable, "-m", "mhtest", "run", "--job-results-dir", str(base / "mh-results")]
         + [*refs, *args, *mhtest_args],
     }
