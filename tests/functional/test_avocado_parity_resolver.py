@@ -4,12 +4,13 @@ and avocado.utils in a ported test when avocado-framework is installed beside mh
 from __future__ import annotations
 
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from .avocado_parity import ROOT, listed, write_both
+from .avocado_parity import ROOT, avocado_bin, listed, write_both
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
