@@ -167,14 +167,20 @@ class RunCommand(CLICommand):
         hosts = parser.add_argument_group("hosts")
         hosts.add_argument(
             "--hosts",
-            "-m",
             "--machines",
             dest="hosts",
             default=None,
             metavar="H1,H2",
             help="run on these hosts: [user@]name[:port], ssh_config aliases, "
-            "inventory names, or 'local' (-m as autoserv's flag; a server control file's "
-            "`machines`)",
+            "inventory names, or 'local' (a server control file's `machines`)",
+        )
+        parser.add_argument(
+            "-m",
+            nargs="+",
+            action=MachinesOrMux,
+            metavar="FILE|H1,H2",
+            help="YAML-to-mux files (as Avocado's -m), or machines (as autoserv's -m: "
+            "the same as --hosts)",
         )
         hosts.add_argument(
             "--inventory",
@@ -241,7 +247,7 @@ class RunCommand(CLICommand):
             help="directories (':'-separated, repeatable) where control files' test names "
             "are looked up after the control file's own (also: MHTEST_TESTS_PATH)",
         )
-        add_mux_options(parser)
+        add_mux_options(parser, short=False)
         parser.add_argument(
             "--execution-order",
             choices=("variants-per-test", "tests-per-variant"),
@@ -400,6 +406,23 @@ def _set_tests_path(specs: list[TestSpec], given: list[str]) -> None:
     for spec in specs:
         if spec.kind in (CONTROL_SERVER, CONTROL_CLIENT):
             spec.tests_path = [os.path.abspath(d) for d in dirs]
+
+
+class MachinesOrMux(argparse.Action):
+    """`-m`: Avocado's YAML-to-mux files and autoserv's machines share the letter.
+
+    A value that names a YAML file ([WHERE:]FILE.yaml, or an existing file) goes to
+    --mux-yaml; any other value is a comma-separated list of hosts for --hosts.
+    """
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        for value in values:
+            path = value.rsplit(":", 1)[-1]
+            if path.endswith((".yaml", ".yml")) or os.path.isfile(path):
+                namespace.mux_yaml = [*(getattr(namespace, "mux_yaml", None) or []), value]
+            else:
+                given = getattr(namespace, "hosts", None)
+                namespace.hosts = f"{given},{value}" if given else value
 
 
 def _jobdata(args: argparse.Namespace, params: dict, hosts: list[Any], options: Any) -> dict:

@@ -10,11 +10,15 @@ from mhtest import exitcodes
 from mhtest.cli import CLICommand, UsageError
 
 
-def add_mux_options(parser: argparse.ArgumentParser) -> None:
-    """Avocado's yaml_to_mux options (`run` and `variants`)."""
+def add_mux_options(parser: argparse.ArgumentParser, short: bool = True) -> None:
+    """Avocado's yaml_to_mux options (`run` and `variants`).
+
+    Without `short`, no `-m`: `run` gives it both meanings (YAML files, or machines as
+    autoserv's `-m`) through cli_run.MachinesOrMux.
+    """
     group = parser.add_argument_group("variants (YAML to mux)")
     group.add_argument(
-        "-m",
+        *(("-m",) if short else ()),
         "--mux-yaml",
         nargs="+",
         action="extend",
