@@ -28,9 +28,17 @@ setup(
         "PyYAML>=5.4",
         "rich>=12",
         "qemu.qmp>=0.0.3",
+        "watchdog>=2.1",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "lxml>=4.9", "ruff"],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "hypothesis>=6",
+            "lxml>=4.9",
+            "ruff",
+            "aiosmtpd>=1.4",
+        ],
     },
     entry_points={
         "console_scripts": ["mhtest = mhtest.cli:main"],
@@ -38,6 +46,7 @@ setup(
             "run = mhtest.plugins.cli_run:RunCommand",
             "list = mhtest.plugins.cli_list:ListCommand",
             "sync-server = mhtest.plugins.cli_sync:SyncServerCommand",
+            "queue = mhtest.plugins.cli_queue:QueueCommand",
         ],
         "mhtest.result": [
             "json = mhtest.plugins.result_json:JSONResult",
