@@ -3,7 +3,9 @@
 A watcher rescans its directory when `DirEvents` wakes it, and every few seconds besides
 (files another controller writes over NFS make no inotify event here; without watchdog it
 polls alone). `Completion` says which files are complete: closed by their writer (or
-renamed in) as they are now, else unchanged for `settle` seconds of watching. Names
+renamed in) as they are now, else unchanged for `settle` seconds of watching (files written
+over NFS, hard links); a file a writer here has written to and not closed yet waits for its
+close (or for WRITING_QUIET seconds without a change, should its close be missed). Names
 starting with a dot are never files to take (write `.name.tmp`, then rename it in).
 """
 
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 LOG = logging.getLogger(__name__)
+#: A file a writer here has open is complete once unchanged this long (its close missed).
+WRITING_QUIET = 60.0
 #: What identifies a file's content as seen: (path, mtime_ns, size).
 Seen = tuple[str, int, int]
 
@@ -29,6 +33,7 @@ class DirEvents:
         self.wake = wake
         self.recursive = recursive
         self._closed: dict[str, tuple[int, int]] = {}
+        self._writing: set[str] = set()  # written to here since their last close
         self._observer: Any = None
 
     def start(self) -> str | None:
@@ -54,8 +59,16 @@ class DirEvents:
 
     def dispatch(self, event: Any) -> None:
         """watchdog's handler call (from its thread)."""
+        kind = event.event_type
         path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
-        if event.event_type in ("closed", "moved"):
+        if kind == "modified" and not event.is_directory:
+            self._writing.add(path)
+        elif kind in ("closed", "moved", "deleted"):
+            self._writing.discard(path)
+            self._writing.discard(os.fsdecode(event.src_path))
+        elif kind == "events_lost":  # inotify overflowed: the settle rule decides
+            self._writing.clear()
+        if kind in ("closed", "moved"):
             try:
                 info = os.stat(path)
             except OSError:
@@ -70,10 +83,15 @@ class DirEvents:
         """Whether its writer closed the file (or renamed it in) as `seen` now."""
         return self._closed.get(seen[0]) == seen[1:]
 
+    def writing(self, path: str) -> bool:
+        """Whether a writer here wrote to the file and has not closed it yet."""
+        return path in self._writing
+
     def keep_only(self, paths: set[str]) -> None:
         for path in list(self._closed):
             if path not in paths:
                 self._closed.pop(path, None)
+        self._writing &= paths
 
 
 class Completion:
@@ -94,10 +112,12 @@ class Completion:
             since = earlier[2] if same and earlier is not None else now
             since_now[path] = (mtime_ns, size, since)
             closed = self.events is not None and self.events.closed((path, mtime_ns, size))
-            if closed or now - since >= self.settle:
+            writing = self.events is not None and self.events.writing(path)
+            quiet = WRITING_QUIET if writing and not closed else self.settle
+            if closed or now - since >= quiet:
                 complete.append(path)
             else:
-                wake_at = min(wake_at, since + self.settle)
+                wake_at = min(wake_at, since + quiet)
         self._since = since_now
         if self.events is not None:
             self.events.keep_only(set(since_now))

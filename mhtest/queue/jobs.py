@@ -111,7 +111,10 @@ class JobProcess:
                 self.ended = float(line["ended"])
             if "error" in line:
                 self.error = str(line["error"])
-            self._on_line(self, line)
+            try:
+                self._on_line(self, line)
+            except Exception:  # noqa: BLE001 - the job's output must still be read
+                LOG.warning("job %d: recording %r failed", self.pid, line, exc_info=True)
 
     def signal(self, signum: int) -> None:
         """Send `signum` to the job's process, if it still runs (by its pid: ours); SIGKILL

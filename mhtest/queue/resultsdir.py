@@ -11,6 +11,7 @@ Each job tree is an ordinary one (mhtest.job): results.json, job.log, test-resul
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -36,6 +37,8 @@ WORST_FIRST = (
 def make_results_dir(results: Path, name: str, now: float | None = None) -> Path:
     """`<results>/<name>`, or `<name>.<timestamp>` when that exists (`.2`… after it): made
     here (mkdir wins or fails, so two watchers never share one); OSError if it cannot be."""
+    if results.exists() and not results.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(results))
     results.mkdir(parents=True, exist_ok=True)
     stamp = int(time.time() if now is None else now)
     candidates = [name, f"{name}.{stamp}", *(f"{name}.{stamp}.{n}" for n in range(2, 1000))]

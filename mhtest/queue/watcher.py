@@ -56,6 +56,8 @@ RECOVER_EVERY = 5.0
 GONE_POLL = 1.0
 #: How long the jobs of a watcher that died get to stop (they learn it from their stdin).
 RECOVER_WAIT = STOP_GRACE + 15.0
+#: After an unexpected error, how long a watcher waits before it goes on.
+ERROR_PAUSE = 1.0
 #: What a watcher prints a line with (the console).
 Say = Callable[[str], None]
 
@@ -126,7 +128,12 @@ class Watcher:
         beat.start()
         try:
             while not self.stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except Exception as exc:  # noqa: BLE001 - a watcher goes on, whatever happens
+                    LOG.debug("watcher of %s", self.spool.path, exc_info=True)
+                    self.log(f"error: {type(exc).__name__}: {exc} (going on)")
+                    self.stop.wait(ERROR_PAUSE)
         finally:
             self._closing.set()
             self.events.stop()
@@ -213,9 +220,15 @@ class Watcher:
             ready, _ = self._ready()  # another watcher may have taken some meanwhile
             for item in ready:
                 path = self.claims.claim(item.name)
-                if path is not None:
+                if path is None:
+                    continue
+                try:
                     self._run(path, machines, item.mtime)
-                    return
+                except Exception as exc:
+                    if path.exists():  # not run: failed, not left in the claim area
+                        self._failed(path, f"mhtest queue: {type(exc).__name__}: {exc}")
+                    raise
+                return
 
     def _fail_first(self, ready: list[Waiting], reason: str) -> None:
         for item in ready:

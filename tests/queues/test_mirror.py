@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email
 import shutil
 import subprocess
 import threading
@@ -11,40 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from mhtest.hosts.testing import free_port
 from mhtest.queue.mirror import Mirror, MirrorConfig, MirrorError, load_clients, load_configs
 
 pytestmark = pytest.mark.timeout(60)
 
 DEB = "linux-image-6.1.0-18-cloud-amd64_6.1.76-1_amd64.deb"
-
-
-class Mailbox:
-    """A real SMTP server on loopback (aiosmtpd), keeping what it receives."""
-
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.messages: list[email.message.Message] = []
-        self.envelopes: list = []
-        self.port = free_port("127.0.0.1")
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
-        self.envelopes.append(envelope)
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def mailbox():
-    pytest.importorskip("aiosmtpd")
-    box = Mailbox()
-    box.controller.start()
-    try:
-        yield box
-    finally:
-        box.controller.stop()
 
 
 @pytest.fixture
