@@ -14,7 +14,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
-SUBCOMMANDS = ("run", "list", "sync-server")
+SUBCOMMANDS = (
+    "run",
+    "list",
+    "sync-server",
+    "queue watch",
+    "queue start-all",
+    "queue mirror",
+    "queue status",
+)
 
 
 def blocks(text: str, language: str) -> list[str]:
@@ -26,7 +34,7 @@ def cli_options() -> set[str]:
     found: set[str] = set()
     for command in SUBCOMMANDS:
         help_text = subprocess.run(
-            [sys.executable, "-m", "mhtest", command, "--help"],
+            [sys.executable, "-m", "mhtest", *command.split(), "--help"],
             capture_output=True, text=True, timeout=60,
         ).stdout  # fmt: skip
         found |= set(re.findall(r"--[a-z][a-z-]+", help_text))

@@ -278,7 +278,7 @@ def _mirror(args: argparse.Namespace, stop: threading.Event) -> int:
         mirror=Path(os.path.abspath(args.mirror)),
         queues=queues,
         clients=clients,
-        configs=Path(args.config) if args.config else None,
+        configs=Path(os.path.abspath(args.config)) if args.config else None,
         email=[a.strip() for a in (args.email or "").split(",") if a.strip()],
         smtp=args.smtp,
         sender=args.email_from,

@@ -370,3 +370,68 @@ def test_bad_input_is_one_line_and_the_watcher_goes_on(tmp_path: Path) -> None:
     # The watcher went on: the last file ran, and started within a second of arriving.
     assert done["z"]["status"] == "PASS"
     assert done["z"]["claimed"] - arrived < 1.0, done["z"]
+
+
+def test_the_mirror_queues_a_release_dropped_into_its_directory_and_mails_it(
+    tmp_path: Path, mailbox
+) -> None:
+    mirror, queues, controls = tmp_path / "mirror", tmp_path / "queue", tmp_path / "controls"
+    for path in (mirror, queues / "x86_64", controls):
+        path.mkdir(parents=True)
+    (controls / "basic-tests").write_text(sleeping(1))
+    (controls / "net.srv").write_text("print(kernel, machines)\n")
+    (tmp_path / "mirror_clients").write_text(
+        f"x86_64 {controls / 'basic-tests'} {controls / 'net.srv'}\n"
+    )
+    (tmp_path / "configs").write_text("x86_64 /boot/config-lab\n")
+    args = ["mirror", "--clients", str(tmp_path / "mirror_clients"), "-f", "configs"]
+    args += ["--email", "lab@example.org", "--smtp", f"127.0.0.1:{mailbox.port}"]
+    with Watching([*args, str(mirror), str(queues)], tmp_path / "console", tmp_path) as watching:
+        watching.wait_line("mirror: watching")
+        deb = "linux-image-6.1.0-18-cloud-amd64_6.1.76-1_amd64.deb"
+        drop(mirror, deb, "!<arch>\n")
+        watching.wait_line("mirror: mailed lab@example.org")
+        assert watching.stop() == 0
+    queued = sorted(p.name for p in (queues / "x86_64").iterdir())
+    assert queued == ["6.1.0-18-cloud-amd64-basic-tests.srv", "6.1.0-18-cloud-amd64-net.srv"]
+    wrapped = (queues / "x86_64" / queued[0]).read_text()
+    assert f"kernel_path = '{mirror / deb}'" in wrapped and "deb_kernel.DEBKernel()" in wrapped
+    srv = (queues / "x86_64" / queued[1]).read_text()
+    assert "config = '/boot/config-lab'\n" in srv and srv.endswith("print(kernel, machines)\n")
+    [message] = mailbox.messages
+    assert "6.1.0-18-cloud-amd64" in message.get_payload() and message["To"] == "lab@example.org"
+    assert f"mirror: {deb}: queued x86_64/{queued[0]}" in watching.console()
+
+
+def test_usage_errors_are_one_line(mhtest, tmp_path: Path) -> None:
+    (tmp_path / "clients").write_text("x86_64\n")
+    (tmp_path / "queue").mkdir()
+    cases = {
+        (
+            "watch",
+            str(tmp_path / "none"),
+            str(tmp_path / "r"),
+        ): f"{tmp_path / 'none'}: no such spool directory",
+        ("start-all", str(tmp_path / "none")): f"{tmp_path / 'none'}: no queue directory in it",
+        ("status", str(tmp_path / "none")): f"{tmp_path / 'none'}: no queue directory in it",
+        (
+            "mirror",
+            "--clients",
+            "clients",
+            "m",
+            "queue",
+        ): "clients:1: a queue and at least one control file",
+        ("mirror", "--clients", "clients", "m", "nowhere"): "nowhere: no such queue directory",
+        (
+            "watch",
+            str(tmp_path / "queue"),
+            "r",
+            "--tests-path",
+            "nope",
+        ): "--tests-path: nope is not a directory",
+    }
+    for args, message in cases.items():
+        run = mhtest("queue", *args, timeout=60)
+        assert run.code == 2, run
+        [line] = run.stderr.strip().splitlines()
+        assert line.startswith(f"mhtest queue: error: {message}"), line
