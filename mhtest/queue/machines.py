@@ -3,7 +3,8 @@
 `.machines` holds one host a line, written as anywhere in mhtest: `[user@]name[:port]`, an
 ssh_config alias, an inventory host or group name, or `local`; blank lines and `# comments`
 are skipped. A name that is none of these and does not resolve is an unknown host: the
-file that would have run is failed with that reason (see mhtest.queue.watcher).
+file that would have run is failed with that reason (see mhtest.queue.watcher); a name
+service that does not answer (EAI_AGAIN) fails nothing: the watcher waits for it.
 The file is read each time a file is taken from the queue, so edits apply to the next one.
 """
 
@@ -23,6 +24,10 @@ Lookup = Callable[..., list]
 
 class MachinesError(Exception):
     """A queue's machines cannot be known: one line naming the file and the host."""
+
+
+class MachinesUnavailable(MachinesError):
+    """A queue's machines cannot be known now (the name service does not answer): wait."""
 
 
 @dataclass
@@ -85,6 +90,8 @@ def _key(config: HostConfig, where: str, item: str, lookup: Lookup) -> str:
         found = lookup(config.address, config.port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
+        if getattr(exc, "errno", None) == socket.EAI_AGAIN:
+            raise MachinesUnavailable(f"{where}: cannot look {item!r} up now ({reason})") from None
         raise MachinesError(
             f"{where}: unknown host {item!r}: not an inventory name, an ssh_config alias nor "
             f"a host name that resolves ({reason})"

@@ -37,7 +37,7 @@ from mhtest.autoserv.controlfile import control_spec
 from mhtest.dispatch import Options
 from mhtest.queue.fsevents import Completion, DirEvents
 from mhtest.queue.jobs import STOP_GRACE, JobProcess, JobRequest, JobSet
-from mhtest.queue.machines import Machine, MachinesError, queue_machines
+from mhtest.queue.machines import Machine, MachinesError, MachinesUnavailable, queue_machines
 from mhtest.queue.resultsdir import QUEUE_JSON, QueueRecord, job_outcome, make_results_dir, worst
 from mhtest.queue.scheduler import MachineLocks
 from mhtest.queue.spool import Claims, Owner, Spool, Waiting, is_server_file, pid_start
@@ -119,6 +119,7 @@ class Watcher:
         self._gone: float | None = None
         self._next_recovery = 0.0
         self._closing = threading.Event()
+        self._unavailable: str | None = None  # the name service's failure said last
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -197,9 +198,16 @@ class Watcher:
             machines = queue_machines(
                 self.spool, self.config.options.inventory, self.config.options.ssh_config
             )
+        except MachinesUnavailable as exc:
+            if self._unavailable != str(exc):
+                self._unavailable = str(exc)
+                self.log(f"{exc}: waiting")
+            self.stop.wait(self.config.poll)
+            return
         except MachinesError as exc:
             self._fail_first(ready, str(exc))
             return
+        self._unavailable = None
         names = {m.key: m.name for m in machines}
 
         def on_wait(key: str, holder: dict[str, Any] | None) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mhtest.queue.machines import MachinesError, queue_machines
+from mhtest.queue.machines import MachinesError, MachinesUnavailable, queue_machines
 from mhtest.queue.spool import Spool
 
 pytestmark = pytest.mark.timeout(60)
@@ -91,3 +91,11 @@ def test_an_unknown_queue_name_is_one_line_too(tmp_path: Path) -> None:
         match=r"no \.machines: the queue's name is its machine\): unknown host 'lonehost'",
     ):
         queue_machines(spool(tmp_path, "lonehost", None), ssh_config="/dev/null", lookup=lookup)
+
+
+def test_a_name_service_that_does_not_answer_is_not_an_unknown_host(tmp_path: Path) -> None:
+    def lookup(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    with pytest.raises(MachinesUnavailable, match=r":1: cannot look 'lab1' up now \(Temporary"):
+        queue_machines(spool(tmp_path, "q", "lab1\n"), ssh_config="/dev/null", lookup=lookup)
