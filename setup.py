@@ -30,9 +30,17 @@ setup(
         "rich>=12",
         "qemu.qmp>=0.0.3",
         "Jinja2>=3.0",
+        "watchdog>=2.1",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "lxml>=4.9", "ruff"],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "hypothesis>=6",
+            "lxml>=4.9",
+            "ruff",
+            "aiosmtpd>=1.4",
+        ],
     },
     entry_points={
         "console_scripts": ["mhtest = mhtest.cli:main"],
@@ -44,6 +52,7 @@ setup(
             "variants = mhtest.plugins.cli_variants:VariantsCommand",
             "jobs = mhtest.plugins.cli_jobs:JobsCommand",
             "replay = mhtest.plugins.cli_replay:ReplayCommand",
+            "queue = mhtest.plugins.cli_queue:QueueCommand",
         ],
         "mhtest.result": [
             "json = mhtest.plugins.result_json:JSONResult",

@@ -22,6 +22,10 @@ SUBCOMMANDS = (
     "jobs",
     "replay",
     *(f"sync {op}" for op in ("barrier", "exchange", "post", "wait", "lock", "abort", "whoami")),
+    "queue watch",
+    "queue start-all",
+    "queue mirror",
+    "queue status",
 )
 
 

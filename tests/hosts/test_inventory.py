@@ -174,3 +174,26 @@ print(json.dumps([deferred, host.user, host.port, hasattr(invoke, "run")]))
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(out.stdout) == [True, "matched", 2200, True]
+
+
+def test_threads_that_load_paramiko_at_once_all_get_the_whole_module() -> None:
+    """Two queue watchers read ssh_config at once: the one that did not import paramiko
+    waited for it (it was handed a half-imported module, without SSHConfig)."""
+    script = """
+import sys, threading
+from mhtest.hosts import _paramiko
+got = []
+def load():
+    got.append(hasattr(_paramiko.load(), "SSHConfig"))
+first = threading.Thread(target=load)
+first.start()
+while "paramiko" not in sys.modules:
+    pass
+load()  # while the first thread is still importing it
+first.join()
+print(got)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[True, True]"
