@@ -295,7 +295,7 @@ def _install_source(host: Any, src: str, archive: bytes, timeout: float, cache: 
         # Sources of other mhtest versions nobody started for a week go (the executor
         # marks its sources used at each start): a host's cache does not grow forever.
         f'{{ find "$(dirname "$src")" -mindepth 2 -maxdepth 2 -path "*/src-*/{READY}" '
-        f'-mtime +{STALE_DAYS} 2>/dev/null | while read -r m; do '
+        f"-mtime +{STALE_DAYS} 2>/dev/null | while read -r m; do "
         f'[ "${{m%/*}}" = "$src" ] || rm -rf "${{m%/*}}"; done; true; }}'
     )
     try:

@@ -40,7 +40,7 @@ import tempfile
 import threading
 from typing import Any, BinaryIO
 
-from mhtest import events
+from mhtest import environment, events
 from mhtest.runners import journal, payload
 from mhtest.spec import TestSpec
 
@@ -208,11 +208,16 @@ def take_input(
         raise ValueError(f"not a payload key: {key[:40]!r}")
     tree = payload.checkout(cache, key) if key else None
     specs = []
+    # The job's shared temporary directory (Test.teststmpdir) is one of this host's.
+    shared = os.path.join(root, "tmp")
+    os.makedirs(shared, exist_ok=True)
     for item in info.get("specs", []):
         spec = TestSpec.from_dict(item)
         if spec.path and tree:
             spec.path = os.path.join(tree, spec.path)
         spec.logdir = os.path.join(root, spec.logdir or f"results/{spec.uid}")
+        spec.env.update(environment.common_tmpdir_variables(shared))
+        spec.tests_path = [os.path.join(tree, d) for d in spec.tests_path] if tree else []
         specs.append(spec)
     max_parallel = info.get("max_parallel")
     return (int(max_parallel) if max_parallel else None), specs, tree

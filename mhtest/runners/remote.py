@@ -100,9 +100,11 @@ class RemoteTestRunner:
             self.reports.fail_rest(specs, events.one_line(exc, self.host.name))
 
     def _run(self, specs: list[TestSpec]) -> None:
+        from mhtest.places import tests_dirs
         from mhtest.runners import payload as payload_mod
 
-        files = self.payload or payload_mod.build([s.path for s in specs if s.path])
+        paths = [s.path for s in specs if s.path]
+        files = self.payload or payload_mod.build(paths, dirs=tests_dirs(specs))
         remote_specs = files.remote_specs(specs)
         preload = SYNC_PRELOAD if any("MHTEST_SYNC_ADDRESS" in s.env for s in specs) else ()
         by_uid = {s.uid: (local, s) for local, s in zip(specs, remote_specs)}

@@ -41,6 +41,7 @@ class HostReports:
         self.bad_lines = 0
         self.info_seen = False
         self.last_piece = 0.0  # when a piece of results last arrived (monotonic)
+        self.nested_made: dict[int, int] = {}  # results each test made as it ran
 
     def bad_line(self, exc: Exception, line: bytes) -> None:
         """Log the first few lines that are not events (a host could send any number)."""
@@ -69,6 +70,9 @@ class HostReports:
         elif kind in (events.TEST_END, events.TEST_SKIPPED):
             self.ended.add(local.uid)
             self.results_done(local)
+        elif kind == events.TEST_NESTED:
+            self.nested(local, event)
+            return
         else:
             return  # no other event from a host is used
         event = untrusted.bound_end(event, self.host)
@@ -82,6 +86,25 @@ class HostReports:
                 fail_class=None,
                 fail_reason=f"{self.host}: {refused} (the test itself ended {was})",
             )
+        self.sink(event)
+
+    def nested(self, spec: TestSpec, event: dict) -> None:
+        """A result the test made as it ran (a client control file's run_test), bounded.
+
+        Its files come with the test's own, before the test's end.
+        """
+        made = self.nested_made.get(spec.uid, 0)
+        if made >= untrusted.MAX_NESTED:
+            if made == untrusted.MAX_NESTED:
+                LOG.warning(
+                    "%s: %s made over %d results: the rest are left out", self.host, spec.name, made
+                )
+                self.nested_made[spec.uid] = made + 1
+            return
+        self.nested_made[spec.uid] = made + 1
+        event = untrusted.bound_nested(event, self.host)
+        event["host"] = self.host
+        event["uid"] = spec.uid
         self.sink(event)
 
     def host_info(self, event: dict) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from mhtest.sync import protocol
 from mhtest.sync.namespace import OPERATIONS, Budget, Expected, Namespace, Participant
@@ -55,9 +56,11 @@ class Coordinator:
         max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES,
         idle_expiry: float | None = None,
         rejoin_grace: float = 0.0,
+        record: Callable[..., None] | None = None,
     ) -> None:
         self.expected = expected
         self.rejoin_grace = max(0.0, rejoin_grace)
+        self.record = record  # a mhtest.sync.record.SyncRecord, told what happens
         self.expected_names = list(expected) if isinstance(expected, (list, tuple)) else None
         self.idle_expiry = idle_expiry
         self.budget = Budget(max_stored_bytes)
@@ -145,7 +148,7 @@ class Coordinator:
 
     def _silent(self, p: Participant, now: float) -> None:
         """`p` stopped answering: dead, or (with a rejoin grace) waited for until it ends."""
-        grace = self.rejoin_grace
+        grace = 0.0 if p.transient else self.rejoin_grace  # a shell command does not rejoin
         why = f"{p.name} stopped answering (no heartbeat for {p.liveness:g} s)"
         if grace and p.away_since is None:
             LOG.warning("%s: waiting up to %g s for it to come back", why, grace)
@@ -218,10 +221,16 @@ class Coordinator:
             old.last_seen, old.away_since = now, None
             self._send(identity, reply_ok(req.id, self._welcome()))
             return
-        if current is not None and current.identity != identity and current.away_since:
+        if (
+            current is not None
+            and current.identity != identity
+            and current.away_since
+            and not req.transient
+        ):
             self._rejoin(current, identity, req, now)
             return
-        if current is not None and current.identity != identity:
+        # Transient connections (shell commands) speak for a name alongside its client.
+        if current is not None and current.identity != identity and not req.transient:
             LOG.warning("refused a second participant named %s", name)
             msg = (
                 f"participant name {name!r} is already taken by a connected client; "
@@ -239,12 +248,13 @@ class Coordinator:
                 return
             ns = self._namespace(group, now)
         liveness = max(LIVENESS_BEATS * req.heartbeat, 1.0)
-        p = Participant(name, identity, liveness, now, ns, req.count)
-        if self.rejoin_grace:
+        p = Participant(name, identity, liveness, now, ns, req.count, req.transient)
+        if self.rejoin_grace and not req.transient:
             p.recent = {}
         ns.join(p)
         self.by_identity[identity] = p
-        LOG.info("participant %s joined%s", name, f" (group {group})" if group else "")
+        if not req.transient:
+            LOG.info("participant %s joined%s", name, f" (group {group})" if group else "")
         self._send(identity, reply_ok(req.id, self._welcome()))
 
     def _welcome(self) -> dict:
@@ -275,7 +285,9 @@ class Coordinator:
         self._send(identity, reply_error(req.id, "refused", msg))
 
     def _namespace(self, group: str, now: float) -> Namespace:
-        ns = Namespace(group, self.expected, self.outbox, self.budget, self._remove, now)
+        ns = Namespace(
+            group, self.expected, self.outbox, self.budget, self._remove, now, self.record
+        )
         self.namespaces[group] = ns
         return ns
 

@@ -23,6 +23,7 @@ from mhtest.sync import protocol
 from mhtest.sync.coordinator import DEFAULT_MAX_STORED_BYTES, Coordinator, Expected
 from mhtest.sync.errors import SyncError
 from mhtest.sync.keys import RunKeys, ServerKeys
+from mhtest.sync.record import SyncRecord
 
 LOG = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class SyncServer:
     that several runs share (a run's own server, None, keeps everything until it stops).
     `rejoin_grace` (seconds) is how long a participant that stopped answering is waited
     for before it counts as dead (see mhtest.sync.coordinator).
+    `record` (a mhtest.sync.record.SyncRecord) is told what happens, for the results.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class SyncServer:
         max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES,
         idle_expiry: float | None = None,
         rejoin_grace: float = 0.0,
+        record: SyncRecord | None = None,
     ) -> None:
         if keys_dir is not None and run_keys is not None:
             raise SyncError("sync server: give a keys directory or a run's keys, not both")
@@ -73,6 +76,9 @@ class SyncServer:
             "idle_expiry": idle_expiry,
             "rejoin_grace": rejoin_grace,
         }
+        #: What happened, for the results (written by whoever started the server, once
+        #: stopped: mhtest.sync.record.SyncRecord.write).
+        self.record = record
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -230,7 +236,7 @@ class SyncServer:
     def _serve(self, sock: Any, zap: Any) -> None:
         import zmq
 
-        coord = Coordinator(self._expected, **self._limits)
+        coord = Coordinator(self._expected, record=self.record, **self._limits)
         items = [(sock, zmq.POLLIN), (self._wake_r, zmq.POLLIN)]
         if zap is not None:
             items.append((zap.socket, zmq.POLLIN))
@@ -266,7 +272,9 @@ class SyncServer:
                 identity = recv(_NOBLOCK)  # a ROUTER message: the sender's identity, then
                 if bound:  # what it sent, which must be one frame
                     message = recv(_NOBLOCK, copy=False)
-                    frame, user = message.bytes, message.get("User-Id")
+                    # "" is a key bound to no name (a control file's run: see
+                    # mhtest.autoserv.barrier): it may join under any name.
+                    frame, user = message.bytes, message.get("User-Id") or None
                 else:
                     frame = recv(_NOBLOCK)
             except zmq.Again:
