@@ -115,6 +115,7 @@ def test_partitioned_host_is_found_out_and_the_others_go_on(write_tests, tmp_pat
             cwd=tmp_path,
         ) as proc:
             stopped: list[int] = []
+            resume = None
             try:
                 wait_for(lambda: len(list(marks.iterdir())) == 2, 60, "both tests to start")
                 # Its results are on their way: cut the host off in the middle of them.
@@ -128,6 +129,8 @@ def test_partitioned_host_is_found_out_and_the_others_go_on(write_tests, tmp_pat
                 resume.start()
                 out, err = proc.communicate(timeout=85)
             finally:
+                if resume is not None:
+                    resume.cancel()  # (a thread left behind changes later tests' process)
                 if proc.poll() is None:
                     proc.kill()
                     proc.communicate(timeout=30)
