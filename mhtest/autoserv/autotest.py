@@ -79,7 +79,7 @@ class _Autotest:
         """Make sure mhtest is ready on the host (its cached environment)."""
         from mhtest.hosts.bootstrap import REMOTE_CACHE, ensure_mhtest
         from mhtest.hosts.errors import HostError
-        from mhtest.runners.remote import ENV_REMOTE_CACHE
+        from mhtest.runners.launch import ENV_REMOTE_CACHE
 
         where = self._runtime.where()
         target = self._host(host, "install")

@@ -86,7 +86,7 @@ class Runtime:
     def sources(self) -> Future:
         """mhtest's packed sources for hosts, built once (before any fork: see prepare)."""
         if self._sources is None:
-            from mhtest.runners.remote import Sources
+            from mhtest.runners.launch import Sources
 
             future: Future = Future()
             try:
