@@ -20,7 +20,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["mhtest", "mhtest.*"]),
-    package_data={"mhtest.report": ["templates/*"]},
+    package_data={"mhtest.report": ["templates/*"]},  # the page's stylesheet and script
     install_requires=[
         "paramiko>=3.0",
         "pyzmq>=24",
@@ -29,7 +29,6 @@ setup(
         "PyYAML>=5.4",
         "rich>=12",
         "qemu.qmp>=0.0.3",
-        "Jinja2>=3.0",
         "watchdog>=2.1",
     ],
     extras_require={

@@ -126,7 +126,7 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _mirror_options(parser: argparse.ArgumentParser) -> None:
-    from mhtest.queue.mirror import DEFAULT_CLIENTS
+    from mhtest.queue import DEFAULT_CLIENTS
 
     parser.add_argument(
         "-c",

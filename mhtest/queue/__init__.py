@@ -14,3 +14,7 @@ watcher.py    the watcher of one spool (monitor_queue), and the log it keeps
 status.py     `mhtest queue status`: queues, machines, running and waiting files
 mirror.py     new kernel releases → control files queued (wrap.py writes them), email
 """
+
+#: The mirror's mapping file when none is given (here: the CLI names it without importing
+#: the mirror and its mail modules).
+DEFAULT_CLIENTS = "~/.autotest_mirror_clients"

@@ -51,7 +51,6 @@ from mhtest.queue.wrap import (
 )
 
 LOG = logging.getLogger(__name__)
-DEFAULT_CLIENTS = "~/.autotest_mirror_clients"
 STATE_FILE = ".mhtest-mirror.json"
 #: How often the mirror directory is rescanned (besides inotify's wake-ups).
 POLL = 2.0

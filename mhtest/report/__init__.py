@@ -1,7 +1,8 @@
 """results.html: one self-contained page of a job (mhtest.plugins.result_html renders it).
 
-page.py renders it with Jinja2 from templates/ (CSS, script and data inline: the page needs
-no network); timeline.py turns a multi-host test's workers and its sync record (sync.jsonl)
-into the data its timeline is drawn from; testing.py drives a headless Chromium over the
-DevTools protocol, for the tests and bench/report.py.
+page.py writes it with the stylesheet and script of templates/ (CSS, script and data inline:
+the page needs no network; no template engine: importing one cost every job ~50 ms);
+timeline.py turns a multi-host test's workers and its sync record (sync.jsonl) into the data
+its timeline is drawn from; testing.py drives a headless Chromium over the DevTools
+protocol, for the tests and bench/report.py.
 """
