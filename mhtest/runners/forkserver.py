@@ -21,6 +21,7 @@ a queue until the socket has room.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -202,6 +203,9 @@ def preload(names: list[str]) -> None:
                 getattr(module, function)()
         except Exception:  # noqa: BLE001 - see above
             pass
+    # What is imported now is shared by every fork: out of the collector's sight, a child's
+    # collections do not walk (and so copy) the server's pages. ~1-2 ms of CPU per test.
+    gc.freeze()
 
 
 def run(sock: socket.socket, names: list[str]) -> None:
