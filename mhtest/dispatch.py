@@ -127,6 +127,7 @@ class Dispatcher:
         #: Places whose host is away (reconnecting): name -> until when (monotonic).
         self._held: dict[str, float] = {}
         self._places: dict[str, Place] = {}
+        self._ahead: set[str] = set()  # places whose test files are being made (ahead())
         self._closed = False
         self._interrupt_asked: str | None = None
 
@@ -193,6 +194,28 @@ class Dispatcher:
         self._wake.set()
 
     # -- running ----------------------------------------------------------------------------
+    def ahead(
+        self, assignments: Sequence[tuple[HostConfig, TestSpec]]
+    ) -> dict[str, tuple[HostConfig, list[TestSpec]]]:
+        """Start what the places need (connections, test files) now; run() starts it too.
+
+        A caller with work of its own before run() (the job's records) calls this first,
+        so that the hosts' round trips overlap that work. The assignments by place.
+        """
+        groups: dict[str, tuple[HostConfig, list[TestSpec]]] = {}
+        for config, spec in assignments:
+            groups.setdefault(config.name, (config, []))[1].append(spec)
+        self.provisions.connect_ahead(config for config, _ in groups.values())
+        for config, specs in groups.values():
+            if config.is_local or config.name in self._ahead:
+                continue
+            self._ahead.add(config.name)  # its test files are listed and hashed while it connects
+            paths = [s.path for s in specs if s.path]
+            _in_thread(
+                f"payload-{config.name}", self.provisions.payload_ahead, paths, tests_dirs(specs)
+            )
+        return groups
+
     def run(
         self,
         assignments: Sequence[tuple[HostConfig, TestSpec]],
@@ -200,16 +223,9 @@ class Dispatcher:
         on_place: PlaceHook | None = None,
     ) -> Outcome:
         """Run each spec at its place; returns when all have ended (or the run gave up)."""
-        groups: dict[str, tuple[HostConfig, list[TestSpec]]] = {}
-        for config, spec in assignments:
-            groups.setdefault(config.name, (config, []))[1].append(spec)
+        groups = self.ahead(assignments)
+        for spec in (spec for _, spec in assignments):
             self._specs[spec.uid] = spec
-        self.provisions.connect_ahead(config for config, _ in groups.values())
-        for config, specs in groups.values():
-            if not config.is_local:  # its test files are listed and hashed while it connects
-                paths = [s.path for s in specs if s.path]
-                dirs = tests_dirs(specs)
-                _in_thread(f"payload-{config.name}", self.provisions.payload_ahead, paths, dirs)
         for config, specs in groups.values():
             self._places[config.name] = Place(config, specs, self.provisions, self.report, on_place)
         for where in list(self._places.values()):

@@ -182,6 +182,7 @@ class Job:
     def run(self) -> int:
         """Run every test at its place; returns the exit code."""
         LOG.info("job %s: %d test(s), results in %s", self.unique_id, len(self.specs), self.logdir)
+        self.dispatcher.ahead(self.assignments)  # the hosts connect while the job takes notes
         self._reserve_space()
         self._record_how()
         self._call_writers("job_start", self)
