@@ -52,5 +52,10 @@ setup(
             "python = mhtest.plugins.resolver_python:PythonResolver",
             "exec = mhtest.plugins.resolver_exec:ExecResolver",
         ],
+        "mhtest.power": [
+            "qmp = mhtest.plugins.power_qmp:QMPPower",
+            "ipmi = mhtest.plugins.power_ipmi:IPMIPower",
+            "command = mhtest.plugins.power_command:CommandPower",
+        ],
     },
 )

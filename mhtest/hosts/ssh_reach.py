@@ -1,0 +1,207 @@
+"""Reaching SSH hosts and waiting for them: the connection to the SSH port, the greeting
+probe, polling until a host answers, goes away or comes back from a reset.
+
+SSHHost takes its waits from SSHWaiting: wait_up() polls the SSH greeting (cheap: no
+handshake) and logs in once it comes, keeping that very connection for the login; wait_down()
+and hardreset() bound each connection attempt, since a host going down may accept one and
+never answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mhtest.hosts.base import UP_POLL
+from mhtest.hosts.errors import HostUnreachable
+
+log = logging.getLogger(__name__)
+
+#: Seconds each connection attempt of wait_down() may take.
+DOWN_CONNECT_TIMEOUT = 5.0
+#: Seconds a connection that greeted wait_up() is kept for the login that follows.
+READY_SOCKET_AGE = 5.0
+#: Seconds wait_up() waits for a connection's greeting: an sshd that forks and re-execs per
+#: connection in a slow (emulated) guest needs more than a moment, and giving up sooner only
+#: asks it again.
+BANNER_WAIT = 5.0
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+class _Socket(socket.socket):
+    """A TCP socket that notes when it last received data and acknowledges it at once.
+
+    `last_recv` (time.monotonic()) is what the keepalive watch reads. Quick-ack (Linux's
+    TCP_QUICKACK): sshd keeps Nagle's algorithm on for sessions without a terminal, so a
+    small packet of its that follows another one waits until we acknowledge the first,
+    and we delay acknowledgements by up to 40 ms. That wait hit the first command on each
+    new connection (175 -> 128 ms here) and the first remote port forward (44 -> 2 ms).
+    Quick-ack mode does not stick, so it is set again after every read.
+    """
+
+    last_recv = 0.0
+
+    def peek(self, size: int) -> bytes:
+        """The first `size` bytes to come, left to be read (fewer if the peer closes)."""
+        data = b""
+        while len(data) < size:
+            data = super().recv(size, socket.MSG_PEEK)
+            if not data:
+                break
+            if len(data) < size:
+                time.sleep(0.01)
+        return data
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        if data:
+            self.last_recv = time.monotonic()
+        if _QUICKACK is not None:
+            try:
+                self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except OSError:
+                pass  # closed meanwhile: the next read says so
+        return data
+
+
+def open_tcp(name: str, hostname: str, port: int, timeout: float) -> _Socket:
+    """A TCP connection to `hostname:port` (Nagle off); HostUnreachable naming host `name`."""
+    try:
+        sock = socket.create_connection((hostname, port), timeout=timeout)
+    except (socket.gaierror, UnicodeError) as exc:
+        # UnicodeError: not even a valid DNS name (an empty or over-long label).
+        why = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid DNS name"
+        raise HostUnreachable(
+            f"{name}: unknown host name {hostname!r} ({why}); "
+            "check the spelling, /etc/hosts or the inventory",
+            name,
+        ) from None
+    except ConnectionRefusedError:
+        raise HostUnreachable(
+            f"{name}: connection refused on port {port}; is sshd running there?",
+            name,
+        ) from None
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, socket.timeout) else str(exc)
+        raise HostUnreachable(
+            f"{name}: cannot connect to {hostname}:{port}: {reason}", name
+        ) from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return _Socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+
+
+class SSHWaiting:
+    """What SSHHost does to wait for a host (see the module docstring)."""
+
+    name: str
+    connect_timeout: float
+    _transport: Any
+    _ready: tuple[Any, float] | None
+    hostname: str
+    port: int
+
+    def ssh_banner(self, timeout: float = 1.0) -> bool:
+        """True if the host's SSH server greets a new connection within `timeout` seconds.
+
+        No handshake: what wait_up polls before logging in. The greeting is only peeked at
+        and the connection kept for the next login, so that the host's sshd (which may fork
+        and re-exec itself for every connection: a second or more in an emulated guest) is
+        asked once, not twice.
+        """
+        try:
+            sock = self._open_socket(timeout=timeout)
+        except HostUnreachable:
+            return False
+        greeted = False
+        try:
+            sock.settimeout(timeout)
+            greeted = sock.peek(4).startswith(b"SSH-")
+        except OSError:
+            pass
+        if greeted:
+            self._drop_ready_socket()
+            self._ready = (sock, time.monotonic())
+        else:
+            sock.close()
+        return greeted
+
+    def _take_ready_socket(self) -> Any:
+        """The connection ssh_banner() kept, if recent enough to still be wanted."""
+        ready, self._ready = self._ready, None
+        if ready is None:
+            return None
+        sock, since = ready
+        if time.monotonic() - since < READY_SOCKET_AGE:
+            return sock
+        sock.close()
+        return None
+
+    def _drop_ready_socket(self) -> None:
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready[0].close()
+
+    def _wait_for(self, timeout: float, check: Callable[[], Any]) -> Any:
+        """Host._wait_for, polling the SSH greeting (cheap: no handshake) every UP_POLL s and
+        calling `check` (which logs in) once it comes: a host is noticed a fraction of a
+        second after its sshd starts. Gives up at once on a host that can never answer."""
+        deadline = time.monotonic() + timeout
+        saved = self.connect_timeout
+        self.connect_timeout = max(1.0, min(saved, timeout))
+        try:
+            if self._transport is not None:
+                answer = check()  # an existing connection that still works
+                if answer:
+                    return answer
+            while True:
+                gone = self._gone()
+                if gone:
+                    log.info("%s: will not answer: %s", self.name, gone)
+                    return None
+                left = deadline - time.monotonic()
+                if self.ssh_banner(timeout=max(0.1, min(BANNER_WAIT, left))):
+                    answer = check()
+                    if answer:
+                        return answer
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(min(UP_POLL, max(0.0, deadline - time.monotonic())))
+        finally:
+            self.connect_timeout = saved
+
+    def wait_down(self, timeout: float = 60, old_boot_id: str | None = None) -> bool:
+        # A host going down may accept a connection and then never answer: bound each try.
+        saved = self.connect_timeout
+        self.connect_timeout = max(1.0, min(saved, DOWN_CONNECT_TIMEOUT, timeout))
+        try:
+            return super().wait_down(timeout, old_boot_id)
+        finally:
+            self.connect_timeout = saved
+
+    def hardreset(self, timeout: float = 600, wait: bool = True) -> None:
+        # The host may be hung: do not wait long for it before the reset.
+        saved = self.connect_timeout
+        self.connect_timeout = max(1.0, min(saved, DOWN_CONNECT_TIMEOUT))
+        try:
+            super().hardreset(timeout, wait)
+        finally:
+            self.connect_timeout = saved
+
+    def _gone(self) -> str | None:
+        """Why this host can never answer (a VM whose QEMU exited), or None."""
+        return None
+
+    def wait_for_port(self, timeout: float = 60) -> bool:
+        """True once the host's SSH port accepts TCP connections."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.hostname, self.port), timeout=1):
+                    return True
+            except OSError:
+                time.sleep(0.2)
+        return False
