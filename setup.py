@@ -20,6 +20,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["mhtest", "mhtest.*"]),
+    package_data={"mhtest.report": ["templates/*"]},
     install_requires=[
         "paramiko>=3.0",
         "pyzmq>=24",
@@ -28,9 +29,18 @@ setup(
         "PyYAML>=5.4",
         "rich>=12",
         "qemu.qmp>=0.0.3",
+        "Jinja2>=3.0",
+        "watchdog>=2.1",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "lxml>=4.9", "ruff"],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "hypothesis>=6",
+            "lxml>=4.9",
+            "ruff",
+            "aiosmtpd>=1.4",
+        ],
     },
     entry_points={
         "console_scripts": ["mhtest = mhtest.cli:main"],
@@ -38,11 +48,17 @@ setup(
             "run = mhtest.plugins.cli_run:RunCommand",
             "list = mhtest.plugins.cli_list:ListCommand",
             "sync-server = mhtest.plugins.cli_sync:SyncServerCommand",
+            "sync = mhtest.plugins.cli_sync:SyncCommand",
+            "variants = mhtest.plugins.cli_variants:VariantsCommand",
+            "jobs = mhtest.plugins.cli_jobs:JobsCommand",
+            "replay = mhtest.plugins.cli_replay:ReplayCommand",
+            "queue = mhtest.plugins.cli_queue:QueueCommand",
         ],
         "mhtest.result": [
             "json = mhtest.plugins.result_json:JSONResult",
             "xunit = mhtest.plugins.result_xunit:XUnitResult",
             "tap = mhtest.plugins.result_tap:TAPResult",
+            "html = mhtest.plugins.result_html:HTMLResult",
         ],
         "mhtest.spawner": [
             "local = mhtest.plugins.spawner_local:LocalSpawner",
@@ -50,6 +66,7 @@ setup(
         ],
         "mhtest.resolver": [
             "python = mhtest.plugins.resolver_python:PythonResolver",
+            "control = mhtest.plugins.resolver_control:ControlResolver",
             "exec = mhtest.plugins.resolver_exec:ExecResolver",
         ],
         "mhtest.power": [

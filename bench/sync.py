@@ -11,6 +11,14 @@ p99, barriers/s and the ratio of the p50s: the median over the pairs, with their
 (target: mhtest <= 1.5x raw). Then a barrier of --big participants (threads, one
 SyncClient each) must complete, and the server's resident memory is read from /proc
 while they are all connected (target < 100 MB).
+
+Then `mhtest sync barrier` from a shell loop (--shell rounds): two `sh` loops, as two
+workers of a multi-host run would (their own CurveZMQ keys, the commands a worker finds on
+its PATH, its sync agent: mhtest.sync.agent), each timing every call with `date +%s%N`; p50
+of all calls (target < 100 ms). Beside it: the same without the agent (each command imports
+pyzmq and connects itself), through `python -m mhtest sync barrier` (the interpreter's
+start-up with site), and what a command is made of, in the same kind of loop: a bare start
+of the interpreter (python -SE -c pass), with site, and with `import zmq`.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
+import secrets
 import statistics
 import sys
 import threading
@@ -91,7 +100,14 @@ def raw_participant(port: int, rounds: int, out: Any, start: Any) -> None:
 def mhtest_server(port_queue: Any, size: int, stop: Any) -> None:
     from mhtest.sync.server import SyncServer
 
-    with SyncServer(expected=size) as server:
+    # Recording what happens (sync.jsonl), as a multi-host run's server does.
+    try:
+        from mhtest.sync.record import SyncRecord
+    except ImportError:  # an mhtest from before the record: the "before" figures
+        record = {}
+    else:
+        record = {"record": SyncRecord()}
+    with SyncServer(expected=size, **record) as server:
         port_queue.put(server.port)
         stop.wait()
 
@@ -240,12 +256,82 @@ def big_barrier(size: int) -> dict[str, float]:
     }
 
 
+SHELL_LOOP = (
+    "for i in $(seq {rounds}); do t0=$(date +%s%N); {command} >/dev/null || exit 1; "
+    "t1=$(date +%s%N); echo $((t1 - t0)); done"
+)
+
+
+def shell_loop(command: str, rounds: int) -> float:
+    """p50 (ms) of `command` run `rounds` times by a sh loop."""
+    import subprocess
+
+    script = SHELL_LOOP.format(rounds=rounds, command=command)
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=600)
+    return statistics.median(int(x) / 1e6 for x in out.stdout.split())
+
+
+def shell_barrier(rounds: int) -> dict[str, float]:
+    """p50 (ms) of `mhtest sync barrier` by two shell workers, and of what it is made of."""
+    import subprocess
+
+    from mhtest.runners.workerbin import bin_dir
+    from mhtest.sync.keys import make_run_keys
+    from mhtest.sync.server import SyncServer
+
+    names = ["w1", "w2"]
+    keys = make_run_keys(names)
+    path = bin_dir() + os.pathsep + os.environ.get("PATH", os.defpath)
+    python = sys.executable
+    result: dict[str, float] = {}
+    with SyncServer(expected=names, run_keys=keys) as server:
+
+        def worker_env(name: str, agent: bool) -> dict[str, str]:
+            env = {
+                **os.environ,
+                **keys.client_env(name),
+                "MHTEST_SYNC_ADDRESS": server.address,
+                "MHTEST_SYNC_PARTICIPANT": name,
+                "MHTEST_SYNC_COUNT": "2",
+                "PATH": path,
+            }
+            env.pop("MHTEST_SYNC_AGENT", None)
+            if agent:  # as mhtest.runners.workerbin gives each worker
+                env["MHTEST_SYNC_AGENT"] = f"@mhtest-sync-{secrets.token_hex(16)}"
+            return env
+
+        def barrier_p50(command: str, agent: bool = True) -> float:
+            script = SHELL_LOOP.format(rounds=rounds, command=command)
+            procs = [
+                subprocess.Popen(
+                    ["sh", "-c", script],
+                    env=worker_env(n, agent),
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for n in names
+            ]
+            out = [p.communicate(timeout=900)[0] for p in procs]
+            if any(p.returncode for p in procs):
+                raise SystemExit(f"{command} failed in the shell loop")
+            return statistics.median(int(x) / 1e6 for o in out for x in o.split())
+
+        result["barrier"] = barrier_p50("mhtest sync barrier b")
+        result["direct"] = barrier_p50("mhtest sync barrier c", agent=False)
+        result["full_cli"] = barrier_p50(f"{python} -m mhtest sync barrier d")
+    result["python"] = shell_loop(f"{python} -SE -c pass", rounds)
+    result["site"] = shell_loop(f"{python} -c pass", rounds)
+    result["zmq"] = shell_loop(f"{python} -c 'import zmq'", rounds)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2,8,32")
     parser.add_argument("--rounds", type=int, default=0, help="barriers per size (default by size)")
     parser.add_argument("--repeats", type=int, default=6, help="alternating run pairs per size")
     parser.add_argument("--big", type=int, default=1000)
+    parser.add_argument("--shell", type=int, default=40, help="shell barriers per worker (0: none)")
     opts = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 16384)), hard))
@@ -274,6 +360,15 @@ def main() -> int:
             f"{opts.big}-participant barrier (threads): {big['completed']} completed in "
             f"{big['seconds']:.2f} s; server RSS {big['rss_idle']:.1f} MB idle, "
             f"{big['rss_connected']:.1f} MB with all connected, {big['rss_after']:.1f} MB after"
+        )
+    if opts.shell:
+        shell = shell_barrier(opts.shell)
+        print(
+            f"`mhtest sync barrier` from a shell loop, 2 workers: p50 {shell['barrier']:.1f} ms "
+            f"(target < 100 ms); each command connecting itself (no agent): "
+            f"{shell['direct']:.1f} ms; through `python -m mhtest`: {shell['full_cli']:.1f} ms. "
+            f"Parts: python -SE -c pass {shell['python']:.1f} ms, python -c pass "
+            f"{shell['site']:.1f} ms, python -c 'import zmq' {shell['zmq']:.1f} ms"
         )
     worst = max(ratios.values()) if ratios else float("nan")
     print(

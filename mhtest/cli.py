@@ -58,6 +58,12 @@ def build_parser(commands: Sequence[CLICommand]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run the subcommand, map errors to exit codes."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sync"]:
+        # A worker's shell sync: one short process, so no plugins (the `sync` plugin's
+        # help lists it with the others).
+        from mhtest.sync.shell import main as sync_main
+
+        return sync_main(argv[1:])
     early = None
     if argv[:1] == ["run"]:
         # The job's fork server starts before the plugins load (see
@@ -72,6 +78,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             early.close()  # a no-op if the job used and closed it
 
 
+#: Options whose value is a command line of its own ("-t sleeptest -l logs"): argparse would
+#: take a value that starts with one of our short options (-t) for that option.
+RAW_VALUE_OPTIONS = ("--args",)
+
+
+def _raw_values(argv: list[str]) -> list[str]:
+    """`--args VALUE` as `--args=VALUE`, whatever VALUE starts with (autoserv's usage)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in RAW_VALUE_OPTIONS and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def _main(argv: list[str], early_fork_server: object) -> int:
     try:
         commands = _load_commands()
@@ -79,7 +104,7 @@ def _main(argv: list[str], early_fork_server: object) -> int:
         print(f"mhtest: cannot load commands: {exc}", file=sys.stderr)
         return exitcodes.CRASH
     parser = build_parser(commands)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_raw_values(argv))
     args.early_fork_server = early_fork_server
     console_log = logging.StreamHandler(sys.stderr)
     console_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)

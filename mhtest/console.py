@@ -118,6 +118,11 @@ class Console:
         if not self.tty and phase.startswith(SLOW_PHASES):
             self._write(f"HOST       : {host}: {phase}…")
 
+    def tests_added(self, count: int) -> None:
+        """Results a running test made (a control file's run_test) join the count."""
+        with self._lock:
+            self.total += count
+
     def test_start(self, spec: Any) -> None:
         with self._lock:
             self.running[spec.uid] = (spec.name, time.time())
@@ -127,9 +132,10 @@ class Console:
         with self._lock:
             self.running.pop(result.uid, None)
             self.done += 1
-        host = f" [{result.host}]" if result.host != "local" else ""
+        host = _host_suffix(result)
         status = f"{result.status} ({result.time:.2f} s)"
-        line = f" ({result.uid}/{self.total}) {result.ref}{host}: {status}"
+        variant = f";{result.variant}" if result.variant else ""
+        line = f" ({result.uid}/{self.total}) {result.ref}{variant}{host}: {status}"
         if result.fail_reason and result.status != events.PASS:
             line += f" {result.fail_reason.splitlines()[0][:300]}"
         self._write(line, _COLORS.get(result.status) if self.tty else None)
@@ -145,11 +151,15 @@ class Console:
         if failed:
             self._write("NOT PASSED :")
             for r in failed:
-                host = f" [{r.host}]" if r.host != "local" else ""
+                host = _host_suffix(r)
                 reason = (r.fail_reason or "no reason given").splitlines()[0][:300]
                 self._write(f" {r.status:<9} {r.name}{host}: {reason}")
         if job.interrupted:
-            self._write("Job interrupted by the user")
+            why = getattr(job.dispatcher.outcome, "interrupted", None)
+            if why and why != "interrupted by the user":
+                self._write(f"Job interrupted: {why}")
+            else:
+                self._write("Job interrupted by the user")
         self._write(f"RESULTS    : {summary}")
         self._write(f"JOB TIME   : {job.time_elapsed:.2f} s")
         if job.write_errors:
@@ -158,6 +168,14 @@ class Console:
                 f"ERROR      : the results in {job.logdir} are incomplete ({what}); "
                 "free some space there or choose another place with --job-results-dir"
             )
+
+
+def _host_suffix(result: Any) -> str:
+    """ " [host]" after a remote test's name; none for a control file's result (its
+    reference names its machine)."""
+    if result.host == "local" or getattr(result, "parent", None) is not None:
+        return ""
+    return f" [{result.host}]"
 
 
 class _Footer:

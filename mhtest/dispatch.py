@@ -34,7 +34,7 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator, Sequence
 
 from mhtest import events
 from mhtest.hosts.inventory import HostConfig
-from mhtest.places import Options, Place, Provisions, Stopped, local_place, place
+from mhtest.places import Options, Place, Provisions, Stopped, local_place, place, tests_dirs
 from mhtest.spec import TestSpec
 from mhtest.test import TestInterrupt
 
@@ -102,6 +102,7 @@ class Dispatcher:
         fork_server: Any = None,
         stop_grace: float = STOP_GRACE,
         interrupt_grace: float = INTERRUPT_GRACE,
+        sources: Any = None,
     ) -> None:
         self.sink = sink
         self.options = options or Options()
@@ -110,7 +111,9 @@ class Dispatcher:
         self.interrupt_grace = interrupt_grace
         self.outcome = Outcome()
         #: Connections, sources, test files and a fork server, made ahead for the places.
-        self.provisions = Provisions(self.options, fork_server)
+        # (`sources`: a Future of mhtest's packed sources, when the caller has one: a
+        # control file's runs share it.)
+        self.provisions = Provisions(self.options, fork_server, sources)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._spawners: dict[str, Any] = {}
@@ -135,7 +138,7 @@ class Dispatcher:
                     return  # one end per test: the first (maybe made up here) stays
                 self._ended.add(uid)
                 self._deadlines.pop(uid, None)
-                if event.get("status") == events.INTERRUPT:
+                if event.get("status") == events.INTERRUPT or kind == events.TEST_SKIPPED:
                     event = self._why_stopped(event)
             elif kind == events.TEST_START and uid not in self._ended:
                 timeout = _timeout(event, self._specs.get(uid))
@@ -153,11 +156,12 @@ class Dispatcher:
     def _why_stopped(self, event: dict) -> dict:
         """A test that ended INTERRUPT because the run stopped: say why the run stopped."""
         timed_out, interrupted = self.outcome.timed_out, self.outcome.interrupted
-        if timed_out is not None:
-            return {**event, "fail_reason": f"stopped: no end within {timed_out:.3g} s"}
-        reason = str(event.get("fail_reason") or "")
+        key = "reason" if event.get("type") == events.TEST_SKIPPED else "fail_reason"
+        if timed_out is not None and key == "fail_reason":
+            return {**event, key: f"stopped: no end within {timed_out:.3g} s"}
+        reason = str(event.get(key) or "")
         if interrupted is not None and interrupted != USER and reason.startswith(USER):
-            return {**event, "fail_reason": interrupted + reason[len(USER) :]}
+            return {**event, key: interrupted + reason[len(USER) :]}
         return event
 
     def interrupt(self, reason: str = "interrupted by the user") -> None:
@@ -181,7 +185,8 @@ class Dispatcher:
         for config, specs in groups.values():
             if not config.is_local:  # its test files are listed and hashed while it connects
                 paths = [s.path for s in specs if s.path]
-                _in_thread(f"payload-{config.name}", self.provisions.payload_ahead, paths)
+                dirs = tests_dirs(specs)
+                _in_thread(f"payload-{config.name}", self.provisions.payload_ahead, paths, dirs)
         for config, specs in groups.values():
             self._places[config.name] = Place(config, specs, self.provisions, self.report, on_place)
         for where in list(self._places.values()):

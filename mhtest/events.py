@@ -10,6 +10,11 @@ Types:
   test.files   uid, data, last                (a remote test's results directory: base64
                                                pieces of an uncompressed tar, before test.end)
   test.skipped uid, reason                     (never started: the job was interrupted)
+  test.nested  uid, name, status, fail_reason, fail_class, start, end, whiteboard, logdir,
+               [host], [children]              (a result of its own made while test `uid` ran:
+                                               a control file's run_test or job.record;
+                                               `name` extends the test's reference, `logdir`
+                                               is relative to its results directory)
   host.info    facts, [host]                   (a host's executor: mhtest.sysinfo.collect())
   host.phase   host, phase                     (the controller: connecting, installing, …)
   log          uid, level, message            (optional, for live consoles)
@@ -19,6 +24,8 @@ Types:
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -30,6 +37,7 @@ TEST_START = "test.start"
 TEST_END = "test.end"
 TEST_FILES = "test.files"
 TEST_SKIPPED = "test.skipped"
+TEST_NESTED = "test.nested"
 HOST_INFO = "host.info"
 HOST_PHASE = "host.phase"
 LOG = "log"
@@ -46,6 +54,12 @@ INTERRUPT = "INTERRUPT"
 STATUSES = (PASS, FAIL, ERROR, SKIP, WARN, CANCEL, INTERRUPT)
 #: Statuses that make the job's exit code say "tests did not pass".
 FAILED_STATUSES = frozenset({FAIL, ERROR, INTERRUPT})
+
+#: The other direction, runner to test: the signal that tells an instrumented test its
+#: timeout is reached (SIGTERM tells it the job is interrupted); it ends INTERRUPT, with
+#: this reason (Avocado's), after its tearDown.
+TIMEOUT_SIGNAL = signal.SIGALRM
+TIMEOUT_REASON = "Test interrupted: Timeout reached"
 
 
 class EventError(ValueError):
@@ -152,6 +166,10 @@ class LineBuffer:
         return rest
 
 
+#: The most of a simple test's stdout (and of its stderr) copied into its debug.log.
+MAX_OUTPUT_IN_LOG = 16 * 1024 * 1024
+
+
 def append_debug_log(logdir: str, *messages: str) -> OSError | None:
     """Add INFO lines to a test's debug.log, as its logging handler writes them.
 
@@ -167,3 +185,21 @@ def append_debug_log(logdir: str, *messages: str) -> OSError | None:
     except OSError as exc:
         return exc
     return None
+
+
+def output_lines(logdir: str, limit: int = MAX_OUTPUT_IN_LOG) -> list[str]:
+    """A test's stdout then stderr files as debug.log lines, `[stdout] …` and `[stderr] …`
+    as Avocado writes them (at most `limit` bytes of each, then a line saying what is left)."""
+    lines = []
+    for name in ("stdout", "stderr"):
+        try:
+            with open(f"{logdir}/{name}", "rb") as fh:
+                data = fh.read(limit + 1)
+                rest = len(data) > limit and os.fstat(fh.fileno()).st_size - limit
+        except OSError:
+            continue
+        text = data[:limit].decode("utf-8", "replace")
+        lines += [f"[{name}] {line}" for line in text.splitlines()]
+        if rest:
+            lines.append(f"[{name}] … {rest} more bytes in {name}")
+    return lines

@@ -14,18 +14,20 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mhtest import events, exitcodes
+from mhtest import environment, events, exitcodes
 from mhtest.dispatch import Dispatcher, Options
 from mhtest.hosts.inventory import HostConfig
 from mhtest.results import TestResult
-from mhtest.spec import TestSpec, dir_name
+from mhtest.spec import NESTED, TestSpec, dir_name
 
 LOG = logging.getLogger(__name__)
 DEFAULT_RESULTS_DIR = "~/mhtest/job-results"
@@ -79,7 +81,7 @@ class JobConfig:
     timeout: float | None = None  # for the whole job
     fork_server: Any = None  # a local ForkServer started early, for the local spawner
     #: How the job was asked for, kept in jobdata/<key>.json (secrets already masked):
-    #: the command line, references, params, hosts, options.
+    #: the command line, references, params, hosts, options, variants.
     jobdata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,6 +103,7 @@ class Job:
         self.assignments: list[tuple[HostConfig, TestSpec]] = []
         self.results: list[TestResult] = []
         self.interrupted = False
+        self.failed_fast: str | None = None  # the test that stopped a --failfast job
         self.crashed: str | None = None
         self.stop = threading.Event()
         self.dispatcher = Dispatcher(
@@ -113,6 +116,8 @@ class Job:
         self.logdir = self._make_logdir()
         self._log_handler = self._open_job_log()
         self._reserve: Path | None = None
+        #: Shared by the job's tests here (Test.teststmpdir); removed when the job ends.
+        self.tests_tmpdir = tempfile.mkdtemp(prefix="mhtest_")
 
     # set-up ------------------------------------------------------------------
     def _make_logdir(self) -> Path:
@@ -164,7 +169,12 @@ class Job:
         for place, spec in assignments:
             spec.uid = len(self.specs) + 1
             spec.logdir = str(self.logdir / "test-results" / dir_name(spec.name))
-            spec.env = {**self.config.env, **spec.env}
+            spec.env = {
+                **self.config.env,
+                environment.ENV_JOB_ID: self.unique_id,
+                **environment.common_tmpdir_variables(self.tests_tmpdir),
+                **spec.env,
+            }
             self.specs.append(spec)
             self.assignments.append((place, spec))
 
@@ -215,6 +225,8 @@ class Job:
                 if any(r.uid == spec.uid for r in self.results):
                     return
                 self._record(spec, event)
+            elif kind == events.TEST_NESTED:
+                self._nested(spec, event)
             elif kind == events.TEST_SKIPPED:
                 now = time.time()
                 self._record(
@@ -227,8 +239,36 @@ class Job:
                     },
                 )
 
-    def _record(self, spec: TestSpec, event: dict) -> None:
-        result = TestResult.from_end(spec, event, start=self._started.get(spec.uid))
+    def _nested(self, parent: TestSpec, event: dict) -> None:
+        """A result `parent` made while it ran (a control file's run_test): one of the job's.
+
+        It gets the next number; its reference extends the parent's, its directory is
+        inside the parent's (a name that would lead out is refused: the parent's own).
+        """
+        from mhtest.runners.untrusted import relative_parts
+
+        name = str(event.get("name") or "").strip("/") or "result"
+        parts = relative_parts(str(event.get("logdir") or "")) or []
+        spec = TestSpec(
+            ref=f"{parent.ref}/{name}",
+            kind=NESTED,
+            path=parent.path,
+            tags=list(parent.tags),
+            host=str(event.get("host") or parent.host),
+        )
+        spec.uid = len(self.specs) + 1
+        spec.logdir = str(Path(parent.logdir, *parts))
+        self.specs.append(spec)
+        if self.console:
+            self.console.tests_added(1)
+        self._record(spec, event, name=f"{spec.uid}-{spec.ref}", parent=parent.uid)
+
+    def _record(
+        self, spec: TestSpec, event: dict, name: str | None = None, parent: int | None = None
+    ) -> None:
+        result = TestResult.from_end(
+            spec, event, name=name, start=self._started.get(spec.uid), parent=parent
+        )
         self.results.append(result)
         LOG.info(
             "%s: %s%s",
@@ -239,6 +279,11 @@ class Job:
         self._call_writers("test_end", self, result)
         if self.console:
             self.console.test_end(self, result)
+        # --failfast: the first test that did not pass stops the job (every place); the
+        # tests not started end INTERRUPT, "not started", as with Avocado's --failfast.
+        if self.config.options.failfast and result.failed and self.failed_fast is None:
+            self.failed_fast = result.name
+            self.interrupt(f"failfast: {result.name} ended {result.status}")
 
     def _finish(self) -> None:
         self.end_time = time.time()
@@ -254,6 +299,7 @@ class Job:
             self._log_handler.error = self._log_handler.error or exc
         if self._log_handler.error is not None:
             self._write_error("job.log", self._log_handler.error)
+        shutil.rmtree(self.tests_tmpdir, ignore_errors=True)
         if self.console:
             self.console.job_end(self)
 

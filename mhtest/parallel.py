@@ -269,14 +269,19 @@ def parallel(
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             task.fork_waitfor(remaining)
     except BaseException:
-        # Interrupted (Ctrl-C) or failed to fork: leave nothing running behind us.
-        for task in started:
-            if task.pid is not None and not task.done:
-                _signal_group(task.pid, signal.SIGKILL)
-                try:
-                    os.waitpid(task.pid, 0)
-                except ChildProcessError:
-                    pass
+        # Interrupted (Ctrl-C, SIGTERM) or failed to fork: leave nothing running behind
+        # us, but let the tasks unwind first (their remote commands are stopped on the way).
+        running = [t for t in started if t.pid is not None and not t.done]
+        for task in running:
+            _signal_group(task.pid, signal.SIGTERM)  # type: ignore[arg-type]
+        give_up = time.monotonic() + KILL_GRACE
+        for task in running:
+            task._poll_until(give_up)
+            _signal_group(task.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            try:
+                os.waitpid(task.pid, 0)  # type: ignore[arg-type]
+            except ChildProcessError:
+                pass
         raise
     failures = [task.error for task in tasks if task.error is not None]
     if return_results:

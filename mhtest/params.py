@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -13,14 +14,24 @@ class ParamsError(ValueError):
 
 
 class Params(Mapping[str, Any]):
-    """A test's parameters, read the Avocado way: `params.get(key, default=...)`.
+    """A test's parameters, read the Avocado way: `params.get(key, path=None, default=None)`,
+    `params.iteritems()`, `params.objects(key)`.
 
-    `path` is accepted for Avocado compatibility: a path like "/run/net/*" looks the
-    key up in the nested mapping `net` first, then at the top level.
+    Two layers: the job's params (`--params` files, `-p`, a host's), and the test's variant
+    (`-m`, see mhtest.variants), in Avocado's dumped shape. The job's params win: a key they
+    have is theirs whatever the path. In them, a `path` like "/run/net/*" looks the key up
+    in the nested mapping `net` first, then at the top level. In the variant, a path is
+    looked up as Avocado's AvocadoParams does: without one, in the variant's leaves under
+    its default paths (/run/*) in order; a key that leaves of different nodes hold is an
+    error (ValueError), as in Avocado. A non-string second argument is taken as the
+    default (`params.get("size", 5)`), where Avocado would fail.
     """
 
-    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, data: Mapping[str, Any] | None = None, variant: Mapping[str, Any] | None = None
+    ) -> None:
         self._data = dict(data or {})
+        self._variant = VariantParams(variant) if variant and variant.get("variant") else None
 
     def get(self, key: str, path: str | None = None, default: Any = None) -> Any:  # type: ignore[override]
         if path is not None and not isinstance(path, str):
@@ -34,22 +45,112 @@ class Params(Mapping[str, Any]):
                     break
             if isinstance(node, dict) and key in node:
                 return node[key]
-        return self._data.get(key, default)
+        if self._variant is None or key in self._data:
+            return self._data.get(key, default)
+        return self._variant.get(key, path, default)
+
+    def iteritems(self) -> Iterator[tuple[str, str, Any]]:
+        """(path, key, value) of every parameter, as Avocado's: the variant's where they
+        come from, the job's at '/'."""
+        if self._variant is not None:
+            yield from self._variant.iteritems()
+        for key, value in self._data.items():
+            yield "/", key, value
+
+    def objects(self, key: str, path: str | None = None) -> list[Any]:
+        """The names listed by parameter `key` ('nic1 nic2', or a YAML list), as Avocado
+        documents it (Avocado 113's own swaps its arguments and always gives [])."""
+        value = self.get(key, path, "")
+        if value is None:
+            return []
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        return str(value).split()
+
+    def _flat(self) -> dict[str, Any]:
+        if self._variant is None:
+            return self._data
+        return {**self._variant.flat(), **self._data}
 
     def __getitem__(self, key: str) -> Any:
-        return self._data[key]
+        return self._flat()[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
+        return iter(self._flat())
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._flat())
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self._data)
+        """Every parameter by name (a variant's from its first leaf that has it)."""
+        return dict(self._flat())
 
     def __repr__(self) -> str:
         return f"Params({self._data!r})"
+
+
+class VariantParams:
+    """A variant's parameters (Avocado's dump: paths, variant_id, [[leaf path, [[origin,
+    key, value] …]] …]) looked up as Avocado 113's AvocadoParams does."""
+
+    def __init__(self, variant: Mapping[str, Any]) -> None:
+        leaves = [
+            (str(path) + "/", {str(k): (v, str(origin)) for origin, k, v in items})
+            for path, items in variant.get("variant") or ()
+        ]
+        #: The leaves under each default path, in order (a leaf goes to the first), then
+        #: the rest: those are only searched for absolute paths.
+        self._slices = []
+        for pattern in variant.get("paths") or ["/run/*"]:
+            regex = _path_regex(str(pattern))
+            self._slices.append([leaf for leaf in leaves if regex.search(leaf[0])])
+            leaves = [leaf for leaf in leaves if not regex.search(leaf[0])]
+        self._rest = [leaf for leaf in leaves if "/" in leaf[0]]
+
+    def get(self, key: str, path: str | None, default: Any) -> Any:
+        regex = _path_regex("*" if path is None else path)
+        slices = [*self._slices, self._rest] if regex.pattern.startswith("/") else self._slices
+        for leaves in slices:
+            found = [env[key] for name, env in leaves if regex.search(name) and key in env]
+            if not found:
+                continue
+            if len({origin for _, origin in found}) > 1:
+                held = [f"{origin}=>{value}" for value, origin in found]
+                raise ValueError(f"Multiple {regex.pattern} leaves contain the key '{key}'; {held}")
+            return found[0][0]
+        return default
+
+    def iteritems(self) -> Iterator[tuple[str, str, Any]]:
+        seen = set()
+        for leaves in [*self._slices, self._rest]:
+            for _, env in leaves:
+                for key, (value, origin) in env.items():
+                    if (origin, key) not in seen:
+                        seen.add((origin, key))
+                        yield origin, key, value
+
+    def flat(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for leaves in [*self._slices, self._rest]:
+            for _, env in leaves:
+                for key, (value, _origin) in env.items():
+                    out.setdefault(key, value)
+        return out
+
+
+def _path_regex(path: str) -> re.Pattern[str]:
+    """Avocado's path pattern: '*' is any name, a trailing '*' anything below."""
+    if not path:
+        return re.compile("^$")
+    if path.endswith("*"):
+        return re.compile(path[:-1].replace("*", "[^/]*"))
+    return re.compile(path.replace("*", "[^/]*") + "$")
+
+
+def variant_values(variant: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A simple test's variant params, as Avocado gives them: its first leaf's values."""
+    leaves = (variant or {}).get("variant") or ()
+    return {str(key): value for _origin, key, value in leaves[0][1]} if leaves else {}
 
 
 def parse_assignment(text: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, ContextManager, Iterable, Sequence
 
 from mhtest.hosts.inventory import LOCAL, HostConfig
-from mhtest.spec import TestSpec
+from mhtest.spec import CONTROL_CLIENT, TestSpec
 
 LOG = logging.getLogger(__name__)
 #: How long a host's connection (and packing mhtest's sources) may take.
@@ -45,6 +46,7 @@ class Options:
     max_results: int | None = None  # bytes a host may send back per test
     remote_exclude: list[str] = field(default_factory=list)  # .mhtestignore lines for all
     remote_send_dir: bool = False  # send each test's whole directory to the hosts
+    failfast: bool = False  # stop at the first test that does not pass (--failfast)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +55,17 @@ class Options:
     def from_dict(cls, data: dict[str, Any] | None) -> Options:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+def tests_dirs(specs: Iterable[TestSpec]) -> list[str]:
+    """The directories that go whole to a host with `specs`: a control file's tests path,
+    and a client control file's own directory (its tests' names resolve there)."""
+    found = set()
+    for spec in specs:
+        found.update(spec.tests_path)
+        if spec.kind == CONTROL_CLIENT and spec.path:
+            found.add(os.path.dirname(os.path.abspath(spec.path)))
+    return sorted(found)
 
 
 def local_place(name: str = LOCAL) -> HostConfig:
@@ -141,7 +154,8 @@ class Place:
 
         Built once per set of test files, shared by the places that run the same tests.
         """
-        return self._provisions.payload([s.path for s in self.specs if s.path], self.stop)
+        paths = [s.path for s in self.specs if s.path]
+        return self._provisions.payload(paths, self.stop, tests_dirs(self.specs))
 
     def take_fork_server(self) -> Any:
         """A local fork server started ahead of the run, for the first local place; or None."""
@@ -158,12 +172,12 @@ class Provisions:
     """What places need, made ahead and shared: SSH connections, mhtest's packed sources,
     the test files (payloads) and a fork server started early. Thread-safe."""
 
-    def __init__(self, options: Options, fork_server: Any = None) -> None:
+    def __init__(self, options: Options, fork_server: Any = None, sources: Any = None) -> None:
         self.options = options
         self._fork_server = fork_server
         self._lock = threading.Lock()
         self._connections: dict[str, Future] = {}
-        self._sources: Future | None = None
+        self._sources: Future | None = sources
         self._payloads: dict[tuple, Future] = {}
 
     def connect_ahead(self, places: Iterable[HostConfig]) -> None:
@@ -205,11 +219,21 @@ class Provisions:
             future.add_done_callback(_close_host)  # it may still connect: not left open
             raise
 
-    def payload(self, paths: list[str], stop: threading.Event | None = None) -> Any:
-        """The payload of test files `paths` (see mhtest.runners.payload), built once."""
+    def payload(
+        self, paths: list[str], stop: threading.Event | None = None, dirs: Sequence[str] = ()
+    ) -> Any:
+        """The payload of test files `paths` and whole directories `dirs`, built once.
+
+        (See mhtest.runners.payload.)
+        """
         from mhtest.runners import payload
 
-        key = (tuple(paths), tuple(self.options.remote_exclude), self.options.remote_send_dir)
+        key = (
+            tuple(paths),
+            tuple(dirs),
+            tuple(self.options.remote_exclude),
+            self.options.remote_send_dir,
+        )
         with self._lock:
             future = self._payloads.get(key)
             mine = future is None
@@ -218,7 +242,7 @@ class Provisions:
         if mine:
             try:
                 built = payload.build(
-                    paths, self.options.remote_exclude, self.options.remote_send_dir
+                    paths, self.options.remote_exclude, self.options.remote_send_dir, dirs
                 )
             except BaseException as exc:
                 future.set_exception(exc)
@@ -239,10 +263,10 @@ class Provisions:
             self._sources = Future()
         _in_thread("pack-sources", _build_sources, self._sources)
 
-    def payload_ahead(self, paths: list[str]) -> None:
+    def payload_ahead(self, paths: list[str], dirs: Sequence[str] = ()) -> None:
         """payload(), for a thread of its own: a failure is left to the place to report."""
         try:
-            self.payload(paths)
+            self.payload(paths, dirs=dirs)
         except Exception:  # noqa: BLE001 - the place that takes it reports it
             LOG.debug("building the test files for %s failed", paths, exc_info=True)
 

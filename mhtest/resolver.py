@@ -1,31 +1,26 @@
 """References → TestSpecs, without importing the test files.
 
 A reference is a file, a directory (searched recursively) or `file.py:Filter`, where
-the part after the colon keeps the tests whose `Class.method` name contains it
-(Avocado's rule). Each file is offered to the resolver plugins in order; the first
-that recognises it wins.
+the part after the colon is a regular expression that keeps the tests whose
+`Class.method` name it matches (re.search, Avocado's rule: `f.py:C.test_(a|b)`). Each
+file is offered to the resolver plugins in order; the first that recognises it wins.
 """
 
 from __future__ import annotations
 
-import ast
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
+from mhtest.safeloader import MULTIHOST_BASES, TEST_BASES, Finder, TestClass, tag_list
 from mhtest.spec import BROKEN, INSTRUMENTED, SIMPLE, TestSpec
+
+__all__ = ["MULTIHOST_BASES", "TEST_BASES", "ResolutionError", "analyse_python", "resolve"]
 
 LOG = logging.getLogger(__name__)
 
-#: Base classes that make a class an instrumented test.
-TEST_BASES = {"Test", "MultiHostTest", "MultihostMigration"}
-MULTIHOST_BASES = {"MultiHostTest", "MultihostMigration"}
-#: Framework bases that bring their own test method: a subclass that writes none runs it.
-INHERITED_METHODS = {"MultihostMigration": ["test"]}
-_DIRECTIVE = re.compile(r":(?:mhtest|avocado):\s*(\w+)(?:=(\S*))?")
 _SKIP_DIRS = {"__pycache__", ".git", ".tox", ".venv", "venv", "node_modules"}
 
 
@@ -41,93 +36,12 @@ class Resolver(Protocol):
     def resolve(self, path: Path, display: str) -> list[TestSpec] | None: ...
 
 
-@dataclass
-class ClassInfo:
-    """What the AST says about one class of a test file."""
-
-    name: str
-    bases: list[str]
-    methods: list[str]
-    tags: set[str] = field(default_factory=set)
-    method_tags: dict[str, set[str]] = field(default_factory=dict)
-    directives: set[str] = field(default_factory=set)
-    timeout: float | None = None
-
-
-def _base_name(node: ast.expr) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return ""
-
-
-def _docstring_directives(node: ast.AST) -> tuple[set[str], set[str]]:
-    doc = ast.get_docstring(node) or ""  # type: ignore[arg-type]
-    tags: set[str] = set()
-    directives: set[str] = set()
-    for key, value in _DIRECTIVE.findall(doc):
-        if key == "tags":
-            tags.update(t for t in value.split(",") if t)
-        else:
-            directives.add(key)
-    return tags, directives
-
-
-def _class_info(node: ast.ClassDef) -> ClassInfo:
-    tags, directives = _docstring_directives(node)
-    info = ClassInfo(
-        node.name, [_base_name(b) for b in node.bases], [], tags, directives=directives
-    )
-    for item in node.body:
-        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name.startswith(
-            "test"
-        ):
-            info.methods.append(item.name)
-            info.method_tags[item.name] = _docstring_directives(item)[0]
-        elif isinstance(item, ast.Assign) and isinstance(item.value, ast.Constant):
-            targets = [t.id for t in item.targets if isinstance(t, ast.Name)]
-            if "timeout" in targets and isinstance(item.value.value, (int, float)):
-                info.timeout = float(item.value.value)
-    return info
-
-
-def analyse_python(source: str, filename: str) -> list[tuple[ClassInfo, bool, list[str]]]:
-    """The test classes of a Python file: [(class, is_multihost, methods incl. inherited)].
+def analyse_python(source: str, filename: str) -> list[TestClass]:
+    """The test classes of a Python file (see mhtest.safeloader).
 
     Raises SyntaxError for a file that does not parse.
     """
-    tree = ast.parse(source, filename=filename)
-    classes = {n.name: _class_info(n) for n in tree.body if isinstance(n, ast.ClassDef)}
-
-    def lineage(name: str, seen: frozenset[str] = frozenset()) -> list[ClassInfo]:
-        info = classes.get(name)
-        if info is None or name in seen:
-            return []
-        chain = [info]
-        for base in info.bases:
-            chain += lineage(base, seen | {name})
-        return chain
-
-    found = []
-    for info in classes.values():
-        chain = lineage(info.name)
-        bases = {b for c in chain for b in c.bases}
-        if "disable" in info.directives:
-            continue
-        if not (bases & TEST_BASES or "enable" in info.directives):
-            continue
-        methods: list[str] = []
-        for c in chain:
-            methods += [m for m in c.methods if m not in methods]
-        if not methods:
-            methods = next(
-                (INHERITED_METHODS[b] for b in sorted(bases) if b in INHERITED_METHODS), []
-            )
-        if info.timeout is None:
-            info.timeout = next((c.timeout for c in chain if c.timeout is not None), None)
-        found.append((info, bool(bases & MULTIHOST_BASES), methods))
-    return found
+    return Finder().test_classes(source, filename)
 
 
 def split_reference(ref: str) -> tuple[str, str | None]:
@@ -164,6 +78,7 @@ def resolve(
     resolvers: list[Resolver] | None = None,
     tags: Iterable[str] = (),
     include_empty: bool = False,
+    include_empty_key: bool = False,
 ) -> list[TestSpec]:
     """References (files, directories, FILE.py:Filter) → TestSpecs: the public entry point.
 
@@ -172,20 +87,28 @@ def resolve(
     """
     refs = [references] if isinstance(references, (str, os.PathLike)) else list(references)
     specs = resolve_references([str(r) for r in refs], resolvers or plugin_resolvers())
-    return filter_by_tags(specs, list(tags), include_empty)
+    return filter_by_tags(specs, list(tags), include_empty, include_empty_key)
 
 
 def plugin_resolvers() -> list[Resolver]:
-    """The resolver plugins, in the order they are asked (python before exec)."""
+    """The resolver plugins, in the order they are asked (python, control, then exec).
+
+    The built-in ones are always there, registered or not (an installation made before a
+    built-in resolver was added lacks its entry point until it is installed again).
+    """
     from mhtest.plugins import load_plugins
 
     found = [cls() for _, cls in load_plugins("mhtest.resolver")]
+    names = {getattr(r, "name", None) for r in found}
+    found += [r for r in builtin_resolvers() if r.name not in names]
     return sorted(found, key=lambda r: getattr(r, "priority", 30))
 
 
 def builtin_resolvers() -> list[Resolver]:
     """The built-in resolvers, without loading any plugin (what workers need, and fast)."""
-    return [PythonResolver(), ExecResolver()]
+    from mhtest.autoserv.controlfile import ControlResolver
+
+    return [PythonResolver(), ControlResolver(), ExecResolver()]
 
 
 def resolve_references(references: Iterable[str], resolvers: list[Resolver]) -> list[TestSpec]:
@@ -193,6 +116,7 @@ def resolve_references(references: Iterable[str], resolvers: list[Resolver]) -> 
     specs: list[TestSpec] = []
     for ref in references:
         path_text, flt = split_reference(ref)
+        pattern = _compile(ref, flt)
         path = Path(path_text)
         if not path.exists():
             raise ResolutionError(f"reference {ref!r}: no such file or directory (check the path)")
@@ -205,8 +129,8 @@ def resolve_references(references: Iterable[str], resolvers: list[Resolver]) -> 
                 found = _resolve_file(file, None, resolvers, explicit=False)
                 specs += [s for s in found if not s.worker_only]
             continue
-        found = _resolve_file(path, flt, resolvers, explicit=True)
-        if flt is None and any(not s.worker_only for s in found):
+        found = _resolve_file(path, pattern, resolvers, explicit=True)
+        if pattern is None and any(not s.worker_only for s in found):
             # A file with a multi-host test and its workers runs the multi-host test; its
             # workers run when it names them (or when the user names their class).
             found = [s for s in found if not s.worker_only]
@@ -221,16 +145,27 @@ def resolve_references(references: Iterable[str], resolvers: list[Resolver]) -> 
     return specs
 
 
+def _compile(ref: str, flt: str | None) -> re.Pattern[str] | None:
+    if flt is None:
+        return None
+    try:
+        return re.compile(flt)
+    except re.error as exc:
+        raise ResolutionError(
+            f"reference {ref!r}: {flt!r} is not a valid regular expression ({exc})"
+        ) from None
+
+
 def _resolve_file(
-    path: Path, flt: str | None, resolvers: list[Resolver], explicit: bool
+    path: Path, pattern: re.Pattern[str] | None, resolvers: list[Resolver], explicit: bool
 ) -> list[TestSpec]:
     display = _display(path)
     for resolver in resolvers:
         found = resolver.resolve(path, display)
         if found is None:
             continue
-        if flt is not None:
-            found = [s for s in found if s.kind == BROKEN or flt in _test_part(s)]
+        if pattern is not None:
+            found = [s for s in found if s.kind == BROKEN or pattern.search(_test_part(s))]
         return found
     return []
 
@@ -240,25 +175,73 @@ def _test_part(spec: TestSpec) -> str:
 
 
 def filter_by_tags(
-    specs: list[TestSpec], expressions: list[str], include_empty: bool = False
+    specs: list[TestSpec],
+    expressions: list[str],
+    include_empty: bool = False,
+    include_empty_key: bool = False,
 ) -> list[TestSpec]:
-    """Avocado's tag filter: comma-separated tags must all match ('-tag': must not have);
-    several expressions are alternatives. Untagged tests go only with include_empty."""
+    """Avocado's tag filter (avocado.core.tags).
+
+    In one expression, comma-separated tags must all match: `tag` (the test has it),
+    `-tag` (it has not, as a tag nor as a key), `key:value` (its `key` tags include
+    `value`), `key:-value` (they do not); several expressions are alternatives. Untagged
+    tests are kept only with `include_empty`; with `include_empty_key`, a `key:value`
+    matches a test that has no `key` tags at all.
+    """
     if not expressions:
         return specs
+    parsed = [_parse_expression(expr) for expr in expressions]
     kept = []
     for spec in specs:
-        tags = set(spec.tags)
+        tags = _tag_dict(spec.tags)
         if not tags:
             if include_empty:
                 kept.append(spec)
-            continue
-        for expr in expressions:
-            wanted = [t for t in expr.split(",") if t]
-            if all((t[1:] not in tags) if t.startswith("-") else (t in tags) for t in wanted):
-                kept.append(spec)
-                break
+        elif any(_matches(tags, *p, include_empty_key) for p in parsed):
+            kept.append(spec)
     return kept
+
+
+def _parse_expression(expr: str) -> tuple[set[str], set[str], dict[str, str]]:
+    must, must_not, key_values = set(), set(), {}
+    for tag in filter(None, expr.split(",")):
+        if tag.startswith("-"):
+            must_not.add(tag[1:])
+        elif ":" in tag:
+            key, value = tag.split(":", 1)
+            key_values[key] = value
+        else:
+            must.add(tag)
+    return must, must_not, key_values
+
+
+def _matches(
+    tags: dict[str, Any], must: set, must_not: set, key_values: dict, include_empty_key: bool
+) -> bool:
+    if must_not & tags.keys() or not must <= tags.keys():
+        return False
+    for key, value in key_values.items():
+        if key not in tags:
+            if include_empty_key:
+                continue
+            return False
+        values = tags[key] or set()
+        if value.startswith("-") and value[1:] in values:
+            return False
+        if not value.startswith("-") and value not in values:
+            return False
+    return True
+
+
+def _tag_dict(tags: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tag in tags:
+        key, sep, value = tag.partition(":")
+        if sep:
+            out[key] = (out.get(key) or set()) | {value}
+        else:
+            out.setdefault(tag, None)
+    return out
 
 
 class PythonResolver:
@@ -280,8 +263,9 @@ class PythonResolver:
             reason = f"{display}:{exc.lineno}: syntax error: {exc.msg}"
             return [broken_spec(str(path), display, reason)]
         specs = []
-        for info, multihost, methods in classes:
-            for method in methods:
+        for found in classes:
+            info = found.info
+            for method, tags in found.methods:
                 specs.append(
                     TestSpec(
                         ref=f"{display}:{info.name}.{method}",
@@ -289,9 +273,9 @@ class PythonResolver:
                         path=str(path.resolve()),
                         class_name=info.name,
                         method=method,
-                        tags=sorted(info.tags | info.method_tags.get(method, set())),
-                        timeout=info.timeout,
-                        multihost=multihost,
+                        tags=tag_list(tags),
+                        timeout=found.timeout,
+                        multihost=found.multihost,
                         worker_only="worker" in info.directives,
                     )
                 )

@@ -42,3 +42,17 @@ def masked(params: dict[str, Any], marked: Iterable[str] = ()) -> dict[str, Any]
     """A copy of `params` with every secret value replaced by MASK."""
     names = secret_names(params, marked)
     return {k: (MASK if k in names else v) for k, v in params.items()}
+
+
+def masked_variant(variant: dict[str, Any] | None, marked: Iterable[str] = ()) -> Any:
+    """A copy of a variant (mhtest.variants' dump) with secret values masked; None if it
+    holds none (or is None)."""
+    marked = set(marked)
+    leaves = (variant or {}).get("variant") or []
+    if not any(k in marked or looks_secret(k) for _, items in leaves for _, k, _ in items):
+        return None
+    hidden = [
+        [path, [[o, k, MASK if k in marked or looks_secret(k) else v] for o, k, v in items]]
+        for path, items in leaves
+    ]
+    return {**(variant or {}), "variant": hidden}

@@ -6,11 +6,21 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mhtest.testid import TestID
+
+__all__ = ["BROKEN", "INSTRUMENTED", "SIMPLE", "TestID", "TestSpec", "dir_name"]
+
 #: Kinds of test a resolver produces.
 INSTRUMENTED = "instrumented"
 SIMPLE = "simple"
 #: A reference that could not be turned into a test (syntax error…): reported as ERROR.
 BROKEN = "broken"
+#: Autoserv control files (mhtest.autoserv): a server one runs here and spans the hosts,
+#: a client one runs at each place.
+CONTROL_SERVER = "control-server"
+CONTROL_CLIENT = "control-client"
+#: A result a test made while it ran (a control file's run_test): see events.TEST_NESTED.
+NESTED = "nested"
 
 
 @dataclass
@@ -43,28 +53,41 @@ class TestSpec:
     started: float | None = None
     # Param names to keep out of files (beside those that look secret: mhtest.secrets).
     secrets: list[str] = field(default_factory=list)
+    # A control file's test directories (--tests-path), sent to hosts with the test.
+    tests_path: list[str] = field(default_factory=list)
+    # The variant this test runs with (`-m`, see mhtest.variants), in Avocado's dumped
+    # shape: {"variant_id", "paths", "variant": [[leaf path, [[origin, key, value], …]], …]}.
+    variant: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
         """The test's name in results: its number and reference (and host, when remote)."""
+        return str(self.test_id)
+
+    @property
+    def test_id(self) -> TestID:
+        """The test's name in Avocado's TestID shape, `UID-REF[@HOST][;VARIANT]`."""
         suffix = f"@{self.host}" if self.host != "local" else ""
-        return f"{self.uid}-{self.ref}{suffix}"
+        return TestID(self.uid, f"{self.ref}{suffix}", (self.variant or {}).get("variant_id"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def masked_dict(self) -> dict[str, Any] | None:
         """to_dict() with secret params masked (see mhtest.secrets); None when it has none."""
-        from mhtest.secrets import masked, secret_names
+        from mhtest.secrets import masked, masked_variant, secret_names
 
         hosts = [(h.get("params") or {}, h.get("secrets") or ()) for h in self.hosts]
+        variant = masked_variant(self.variant, self.secrets)
         if (
             not secret_names(self.params, self.secrets)
             and not secret_names(self.env)
             and not any(secret_names(params, marked) for params, marked in hosts)
+            and variant is None
         ):
             return None
         data = self.to_dict()
+        data["variant"] = variant or data["variant"]
         data["params"] = masked(self.params, self.secrets)
         data["env"] = masked(self.env)
         for host, (params, marked) in zip(data["hosts"], hosts):

@@ -1,161 +1,110 @@
-"""The Test base class of instrumented tests, their statuses and exceptions.
+"""The Test base class of instrumented tests.
 
 The lifecycle (setUp, test method, tearDown, status) lives in mhtest.runners.child;
-this module holds only what a test author touches. Porting an Avocado test means
-changing its import line.
+this module holds only what a test author touches, with Avocado's names: porting an
+Avocado test means changing its import line. unittest's assertions come from
+mhtest.assertions, data files from mhtest.testdata, assets from mhtest.assets.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
+import sys
 import threading
-from typing import Any, Callable
+from typing import Any, NoReturn
 
-from mhtest import events
+from mhtest.assertions import Assertions
+from mhtest.decorators import cancel_on, fail_on, skip, skip_reason, skipIf, skipUnless
 from mhtest.events import FAILED_STATUSES, STATUSES
+from mhtest.exceptions import (
+    TestBaseException,
+    TestCancel,
+    TestError,
+    TestFail,
+    TestInterrupt,
+    TestSkip,
+)
+from mhtest.testid import TestID
 
-__all__ = ["FAILED_STATUSES", "STATUSES"]  # the statuses live in mhtest.events
+# The statuses live in mhtest.events, the exceptions and decorators in their modules;
+# their names stay importable from here.
+__all__ = [
+    "FAILED_STATUSES",
+    "STATUSES",
+    "Test",
+    "TestBaseException",
+    "TestCancel",
+    "TestError",
+    "TestFail",
+    "TestInterrupt",
+    "TestSkip",
+    "cancel_on",
+    "fail_on",
+    "skip",
+    "skipIf",
+    "skipUnless",
+    "skip_reason",
+]
 
-
-class TestBaseException(Exception):
-    """Base of the exceptions a test raises to end itself with a given status."""
-
-    status = events.ERROR
-
-
-class TestFail(TestBaseException, AssertionError):
-    """The test found a problem with what it tests: FAIL."""
-
-    status = events.FAIL
-
-
-class TestError(TestBaseException):
-    """The test could not do its job (broken environment, bad setup): ERROR."""
-
-    status = events.ERROR
-
-
-class TestCancel(TestBaseException):
-    """The test decided it cannot run here: CANCEL."""
-
-    status = events.CANCEL
-
-
-class TestSkip(TestBaseException):
-    """The test is skipped before it starts (skip decorators): SKIP."""
-
-    status = events.SKIP
-
-
-class TestInterrupt(TestBaseException):
-    """The test was interrupted (timeout, user): INTERRUPT."""
-
-    status = events.INTERRUPT
-
-
-_SKIP_ATTR = "__mhtest_skip__"
-
-
-def _skip_decorator(condition: Any, message: str | None, negate: bool) -> Callable:
-    def decorator(obj: Callable) -> Callable:
-        @functools.wraps(obj)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            cond = condition(args[0]) if callable(condition) and args else condition
-            if bool(cond) != negate:
-                raise TestSkip(message or "skipped")
-            return obj(*args, **kwargs)
-
-        # The runner reads this before setUp: a skipped test runs neither setUp nor tearDown.
-        setattr(wrapper, _SKIP_ATTR, (condition, message, negate))
-        return wrapper
-
-    return decorator
-
-
-def skip(message: str | None = None) -> Callable:
-    """Skip the decorated test (setUp and tearDown do not run)."""
-    return _skip_decorator(True, message, False)
-
-
-def skipIf(condition: Any, message: str | None = None) -> Callable:  # noqa: N802 - Avocado's name
-    """Skip when `condition` (or `condition(test)` if callable) is true."""
-    return _skip_decorator(condition, message, False)
-
-
-def skipUnless(condition: Any, message: str | None = None) -> Callable:  # noqa: N802
-    """Skip unless `condition` (or `condition(test)` if callable) is true."""
-    return _skip_decorator(condition, message, True)
-
-
-def skip_reason(method: Callable, test: Any) -> str | None:
-    """The reason a skip decorator gives for `method` on `test`, or None to run it."""
-    info = getattr(method, _SKIP_ATTR, None)
-    if info is None:
-        return None
-    condition, message, negate = info
-    cond = condition(test) if callable(condition) else condition
-    return (message or "skipped") if bool(cond) != negate else None
-
-
-def _translate_on(exceptions: Any, target: type[TestBaseException]) -> Callable:
-    if isinstance(exceptions, type) and issubclass(exceptions, BaseException):
-        func, caught = None, (exceptions,)
-    elif callable(exceptions) and not isinstance(exceptions, tuple):
-        func, caught = exceptions, (Exception,)
-    else:
-        func, caught = None, tuple(exceptions or (Exception,))
-
-    def decorate(f: Callable) -> Callable:
-        @functools.wraps(f)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return f(*args, **kwargs)
-            except TestBaseException:
-                raise
-            except caught as exc:
-                raise target(f"{type(exc).__name__}: {exc}") from exc
-
-        return wrapper
-
-    return decorate(func) if func is not None else decorate
-
-
-def fail_on(exceptions: Any = None) -> Callable:
-    """Turn the given exceptions (default: any) raised by the method into FAIL."""
-    return _translate_on(exceptions, TestFail)
-
-
-def cancel_on(exceptions: Any = None) -> Callable:
-    """Turn the given exceptions (default: any) raised by the method into CANCEL."""
-    return _translate_on(exceptions, TestCancel)
+#: The phases of a test, in order (Test.phase).
+PHASES = ("INIT", "SETUP", "TEST", "TEARDOWN", "FINISHED")
 
 
 class _WarningCounter(logging.Handler):
-    """Counts warnings the test logs: a warning turns PASS into WARN."""
+    """Counts the warnings logged through the test's own log (not its children's):
+    a warning turns PASS into WARN, as in Avocado."""
 
-    def __init__(self) -> None:
+    def __init__(self, logger_name: str) -> None:
         super().__init__(level=logging.WARNING)
+        self.logger_name = logger_name
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
+        if record.name == self.logger_name and record.levelno == logging.WARNING:
+            self.count += 1
 
 
-class Test:
+def tags_dict(tags: Any) -> dict[str, Any]:
+    """Tags as Avocado gives them to a test: {tag: None, key: [values]} from 'key:value's."""
+    if isinstance(tags, dict):
+        return tags
+    out: dict[str, Any] = {}
+    for tag in tags or ():
+        key, sep, value = str(tag).partition(":")
+        if sep:
+            values = out.get(key) or []
+            out[key] = sorted({*values, value})
+        else:
+            out.setdefault(tag, None)
+    return out
+
+
+class Test(Assertions):
     """Base class of instrumented tests: subclass it and write `test*` methods.
 
-    Attributes a test uses: `params`, `log`, `whiteboard`, `logdir`, `outputdir`,
-    `workdir`, `basedir`, `name`, `timeout`, `sync` (in multi-host and --sync runs).
+    A test reads, as in Avocado: `params`, `log`, `whiteboard`, `name` (its ID), `tags`,
+    `status`, `running`, `phase`, `time_elapsed`, `fail_reason`, `fail_class`,
+    `traceback`, `filename`, `basedir`, `logdir`, `logfile`, `outputdir`, `workdir`,
+    `teststmpdir`, `cache_dirs`; calls `get_data()`, `fetch_asset()`, unittest's
+    assertions; and `sync` in multi-host and --sync runs.
     """
 
-    #: Seconds after which the runner kills the test (the `timeout` param overrides it).
+    #: Seconds after which the test is interrupted (the `timeout` param overrides it).
     timeout: float | None = None
     #: In a multi-host worker: when another worker dies or aborts the run, end this test at
     #: once with the reason (False: learn of it at the next sync call, as a test that
     #: watches its peers itself prefers).
     sync_aborts_interrupt: bool = True
+    #: Written to the test's `whiteboard` file when it ends.
+    whiteboard = ""
+    #: Times of the test's start and end (time.monotonic()) and its duration, as in Avocado:
+    #: -1 until known.
+    time_start: float = -1
+    time_end: float = -1
+    time_elapsed: float = -1
+    actual_time_start: float = -1
+    actual_time_end: float = -1
 
     def __init__(
         self,
@@ -166,33 +115,56 @@ class Test:
         workdir: str | None = None,
         basedir: str | None = None,
         filename: str | None = None,
+        tags: Any = None,
     ) -> None:
         from mhtest.params import Params
 
-        self._method_name = methodName
-        self.name = name or f"{type(self).__name__}.{methodName}"
+        self._testMethodName = methodName
+        self.name = name if isinstance(name, TestID) else TestID(0, name or self._default_name())
         self.params = params if isinstance(params, Params) else Params(params or {})
+        self.tags = tags_dict(tags)
         self.logdir = logdir or os.getcwd()
+        self.logfile = os.path.join(self.logdir, "debug.log")
         self.outputdir = os.path.join(self.logdir, "data")
         self.workdir = workdir or os.path.join(self.logdir, "work")
-        self.basedir = basedir
-        self.filename = filename
-        self.whiteboard = ""
+        self.filename = filename or getattr(
+            sys.modules.get(type(self).__module__), "__file__", None
+        )
+        self.basedir = basedir or (os.path.dirname(self.filename) if self.filename else None)
         self.log = logging.getLogger("mhtest.test")
-        self._warnings = _WarningCounter()
+        self._warnings = _WarningCounter(self.log.name)
         self.log.addHandler(self._warnings)
+        # Set by the runner as the test goes (mhtest.runners.child): read-only here.
+        self._phase = "INIT"
+        self._running = False
+        self._status: str | None = None
+        self._fail_reason: str | None = None
+        self._fail_class: str | None = None
+        self._traceback: str | None = None
         self._sync: Any = None
         self._sync_lock = threading.Lock()
         #: The TestSpec the runner started this test from (None when made by hand).
         self._spec: Any = None
-        param_timeout = self.params.get("timeout")
-        if param_timeout is not None:
+        self.timeout = self._param_timeout()
+
+    def _default_name(self) -> str:
+        return f"{type(self).__name__}.{self._testMethodName}"
+
+    def _param_timeout(self) -> float | None:
+        """The timeout: the `timeout` param or attribute, times the `timeout_factor` param."""
+        value = self.params.get("timeout")
+        value = self.timeout if value is None else value
+        factor = self.params.get("timeout_factor")
+        for what, text in (("timeout", value), ("timeout_factor", factor)):
             try:
-                self.timeout = float(param_timeout)
+                float(text) if text is not None else None
             except (TypeError, ValueError):
                 raise TestError(
-                    f"the timeout param must be a number of seconds, not {param_timeout!r}"
+                    f"the {what} param must be a number of seconds, not {text!r}"
                 ) from None
+        if value is None:
+            return None
+        return float(value) * (float(factor) if factor is not None else 1.0)
 
     # Avocado names ---------------------------------------------------------
     def setUp(self) -> None:  # noqa: N802
@@ -201,31 +173,99 @@ class Test:
     def tearDown(self) -> None:  # noqa: N802
         """Clean up; runs after the test method even when it failed."""
 
-    def fail(self, message: str | None = None) -> None:
-        raise TestFail(message or "test failed")
+    def fail(self, msg: str | None = None, message: str | None = None) -> NoReturn:
+        """End the test FAIL (`message` is Avocado's old name of `msg`)."""
+        raise TestFail(msg or message)
 
-    def error(self, message: str | None = None) -> None:
-        raise TestError(message or "test error")
+    def error(self, msg: str | None = None, message: str | None = None) -> NoReturn:
+        """End the test ERROR."""
+        raise TestError(msg or message)
 
-    def cancel(self, message: str | None = None) -> None:
-        raise TestCancel(message or "test canceled")
+    def cancel(self, msg: str | None = None, message: str | None = None) -> NoReturn:
+        """End the test CANCEL: it cannot run here."""
+        raise TestCancel(msg or message)
 
-    # unittest-style assertions, enough for ported tests -------------------
-    def assertEqual(self, first: Any, second: Any, msg: str | None = None) -> None:  # noqa: N802
-        if not first == second:
-            raise TestFail(msg or f"{first!r} != {second!r}")
+    @property
+    def status(self) -> str | None:
+        """The test's status: None until its test method ended (so tearDown can read it)."""
+        return self._status
 
-    def assertTrue(self, expr: Any, msg: str | None = None) -> None:  # noqa: N802
-        if not expr:
-            raise TestFail(msg or f"{expr!r} is not true")
+    @property
+    def running(self) -> bool:
+        return self._running
 
-    def assertFalse(self, expr: Any, msg: str | None = None) -> None:  # noqa: N802
-        if expr:
-            raise TestFail(msg or f"{expr!r} is not false")
+    @property
+    def phase(self) -> str:
+        """INIT, SETUP, TEST, TEARDOWN or FINISHED."""
+        return self._phase
 
-    def assertIn(self, member: Any, container: Any, msg: str | None = None) -> None:  # noqa: N802
-        if member not in container:
-            raise TestFail(msg or f"{member!r} not found in {container!r}")
+    @property
+    def fail_reason(self) -> str | None:
+        return self._fail_reason
+
+    @property
+    def fail_class(self) -> str | None:
+        return self._fail_class
+
+    @property
+    def traceback(self) -> str | None:
+        return self._traceback
+
+    @property
+    def teststmpdir(self) -> str:
+        """A temporary directory shared by the tests of this job (at this place)."""
+        from mhtest.environment import AVOCADO_COMMON_TMPDIR, ENV_COMMON_TMPDIR
+
+        path = os.environ.get(ENV_COMMON_TMPDIR) or os.environ.get(AVOCADO_COMMON_TMPDIR)
+        if path is None:
+            raise OSError(f"environment variable {ENV_COMMON_TMPDIR} is not set (run with mhtest)")
+        return path
+
+    @property
+    def cache_dirs(self) -> list[str]:
+        """Where fetch_asset() looks for assets: $MHTEST_CACHE_DIRS or ~/mhtest/data/cache."""
+        from mhtest.assets import cache_dirs
+
+        return cache_dirs()
+
+    def get_data(
+        self, filename: str, source: str | None = None, must_exist: bool = True
+    ) -> str | None:
+        """The path of a data file of this test (`FILE.py.data/…`), or None (Avocado's rules)."""
+        from mhtest.testdata import get_data
+
+        return get_data(self, filename, source, must_exist)
+
+    def fetch_asset(
+        self,
+        name: str,
+        asset_hash: str | None = None,
+        algorithm: str | None = None,
+        locations: Any = None,
+        expire: Any = None,
+        find_only: bool = False,
+        cancel_on_missing: bool = False,
+    ) -> str:
+        """A local path of asset `name` (a URL, or a name with `locations`), from the cache
+        or fetched into it, checked against `asset_hash`; OSError (or CANCEL with
+        `cancel_on_missing`) when it cannot be had."""
+        from mhtest import assets
+
+        seconds = assets.time_to_seconds(expire)
+        try:
+            if not (assets.urlparse(name).scheme or locations):
+                return assets.find_by_name(name, self.cache_dirs, seconds, asset_hash)
+            asset = assets.Asset(name, asset_hash, algorithm, locations, self.cache_dirs, seconds)
+            return asset.find() if find_only else asset.fetch()
+        except OSError:
+            if cancel_on_missing:
+                self.cancel(f"Missing asset {name}")
+            raise
+
+    def id(self) -> str:
+        """unittest's test id: module.Class.method."""
+        module = os.path.splitext(os.path.basename(self.filename or ""))[0] or type(self).__module__
+        return f"{module}.{type(self).__qualname__}.{self._testMethodName}"
 
     @property
     def warnings_logged(self) -> int:
@@ -257,6 +297,9 @@ class Test:
                 self._sync.close()
             finally:
                 self._sync = None
+
+    def __str__(self) -> str:
+        return str(self.name)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

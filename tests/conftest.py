@@ -27,6 +27,11 @@ Fixtures
     not accept), ``"changed-host-key"`` (known_hosts holds a different key for the host),
     ``"unknown-host-key"`` (an empty known_hosts file).
 
+``mailbox`` (function)
+    A real SMTP server on a loopback port (aiosmtpd), stopped after the test: ``.port``,
+    ``.messages`` (email.message.Message) and ``.envelopes`` (sender, recipients) received.
+    Skips when aiosmtpd is not installed (it is in the `test` extra).
+
 ``HostInfo`` (mhtest.hosts.testing) has ``address``, ``port``, ``user``, ``key_file``,
 ``known_hosts``, ``ssh_config``, ``alias`` (``mhtest-host-1``... in ssh_config), ``pid``,
 ``pty_ok`` (False when not root: such an sshd cannot hand out terminals), ``spec``
@@ -43,7 +48,7 @@ ssh_config -o BatchMode=yes`` for the OpenSSH ``ssh``/``scp`` clients).
     run QEMU through that sshd host and are reached through it.
 
 A test that must take a host down (stop sshd, restart it) uses a private pool instead of the
-shared one, as tests/test_hosts_updown.py does::
+shared one, as tests/hosts/test_updown.py does::
 
     with SshdPool(tmp_path / "sshd") as pool:
         info = pool.hosts(1)[0]
@@ -57,12 +62,20 @@ If sshd is not installed the sshd fixtures skip with the reason (CI installs ope
 from __future__ import annotations
 
 import dataclasses
+import email
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mhtest.hosts.testing import HostInfo, SshdPool, find_sshd, free_port, keygen
+
+# Started in the background by a non-interactive shell (as a CI script may be), this process
+# would ignore SIGINT and hand that on to every mhtest it starts, and the tests of Ctrl-C
+# could not press it: with a handler here, the processes it starts get the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
@@ -168,3 +181,32 @@ def broken_host(sshd_host: HostInfo, tmp_path: Path) -> Callable[[str], HostInfo
         raise ValueError(f"unknown broken_host kind {kind!r}")
 
     return make
+
+
+class Mailbox:
+    """A real SMTP server on loopback (aiosmtpd), keeping what it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[email.message.Message] = []
+        self.envelopes: list = []
+        self.port = free_port("127.0.0.1")
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        self.envelopes.append(envelope)
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    """A real SMTP server on a loopback port, stopped after the test."""
+    pytest.importorskip("aiosmtpd")
+    box = Mailbox()
+    box.controller.start()
+    try:
+        yield box
+    finally:
+        box.controller.stop()

@@ -14,7 +14,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
-SUBCOMMANDS = ("run", "list", "sync-server")
+SUBCOMMANDS = (
+    "run",
+    "list",
+    "sync-server",
+    "variants",
+    "jobs",
+    "replay",
+    *(f"sync {op}" for op in ("barrier", "exchange", "post", "wait", "lock", "abort", "whoami")),
+    "queue watch",
+    "queue start-all",
+    "queue mirror",
+    "queue status",
+)
 
 
 def blocks(text: str, language: str) -> list[str]:
@@ -26,7 +38,7 @@ def cli_options() -> set[str]:
     found: set[str] = set()
     for command in SUBCOMMANDS:
         help_text = subprocess.run(
-            [sys.executable, "-m", "mhtest", command, "--help"],
+            [sys.executable, "-m", "mhtest", *command.split(), "--help"],
             capture_output=True, text=True, timeout=60,
         ).stdout  # fmt: skip
         found |= set(re.findall(r"--[a-z][a-z-]+", help_text))
@@ -53,6 +65,7 @@ def test_the_options_named_exist(page: Path, cli_options: set[str]) -> None:
     text = page.read_text()
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+[a-z]", text))
     named -= {"--hosts=h1", "--no-deps", "--no-index", "--target", "--norc", "--noprofile"}
+    named -= {"--any"}  # restraint's rstrnt-sync-block option
     unknown = sorted(o for o in named if o not in cli_options)
     assert not unknown, f"{page.name} names options mhtest does not have: {unknown}"
 

@@ -100,3 +100,17 @@ def test_params_get_the_avocado_way():
     assert params.to_dict() == {"size": 2, "net": {"mtu": 9000}, "mtu": 1500, "none": None}
     with pytest.raises(KeyError):
         params["missing"]
+
+
+def test_params_iteritems_and_objects_the_avocado_way():
+    params = Params({"size": "4", "nics": "nic1 nic2", "disks": ["a", "b"], "none": None})
+    assert list(params.iteritems()) == [
+        ("/", "size", "4"),
+        ("/", "nics", "nic1 nic2"),
+        ("/", "disks", ["a", "b"]),
+        ("/", "none", None),
+    ]
+    assert params.objects("nics") == ["nic1", "nic2"]
+    assert params.objects("disks") == ["a", "b"]
+    assert params.objects("missing") == [] and params.objects("none") == []
+    assert params.get("size", "/run/*", 9) == "4"  # path is the second positional argument

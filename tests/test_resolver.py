@@ -96,8 +96,10 @@ def test_classes_methods_inheritance_and_tags(tmp_path, resolvers, monkeypatch):
         "tagged.py:Enabled.test",
     ]
     assert by_ref["tagged.py:Base.test_inherited"].tags == ["net"]
-    assert by_ref["tagged.py:Child.test_own"].tags == ["disk", "fast", "slow"]
-    assert by_ref["tagged.py:Child.test_async"].tags == ["disk", "fast"]
+    # A class's methods get its bases' tags, its bases' methods its tags (Avocado's rule).
+    assert by_ref["tagged.py:Child.test_own"].tags == ["disk", "fast", "net", "slow"]
+    assert by_ref["tagged.py:Child.test_async"].tags == ["disk", "fast", "net"]
+    assert by_ref["tagged.py:Child.test_inherited"].tags == ["disk", "fast", "net"]
     # A class inherits its base's timeout attribute, read from the AST.
     assert by_ref["tagged.py:Child.test_own"].timeout == 7
     assert by_ref["tagged.py:Qualified.test"].timeout is None
@@ -281,3 +283,144 @@ def test_framework_base_with_its_own_test_method(tmp_path, resolvers, monkeypatc
         ("mig.py:Scenario.test", True),
         ("mig.py:Custom.test_custom", True),
     ]
+
+
+@pytest.mark.parametrize(
+    "flt, expected",
+    [
+        ("Child.test_(own|async)", ["Child.test_own", "Child.test_async"]),
+        ("test_own$", ["Child.test_own"]),
+        ("^Base", ["Base.test_inherited"]),
+        ("Child.test_[a-i]", ["Child.test_async", "Child.test_inherited"]),
+    ],
+)
+def test_filter_is_a_regular_expression(tmp_path, resolvers, monkeypatch, flt, expected):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "tagged.py", TAGGED_PY)
+    specs = resolve_references([f"tagged.py:{flt}"], resolvers)
+    assert [r.split(":", 1)[1] for r in refs(specs)] == expected
+
+
+def test_a_filter_that_is_no_regular_expression_says_so(tmp_path, resolvers, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "tagged.py", TAGGED_PY)
+    with pytest.raises(ResolutionError, match=r"'test_\(' is not a valid regular expression"):
+        resolve_references(["tagged.py:test_("], resolvers)
+
+
+AVOCADO_RULES_PY = '''
+import base
+from base import Base
+from .rel import Rel
+from pkg.deep import Deep
+from mhtest import Test
+
+
+class Mixin:
+    def test_mixin(self):
+        pass
+
+
+class Methods(Test):
+    test_attribute = 1
+
+    @property
+    def test_property(self):
+        return 1
+
+    def testcamel(self):
+        pass
+
+    def helper(self):
+        pass
+
+
+class FromBase(Base):
+    def test_own(self):
+        pass
+
+
+class FromModule(base.Base):
+    pass
+
+
+class FromRelative(Rel):
+    pass
+
+
+class FromPackage(Deep):
+    pass
+
+
+class Enabled(Mixin):
+    """:avocado: enable"""
+
+    def test_enabled(self):
+        pass
+
+
+class Recursive(Mixin):
+    """:mhtest: recursive"""
+
+    def test_recursive(self):
+        pass
+
+
+class NotATest(Mixin):
+    """Mentions :avocado: enable inline, which is no directive."""
+
+    def test_nothing(self):
+        pass
+'''
+
+
+def test_avocados_discovery_rules(tmp_path, resolvers, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "rules.py", AVOCADO_RULES_PY)
+    base = "from mhtest import Test\n\nclass {0}(Test):\n    def test_{1}(self):\n        pass\n"
+    write(tmp_path / "base.py", base.format("Base", "base"))
+    write(tmp_path / "rel.py", base.format("Rel", "rel"))
+    write(tmp_path / "pkg" / "__init__.py", "")
+    write(tmp_path / "pkg" / "deep.py", base.format("Deep", "deep"))
+    specs = resolve_references(["rules.py"], resolvers)
+    assert [r.split(":", 1)[1] for r in refs(specs)] == [
+        "Methods.testcamel",  # not properties nor attributes nor helpers
+        "FromBase.test_own",  # own methods first, then the base's (base.py beside it)
+        "FromBase.test_base",
+        "FromModule.test_base",
+        "FromRelative.test_rel",
+        "FromPackage.test_deep",
+        "Enabled.test_enabled",  # enable: its own methods only
+        "Recursive.test_recursive",  # recursive: a test, with its bases' methods
+        "Recursive.test_mixin",
+    ]
+
+
+def test_a_base_class_file_that_does_not_parse_is_left_out(tmp_path, resolvers, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "t.py", "from base import Base\n\nclass T(Base):\n    def test(self): pass\n")
+    write(tmp_path / "base.py", "class Base(Test:\n")
+    with pytest.raises(ResolutionError, match="no tests found"):
+        resolve_references(["t.py"], resolvers)
+
+
+@pytest.mark.parametrize(
+    "expressions, include_empty_key, expected",
+    [
+        (["arch:x86_64"], False, ["x86"]),
+        (["arch:-arm"], False, ["x86"]),  # has arch tags, none of them arm
+        (["arch:arm"], True, ["arm", "flat"]),  # flat has no arch key: kept
+        (["fast,arch:x86_64"], False, ["x86"]),
+        (["-arch"], False, ["flat"]),  # -key: no tag of that key
+        (["fast", "arch:arm"], False, ["x86", "arm", "flat"]),
+    ],
+)
+def test_filter_by_key_value_tags(expressions, include_empty_key, expected):
+    specs = [
+        _spec("x86", ["arch:x86_64", "fast"]),
+        _spec("arm", ["arch:arm", "fast"]),
+        _spec("flat", ["fast"]),
+        _spec("none", []),
+    ]
+    kept = filter_by_tags(specs, expressions, include_empty_key=include_empty_key)
+    assert refs(kept) == expected

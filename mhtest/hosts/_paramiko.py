@@ -30,6 +30,12 @@ def load() -> Any:
     """The paramiko module (imported on first call, with invoke deferred)."""
     module = sys.modules.get("paramiko")
     if module is not None:
+        if getattr(getattr(module, "__spec__", None), "_initializing", False):
+            # Another thread is importing it: the import statement waits for its end
+            # (returning the module now would hand out half of it).
+            import paramiko
+
+            return paramiko
         return module
     stand_in = None
     if "invoke" not in sys.modules:

@@ -100,6 +100,46 @@ class Host:
         """The kernel's boot id: changes on every boot."""
         return self.run(f"cat {BOOT_ID}", timeout=timeout).stdout.strip()
 
+    # -- what control files ask of a host (Autoserv's names) ---------------------------------
+
+    @property
+    def ip(self) -> str:
+        """The host's IP address (its name resolved here)."""
+        import socket
+
+        address = getattr(self, "hostname", None) or self.name
+        try:
+            return socket.getaddrinfo(address, None)[0][4][0]
+        except (OSError, UnicodeError) as exc:
+            raise HostError(f"{self}: cannot resolve {address!r}: {exc}", str(self)) from None
+
+    def get_arch(self) -> str:
+        """The machine's architecture (`uname -m`)."""
+        return self.run("uname -m", timeout=60).stdout.strip()
+
+    def get_kernel_ver(self) -> str:
+        """The running kernel's release (`uname -r`)."""
+        return self.run("uname -r", timeout=60).stdout.strip()
+
+    def get_cmdline(self) -> str:
+        """The running kernel's command line (/proc/cmdline)."""
+        return self.run("cat /proc/cmdline", timeout=60).stdout.strip()
+
+    def get_uptime(self) -> float:
+        """Seconds since the host booted (/proc/uptime)."""
+        out = self.run("cat /proc/uptime", timeout=60).stdout.split()
+        try:
+            return float(out[0])
+        except (ValueError, IndexError):
+            raise HostError(f"{self}: cannot read /proc/uptime (got {out!r})", str(self)) from None
+
+    def check_uptime(self) -> float:
+        """Check that the host answers and reports an uptime; returns it (seconds)."""
+        uptime = self.get_uptime()
+        if uptime <= 0:
+            raise HostError(f"{self}: reports an uptime of {uptime} s", str(self))
+        return uptime
+
     def wait_up(self, timeout: float = 60) -> bool:
         """Wait until the host answers commands; True if it did within `timeout` seconds."""
         return self._wait_for(timeout, self.is_up) is not None

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 REMOTE_CACHE = "~/.cache/mhtest"
 READY = ".mhtest-ready"
+#: Sources on a host that no run started for this many days are removed.
+STALE_DAYS = 7
 MIN_PYTHON = (3, 9)
 #: Changes when what goes into a host's environment changes, so that hosts build a new one
 #: (2: the environment's scripts, aexpect_helper among them, name its own python).
@@ -289,7 +291,12 @@ def _install_source(host: Any, src: str, archive: bytes, timeout: float, cache: 
     script = (
         f'src={shlex.quote(src)}; tmp="$src.tmp.$$"; rm -rf "$tmp"; mkdir -p "$tmp" && '
         f'tar -x -z -f - -C "$tmp" && touch "$tmp/{READY}" && '
-        f'{{ mv -T "$tmp" "$src" 2>/dev/null || rm -rf "$tmp"; }}; test -f "$src/{READY}"'
+        f'{{ mv -T "$tmp" "$src" 2>/dev/null || rm -rf "$tmp"; }}; test -f "$src/{READY}" && '
+        # Sources of other mhtest versions nobody started for a week go (the executor
+        # marks its sources used at each start): a host's cache does not grow forever.
+        f'{{ find "$(dirname "$src")" -mindepth 2 -maxdepth 2 -path "*/src-*/{READY}" '
+        f"-mtime +{STALE_DAYS} 2>/dev/null | while read -r m; do "
+        f'[ "${{m%/*}}" = "$src" ] || rm -rf "${{m%/*}}"; done; true; }}'
     )
     try:
         host.run(script, stdin=archive, timeout=timeout)

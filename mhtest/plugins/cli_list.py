@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from mhtest.cli import CLICommand
 from mhtest.plugins.cli_run import add_selection_options, resolve_selection
@@ -19,11 +20,17 @@ class ListCommand(CLICommand):
 
     def run(self, args: argparse.Namespace) -> int:
         specs = resolve_selection(args)
-        kinds = {s.kind + ("/multihost" if s.multihost else "") for s in specs}
-        width = max(len(k) for k in kinds)
+        width = max(len(_kind(s)) for s in specs)
         for spec in specs:
-            kind = spec.kind + ("/multihost" if spec.multihost else "")
+            kind = _kind(spec)
             tags = f"  [{','.join(spec.tags)}]" if spec.tags else ""
             error = f"  ({spec.error})" if spec.error else ""
             print(f"{kind:<{width}}  {spec.ref}{tags}{error}")
         return 0
+
+
+def _kind(spec: Any) -> str:
+    """A spec's kind as listed: instrumented, simple, instrumented/multihost, control-server…"""
+    from mhtest.spec import INSTRUMENTED
+
+    return spec.kind + ("/multihost" if spec.multihost and spec.kind == INSTRUMENTED else "")

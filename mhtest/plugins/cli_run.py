@@ -7,10 +7,12 @@ import contextlib
 import os
 import signal
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from mhtest.cli import CLICommand, UsageError
 from mhtest.plugins import load_plugins
+from mhtest.plugins.cli_variants import add_mux_options, load_variants
 from mhtest.spec import TestSpec
 
 
@@ -18,22 +20,43 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `list`: what to run."""
     parser.add_argument(
         "references",
-        nargs="+",
+        nargs="*",
         metavar="REF",
-        help="test files, directories, or FILE.py:Class.method filters",
+        help="test files, directories, or FILE.py:REGEX (matched against Class.method); "
+        "Autoserv control files: *.srv (server), control and *.control (client)",
     )
     parser.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a server control file, whatever its name (repeatable)",
+    )
+    parser.add_argument(
+        "-t",
         "--filter-by-tags",
         action="append",
         default=[],
         metavar="TAGS",
-        help="keep tests with all these comma-separated tags ('-tag': without); "
-        "repeat for alternatives",
+        help="keep tests with all these comma-separated tags ('-tag': without; "
+        "'key:value', 'key:-value'); repeat for alternatives",
     )
     parser.add_argument(
         "--filter-by-tags-include-empty",
         action="store_true",
         help="with --filter-by-tags, also keep tests without tags",
+    )
+    parser.add_argument(
+        "--filter-by-tags-include-empty-key",
+        action="store_true",
+        help="with --filter-by-tags, a key:value also keeps tests without tags of that key",
+    )
+
+
+def add_param_option(parser: argparse.ArgumentParser, text: str) -> None:
+    """-p/--param KEY=VALUE (`run`, `replay`)."""
+    parser.add_argument(
+        "-p", "--param", action="append", default=[], metavar="KEY=VALUE", help=text
     )
 
 
@@ -41,20 +64,45 @@ def resolve_selection(args: argparse.Namespace) -> list[TestSpec]:
     """References and tag filters → TestSpecs, or UsageError."""
     from mhtest.resolver import ResolutionError, resolve
 
+    if not args.references and not args.control:
+        raise UsageError("name the tests to run: files, directories, or --control FILE")
     try:
-        specs = resolve(
-            args.references,
-            tags=args.filter_by_tags,
-            include_empty=args.filter_by_tags_include_empty,
+        specs = (
+            resolve(
+                args.references,
+                tags=args.filter_by_tags,
+                include_empty=args.filter_by_tags_include_empty,
+                include_empty_key=args.filter_by_tags_include_empty_key,
+            )
+            if args.references
+            else []
         )
     except ResolutionError as exc:
         raise UsageError(str(exc)) from None
+    specs += _server_controls(args.control)
     if not specs:
         raise UsageError(
             "nothing to run: no tests found in "
             + ", ".join(args.references)
             + (" with the given tags" if args.filter_by_tags else "")
         )
+    return specs
+
+
+def _server_controls(paths: list[str]) -> list[TestSpec]:
+    """The specs of --control FILE: server control files whatever their names."""
+    from pathlib import Path
+
+    from mhtest.autoserv.controlfile import control_spec
+    from mhtest.resolver import _display
+    from mhtest.spec import CONTROL_SERVER
+
+    specs = []
+    for text in paths:
+        path = Path(text)
+        if not path.is_file():
+            raise UsageError(f"--control {text}: no such file (check the path)")
+        specs.append(control_spec(path, _display(path), CONTROL_SERVER))
     return specs
 
 
@@ -66,6 +114,21 @@ def _sync_module() -> Any:
     return sync_job
 
 
+@dataclass
+class Plan:
+    """What a job runs: its tests (variants multiplied in), places, params, options, and
+    how it was asked for (jobdata). `mhtest run` makes one from its command line,
+    `mhtest replay` from an old job's jobdata/."""
+
+    specs: list[TestSpec]
+    hosts: list[Any]
+    params: dict[str, Any]
+    options: Any
+    jobdata: dict[str, Any]
+    #: Which placed tests to run (replay --status): all when None.
+    keep: Callable[[TestSpec], bool] | None = None
+
+
 class RunCommand(CLICommand):
     """Run tests and record their results."""
 
@@ -74,14 +137,7 @@ class RunCommand(CLICommand):
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         add_selection_options(parser)
-        parser.add_argument(
-            "-p",
-            "--param",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="a test parameter (repeatable); values are strings",
-        )
+        add_param_option(parser, "a test parameter (repeatable); values are strings")
         parser.add_argument(
             "--params",
             action="append",
@@ -97,6 +153,12 @@ class RunCommand(CLICommand):
             help="tests run at once per place (default: that place's CPU count)",
         )
         parser.add_argument(
+            "--failfast",
+            action="store_true",
+            help="stop at the first test that does not pass (FAIL, ERROR, INTERRUPT): "
+            "the tests not started end INTERRUPT",
+        )
+        parser.add_argument(
             "--job-results-dir",
             default=None,
             metavar="DIR",
@@ -105,10 +167,20 @@ class RunCommand(CLICommand):
         hosts = parser.add_argument_group("hosts")
         hosts.add_argument(
             "--hosts",
+            "--machines",
+            dest="hosts",
             default=None,
             metavar="H1,H2",
             help="run on these hosts: [user@]name[:port], ssh_config aliases, "
-            "inventory names, or 'local'",
+            "inventory names, or 'local' (a server control file's `machines`)",
+        )
+        parser.add_argument(
+            "-m",
+            nargs="+",
+            action=MachinesOrMux,
+            metavar="FILE|H1,H2",
+            help="YAML-to-mux files (as Avocado's -m), or machines (as autoserv's -m: "
+            "the same as --hosts)",
         )
         hosts.add_argument(
             "--inventory",
@@ -160,15 +232,41 @@ class RunCommand(CLICommand):
             help="multi-host workers reach the sync server directly instead "
             "of through their SSH connection",
         )
+        control = parser.add_argument_group("control files (Autoserv)")
+        control.add_argument(
+            "--args",
+            default=None,
+            metavar="TEXT",
+            help="the `args` of control files, split like a shell line (the `args` param)",
+        )
+        control.add_argument(
+            "--tests-path",
+            action="append",
+            default=[],
+            metavar="DIRS",
+            help="directories (':'-separated, repeatable) where control files' test names "
+            "are looked up after the control file's own (also: MHTEST_TESTS_PATH)",
+        )
+        add_mux_options(parser, short=False)
+        parser.add_argument(
+            "--execution-order",
+            choices=("variants-per-test", "tests-per-variant"),
+            default="variants-per-test",
+            help="with -m: each test with every variant (default), or each variant's tests",
+        )
         sync_job = _sync_module()
         if sync_job is not None:
             sync_job.add_run_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
+        plan = getattr(args, "plan", None) or self.plan(args)
+        return self.launch(args, plan)
+
+    def plan(self, args: argparse.Namespace) -> Plan:
+        """What the command line asks to run (or UsageError)."""
         from mhtest import params as params_mod
-        from mhtest.console import Console
-        from mhtest.dispatch import Options, place
-        from mhtest.job import DEFAULT_RESULTS_DIR, JobConfig
+        from mhtest.dispatch import Options
+        from mhtest.secrets import masked_variant
 
         if args.max_parallel is not None and args.max_parallel < 1:
             raise UsageError("--max-parallel must be 1 or more")
@@ -178,6 +276,8 @@ class RunCommand(CLICommand):
         except params_mod.ParamsError as exc:
             raise UsageError(str(exc)) from None
         base_params = params_mod.merge(*layers, cli_params)
+        if args.args is not None:
+            base_params["args"] = args.args
         max_results = None
         if args.max_results_size is not None:
             from mhtest.runners.untrusted import parse_size
@@ -187,6 +287,14 @@ class RunCommand(CLICommand):
             except ValueError as exc:
                 raise UsageError(f"--max-results-size: {exc}") from None
         specs = resolve_selection(args)
+        _set_tests_path(specs, args.tests_path)
+        variants = load_variants(args)
+        dumps = []
+        if variants is not None:
+            from mhtest.variants import multiply
+
+            dumps = [variant.dump() for variant in variants]
+            specs = multiply(specs, dumps, args.execution_order)
         hosts = self._hosts(args)
         options = Options(
             max_parallel=args.max_parallel,
@@ -199,16 +307,29 @@ class RunCommand(CLICommand):
             remote_exclude=list(args.remote_exclude),
             remote_send_dir=args.remote_send_dir,
         )
+        jobdata = _jobdata(args, base_params, hosts, options)
+        jobdata["variants"] = [masked_variant(d) or d for d in dumps]
+        return Plan(specs, hosts, base_params, options, jobdata)
+
+    def launch(self, args: argparse.Namespace, plan: Plan) -> int:
+        """Run a plan as a job: results tree, console, result writers, sync."""
+        from mhtest.console import Console
+        from mhtest.dispatch import place
+        from mhtest.job import DEFAULT_RESULTS_DIR, JobConfig
+
+        plan.options.failfast = bool(args.failfast)
         config = JobConfig(
             results_dir=args.job_results_dir or DEFAULT_RESULTS_DIR,
-            options=options,
-            jobdata=_jobdata(args, base_params, hosts, options),
+            options=plan.options,
+            jobdata=plan.jobdata,
             # Started by the CLI before the plugins loaded, if this job runs tests here.
             fork_server=getattr(args, "early_fork_server", None),
         )
-        assignments = place(specs, hosts, base_params, options)
+        assignments = place(plan.specs, plan.hosts, plan.params, plan.options)
+        if plan.keep is not None:
+            assignments = [(where, spec) for where, spec in assignments if plan.keep(spec)]
         here = sum(where.is_local for where, _ in assignments)
-        self._room_for(here, options.max_parallel or os.cpu_count() or 1)
+        self._room_for(here, plan.options.max_parallel or os.cpu_count() or 1)
         console = Console()
         writers = [cls() for _, cls in load_plugins("mhtest.result")]
         sync_job = _sync_module()
@@ -262,12 +383,46 @@ class RunCommand(CLICommand):
         """Room for the `here` tests that run on this machine (open files), or one line."""
         if not here:
             return
-        from mhtest.runners.local import ParallelismError, ensure_open_files
+        from mhtest.runners.limits import ParallelismError, ensure_open_files
 
         try:
             ensure_open_files(min(max_parallel, here))
         except ParallelismError as exc:
             raise UsageError(str(exc)) from None
+
+
+def _set_tests_path(specs: list[TestSpec], given: list[str]) -> None:
+    """--tests-path (then MHTEST_TESTS_PATH) on every control file's spec."""
+    import os
+
+    from mhtest.autoserv.names import ENV_TESTS_PATH
+    from mhtest.spec import CONTROL_CLIENT, CONTROL_SERVER
+
+    dirs = [d for item in given for d in item.split(os.pathsep) if d]
+    dirs += [d for d in os.environ.get(ENV_TESTS_PATH, "").split(os.pathsep) if d]
+    missing = [d for d in dirs if not os.path.isdir(d)]
+    if missing:
+        raise UsageError(f"--tests-path: {missing[0]} is not a directory")
+    for spec in specs:
+        if spec.kind in (CONTROL_SERVER, CONTROL_CLIENT):
+            spec.tests_path = [os.path.abspath(d) for d in dirs]
+
+
+class MachinesOrMux(argparse.Action):
+    """`-m`: Avocado's YAML-to-mux files and autoserv's machines share the letter.
+
+    A value that names a YAML file ([WHERE:]FILE.yaml, or an existing file) goes to
+    --mux-yaml; any other value is a comma-separated list of hosts for --hosts.
+    """
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        for value in values:
+            path = value.rsplit(":", 1)[-1]
+            if path.endswith((".yaml", ".yml")) or os.path.isfile(path):
+                namespace.mux_yaml = [*(getattr(namespace, "mux_yaml", None) or []), value]
+            else:
+                given = getattr(namespace, "hosts", None)
+                namespace.hosts = f"{given},{value}" if given else value
 
 
 def _jobdata(args: argparse.Namespace, params: dict, hosts: list[Any], options: Any) -> dict:
@@ -285,6 +440,19 @@ def _jobdata(args: argparse.Namespace, params: dict, hosts: list[Any], options: 
         "cmdline": ["mhtest", *_masked_argv(sys.argv[1:])],
         "references": list(args.references),
         "tags": list(args.filter_by_tags),
+        "selection": {
+            "tags": list(args.filter_by_tags),
+            "include_empty": args.filter_by_tags_include_empty,
+            "include_empty_key": args.filter_by_tags_include_empty_key,
+        },
+        "mux": {
+            "files": list(args.mux_yaml),
+            "filter_only": list(args.mux_filter_only),
+            "filter_out": list(args.mux_filter_out),
+            "paths": list(args.mux_path),
+            "inject": list(args.mux_inject),
+            "execution_order": args.execution_order,
+        },
         "params": masked(params),
         "hosts": places,
         "options": options.to_dict(),

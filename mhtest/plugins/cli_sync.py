@@ -1,4 +1,5 @@
-"""CLI plugin: `mhtest sync-server`, a sync server in the foreground until Ctrl-C/SIGTERM."""
+"""CLI plugins: `mhtest sync-server` (a sync server in the foreground until Ctrl-C/SIGTERM)
+and `mhtest sync` (a worker's barriers, messages and locks from a shell: mhtest.sync.shell)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,25 @@ from typing import Any
 
 from mhtest import exitcodes
 from mhtest.cli import CLICommand, UsageError
+
+
+class SyncCommand(CLICommand):
+    """`mhtest sync OPERATION …` for the processes of a multi-host test's workers.
+
+    mhtest.cli runs it straight (without loading the plugins); this plugin gives it its
+    place in `mhtest --help` and runs it when called through the plugin table.
+    """
+
+    name = "sync"
+    help = "barriers, exchanges, messages and locks for a worker's processes (shell tests)"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("arguments", nargs=argparse.REMAINDER, help="see mhtest sync --help")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from mhtest.sync.shell import main
+
+        return main(args.arguments)
 
 
 class SyncServerCommand(CLICommand):

@@ -21,5 +21,6 @@ class LocalSpawner:
                 place.sink,
                 place.stop,
                 place.take_fork_server(),
+                failfast=place.options.failfast,
             )
             runner.run(place.specs)

@@ -18,10 +18,15 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from mhtest import events
-from mhtest.params import Params
-from mhtest.spec import BROKEN, SIMPLE, TestSpec
-from mhtest.test import Test, TestBaseException, TestInterrupt, skip_reason
+from mhtest import environment, events
+from mhtest.exceptions import TestInterrupt
+from mhtest.params import Params, variant_values
+from mhtest.runners.lifecycle import run_lifecycle, status_of
+from mhtest.runners.workerbin import child_env
+from mhtest.spec import BROKEN, CONTROL_CLIENT, CONTROL_SERVER, SIMPLE, TestSpec
+from mhtest.test import Test
+
+__all__ = ["child_main", "load_test_class", "run_lifecycle", "run_spec", "start_simple"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-5s| %(message)s"
 #: What a worker's test gets when its run is aborted while it is not in a sync call.
@@ -59,8 +64,9 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
     paramiko_log = logging.getLogger("paramiko")
     if paramiko_log.level == logging.NOTSET:
         paramiko_log.setLevel(logging.WARNING)
-    for name in spec.env:
-        os.environ[name] = spec.env[name]
+    os.environ.update(spec.env)
+    os.environ.update(environment.test_variables(spec.name, spec.path, spec.logdir))
+    os.environ.update(child_env(os.environ))
     start = time.time()
     logging.getLogger("mhtest.test").info("START %s", spec.name)
     if spec.kind == BROKEN:
@@ -76,6 +82,8 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
         # On success this process becomes the test (exec); the runner reports its end from
         # the exit status. Only a failure to execute comes back here.
         outcome = _exec_simple(spec, emit.fd, handler) if problem is None else problem
+    elif spec.kind in (CONTROL_SERVER, CONTROL_CLIENT):
+        outcome = _run_control(spec, emit)
     else:
         outcome = _run_instrumented(spec, logdir, emit)
     whiteboard = outcome.pop("whiteboard", "")
@@ -102,7 +110,7 @@ def _simple_timeout(spec: TestSpec) -> tuple[float | None, dict[str, Any] | None
 
     Returns (timeout, None), or (None, an ERROR outcome) when the param is not a number.
     """
-    value = spec.params.get("timeout")
+    value = spec.params.get("timeout", variant_values(spec.variant).get("timeout"))
     if value is None:
         return spec.timeout, None
     try:
@@ -139,6 +147,7 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
     previous = signal.signal(signal.SIGINT, signal.SIG_DFL)  # inherited by the exec'd test
     try:
         (logdir / "data").mkdir(parents=True, exist_ok=True)
+        (logdir / "work").mkdir(exist_ok=True)
         with (
             open(os.devnull, "rb") as null,
             open(logdir / "stdout", "wb") as out,
@@ -150,7 +159,7 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
                 stdin=null,
                 stdout=out,
                 stderr=err,
-                env={**os.environ, **spec.env},
+                env=simple_environment(spec, os.environ),
                 start_new_session=True,
             )
     except OSError:
@@ -167,6 +176,19 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
     return proc.pid
 
 
+def simple_environment(spec: TestSpec, base: Any) -> dict[str, str]:
+    """A simple test's environment: `base`, the job's, the test's paths and ids (mhtest's
+    and Avocado's names), then its params, as Avocado gives them."""
+    env = {
+        **base,
+        **spec.env,
+        **environment.test_variables(spec.name, spec.path, spec.logdir),
+        **environment.param_variables({**variant_values(spec.variant), **spec.params}),
+    }
+    env.update(child_env(env))  # a worker's: the sync commands on its PATH, the roles
+    return env
+
+
 def _exec_simple(spec: TestSpec, event_fd: int, handler: logging.Handler) -> dict[str, Any]:
     """Replace this process with the simple test; returns only if it cannot be executed.
 
@@ -178,7 +200,8 @@ def _exec_simple(spec: TestSpec, event_fd: int, handler: logging.Handler) -> dic
     os.set_inheritable(event_fd, False)
     try:
         os.chdir(os.path.dirname(spec.path) or ".")
-        os.execv(spec.path, [spec.path])
+        os.makedirs(os.path.join(spec.logdir, "work"), exist_ok=True)
+        os.execve(spec.path, [spec.path], simple_environment(spec, os.environ))
     except OSError as exc:
         return {"status": events.ERROR, "fail_reason": f"cannot execute {spec.ref}: {exc}"}
     raise AssertionError("unreachable: execv returned")
@@ -203,42 +226,23 @@ def load_test_class(spec: TestSpec) -> type:
     return cls
 
 
-def _call(func: Callable[[], Any]) -> None:
-    result = func()
-    if hasattr(result, "__await__"):
-        # Imported here: asyncio (and the ssl it pulls in) would cost every forked child
-        # page faults and the fork server ~20 ms of start-up, for async tests only.
-        import asyncio
-
-        asyncio.run(_await(result))
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
-
-
-def _status_of(exc: BaseException) -> tuple[str, str, str]:
-    if isinstance(exc, TestBaseException):
-        status = exc.status
-    elif isinstance(exc, AssertionError):
-        status = events.FAIL
-    else:
-        status = events.ERROR
-    reason = str(exc) or type(exc).__name__
-    return status, reason, type(exc).__name__
-
-
 def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[str, Any]:
     log = logging.getLogger("mhtest.test")
+    # The runner asks a test to stop with SIGTERM (the job is interrupted) and tells it
+    # its timeout is reached with events.TIMEOUT_SIGNAL: either way the test ends
+    # INTERRUPT, tearDown still runs, a multi-host test stops and fetches its workers.
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(events.TIMEOUT_SIGNAL, _timed_out)
     try:
         cls = load_test_class(spec)
         test = cls(
             methodName=spec.method or "test",
-            name=spec.name,
-            params=Params(spec.params),
+            name=spec.test_id,
+            params=Params(spec.params, spec.variant),
             logdir=str(logdir),
             basedir=os.path.dirname(spec.path),
             filename=spec.path,
+            tags=spec.tags,
         )
         test._spec = spec
         os.makedirs(test.workdir, exist_ok=True)
@@ -246,17 +250,25 @@ def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[s
     except BaseException as exc:  # noqa: BLE001 - any import failure is the test's ERROR
         log.error("cannot load %s:\n%s", spec.ref, traceback.format_exc())
         emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=spec.timeout)
+        if isinstance(exc, TestInterrupt):
+            return {
+                "status": status_of(exc),
+                "fail_reason": str(exc),
+                "fail_class": "TestInterrupt",
+            }
         return {
             "status": events.ERROR,
             "fail_reason": f"cannot load test: {type(exc).__name__}: {exc}",
             "fail_class": type(exc).__name__,
         }
     emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=test.timeout)
-    # The runner asks a test to stop with SIGTERM (the job is interrupted): the test ends
-    # INTERRUPT, tearDown still runs, a multi-host test stops and fetches its workers.
-    signal.signal(signal.SIGTERM, _interrupted)
-    outcome = run_lifecycle(test, _stopped_by_aborts(test, method))
+    try:
+        outcome = run_lifecycle(test, _stopped_by_aborts(test, method))
+    except TestInterrupt as exc:  # arrived between two phases
+        log.error("interrupted: %s", exc)
+        outcome = {"status": status_of(exc), "fail_reason": str(exc), "fail_class": "TestInterrupt"}
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(events.TIMEOUT_SIGNAL, signal.SIG_IGN)
     signal.signal(ABORT_SIGNAL, signal.SIG_IGN)
     test._close_sync()
     try:
@@ -269,6 +281,25 @@ def _run_instrumented(spec: TestSpec, logdir: Path, emit: EventWriter) -> dict[s
     if workers:
         outcome["children"] = [w.to_dict() for w in workers]
     return outcome
+
+
+def _run_control(spec: TestSpec, emit: EventWriter) -> dict[str, Any]:
+    """An Autoserv control file (mhtest.autoserv): its results come as test.nested events."""
+    timeout, problem = _simple_timeout(spec)  # the `timeout` param, as for any test
+    emit(events.TEST_START, uid=spec.uid, name=spec.name, pid=os.getpid(), timeout=timeout)
+    if problem is not None:
+        return problem
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        if spec.kind == CONTROL_SERVER:
+            from mhtest.autoserv.control import run_server_control as run
+        else:
+            from mhtest.autoserv.client import run_client_control as run
+        return run(spec, emit)
+    except TestInterrupt as exc:
+        return {"status": events.INTERRUPT, "fail_reason": str(exc), "fail_class": "TestInterrupt"}
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _stopped_by_aborts(test: Test, method: Callable[[], Any]) -> Callable[[], Any]:
@@ -320,42 +351,10 @@ def _interrupted(signum: int, frame: Any) -> None:
     raise TestInterrupt("interrupted by the user")
 
 
-def run_lifecycle(test: Test, method: Callable[[], Any]) -> dict[str, Any]:
-    """setUp, the test method, tearDown; the status follows Avocado's rules."""
-    log = test.log
-    reason = skip_reason(method, test)
-    if reason is not None:
-        log.info("SKIP: %s", reason)
-        return {"status": events.SKIP, "fail_reason": reason, "fail_class": "TestSkip"}
-    status, fail_reason, fail_class = events.PASS, None, None
-    try:
-        try:
-            _call(test.setUp)
-        except BaseException as exc:
-            st, fail_reason, fail_class = _status_of(exc)
-            status = st if st in (events.CANCEL, events.SKIP) else events.ERROR
-            log.error("setUp failed:\n%s", traceback.format_exc())
-        else:
-            try:
-                _call(method)
-            except BaseException as exc:
-                status, fail_reason, fail_class = _status_of(exc)
-                log.error("%s:\n%s", status, traceback.format_exc())
-    finally:
-        try:
-            _call(test.tearDown)
-        except BaseException as exc:
-            log.error("tearDown failed:\n%s", traceback.format_exc())
-            if status == events.PASS:
-                status = events.ERROR
-                fail_reason = f"tearDown: {_status_of(exc)[1]}"
-                fail_class = type(exc).__name__
-    # The counter sits on the shared "mhtest.test" logger: stop counting for this test.
-    test.log.removeHandler(test._warnings)
-    if status == events.PASS and test.warnings_logged:
-        status = events.WARN
-        fail_reason = f"the test logged {test.warnings_logged} warning(s)"
-    return {"status": status, "fail_reason": fail_reason, "fail_class": fail_class}
+def _timed_out(signum: int, frame: Any) -> None:
+    # Once: tearDown runs next, and the runner kills the test if it does not end in time.
+    signal.signal(events.TIMEOUT_SIGNAL, signal.SIG_IGN)
+    raise TestInterrupt(events.TIMEOUT_REASON)
 
 
 def child_main(spec_path: str, event_fd: int = 1) -> int:

@@ -33,7 +33,7 @@ import tempfile
 import threading
 from typing import Any, BinaryIO
 
-from mhtest import events
+from mhtest import environment, events
 from mhtest.runners import payload
 from mhtest.spec import TestSpec
 
@@ -160,11 +160,16 @@ def read_input(
             payload.receive(stream, size, cache, key)
         tree = payload.checkout(cache, key)
     specs = []
+    # The job's shared temporary directory (Test.teststmpdir) is one of this host's.
+    shared = os.path.join(root, "tmp")
+    os.makedirs(shared, exist_ok=True)
     for item in header.get("specs", []):
         spec = TestSpec.from_dict(item)
         if spec.path and tree:
             spec.path = os.path.join(tree, spec.path)
         spec.logdir = os.path.join(root, spec.logdir or f"results/{spec.uid}")
+        spec.env.update(environment.common_tmpdir_variables(shared))
+        spec.tests_path = [os.path.join(tree, d) for d in spec.tests_path] if tree else []
         specs.append(spec)
     max_parallel = header.get("max_parallel")
     return (int(max_parallel) if max_parallel else None), specs, tree
@@ -173,6 +178,16 @@ def read_input(
 def _options(argv: list[str]) -> dict[str, str]:
     """`--preload A,B --cache DIR` as {"preload": "A,B", "cache": "DIR"}."""
     return {key[2:]: value for key, value in zip(argv[::2], argv[1::2]) if key.startswith("--")}
+
+
+def _mark_sources_used() -> None:
+    """Touch the ready mark of the sources this executor runs from (see bootstrap.STALE_DAYS)."""
+    ready = ".mhtest-ready"  # mhtest.hosts.bootstrap.READY (not imported: start-up time)
+    mark = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", ready)
+    try:
+        os.utime(os.path.normpath(mark))
+    except OSError:
+        pass  # an installed mhtest, not the cached sources: nothing to mark
 
 
 def main() -> int:
@@ -187,6 +202,7 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    _mark_sources_used()
     stdin = sys.stdin.buffer
     cache = os.path.expanduser(options.get("cache") or "~/.cache/mhtest")
     root = tempfile.mkdtemp(prefix="mhtest.")

@@ -53,11 +53,13 @@ class WorkerRun:
         options: Options,
         keys_dir: str | None = None,
         sysinfo_dir: str | None = None,
+        record_path: str | None = None,
     ) -> None:
         self.configs = configs
         self.options = options
         self.keys_dir = keys_dir
         self.sysinfo_dir = sysinfo_dir  # where the hosts' facts go (host.info events)
+        self.record_path = record_path  # where the sync server's record goes (sync.jsonl)
         self.specs: list[TestSpec] = []
         self.dispatcher = Dispatcher(
             self.sink,
@@ -127,6 +129,7 @@ class WorkerRun:
         stops the workers; `interrupted` then says why, once their results are in.
         """
         from mhtest.sync.keys import make_run_keys
+        from mhtest.sync.record import SyncRecord
         from mhtest.sync.server import SyncServer
 
         self.specs = specs
@@ -136,11 +139,21 @@ class WorkerRun:
         # Every run is authenticated: with the keys directory given (--sync-keys), else
         # with keys made for this run, one per worker, each bound to its worker's name.
         self.run_keys = None if self.keys_dir else make_run_keys(self.names())
+        record = SyncRecord(self.names()) if self.record_path else None
         with SyncServer(
-            bind=bind, expected=self.names(), keys_dir=self.keys_dir, run_keys=self.run_keys
+            bind=bind,
+            expected=self.names(),
+            keys_dir=self.keys_dir,
+            run_keys=self.run_keys,
+            record=record,
         ) as server:
             self.server = server
             outcome = self.dispatcher.run(list(zip(self.configs, specs)), timeout, self._sync_place)
+        if record is not None:
+            try:
+                record.write(self.record_path)
+            except OSError as exc:
+                LOG.warning("cannot keep the sync record in %s: %s", self.record_path, exc)
         self.timed_out = outcome.timed_out
         self.interrupted = outcome.interrupted
         return [self.results[s.uid] for s in self.specs]

@@ -11,7 +11,8 @@ starts it with vfork+exec in a session of its own (mhtest.runners.child.start_si
 The job's side is the ForkServer handle at the end of this module (the server imports
 nothing for it: subprocess, which only the handle uses, is imported where it is needed).
 
-Messages are JSON: {"op": "spawn", "key": K, "spec": PATH, "simple": BOOL}, {"op":
+Messages are JSON: {"op": "spawn", "key": K, "spec": PATH, "simple": BOOL, "then_import":
+[MODULE, …]} (modules to import once this test started, for the next ones), {"op":
 "started", "key": K, "pid": P}, {"op": "exited", "key": K, "pid": P, "status": S} where
 S is the exit code, or minus the signal number, and {"op": "failed", "key": K, "error":
 TEXT} when the test cannot be forked. The server never blocks on the job: replies wait in
@@ -138,6 +139,8 @@ class _Server:
         if pid is not None:
             self.children[pid] = request["key"]
             self.send(op="started", key=request["key"], pid=pid)
+        # Imports for the children forked after this one (while this one runs).
+        preload(request.get("then_import") or [])
 
     def start(self, request: dict, event_fd: int) -> int | None:
         """Start the requested test: its PID, or None (and a `failed` reply) if it cannot."""
@@ -229,6 +232,19 @@ MULTIHOST_PRELOAD = (
     "mhtest.runners.multihost",
     "mhtest.runners.fanout",
 )
+#: What a server control file's process needs (mhtest.autoserv): the hosts' modules, the
+#: remote runner (imported here once, not again in each task the control file forks), and
+#: the control file's own machinery.
+CONTROL_PRELOAD = (
+    *MULTIHOST_PRELOAD[:6],  # up to mhtest.dispatch
+    "mhtest.plugins.spawner_ssh",
+    "mhtest.runners.remote",
+    "mhtest.runners.executor",
+    "mhtest.hosts.bootstrap",
+    "mhtest.sysinfo",
+    "mhtest.autoserv.control",
+    "mhtest.autoserv.namespace",
+)
 
 
 class _ForkedProcess:
@@ -296,6 +312,8 @@ class ForkServer:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = parent
         self.spawned = False
+        #: Modules for the server to import after the next spawn (see local.LATER_IMPORTS).
+        self.then_import: Sequence[str] = ()
         if fork and threading.active_count() == 1:
             pid = os.fork()
             if pid == 0:
@@ -325,6 +343,8 @@ class ForkServer:
     def spawn(self, key: str, spec_path: str, event_fd: int, simple: bool = False) -> None:
         """Start the test in `spec_path`; `simple` for a simple test (no Python in its process)."""
         request = {"op": "spawn", "key": key, "spec": spec_path, "simple": simple}
+        if self.then_import:  # imported by the server once this test started
+            request["then_import"], self.then_import = list(self.then_import), ()
         message = json.dumps(request).encode()
         self.spawned = True
         socket.send_fds(self.sock, [message], [event_fd])
@@ -370,12 +390,15 @@ def fork_server_ahead(argv: Sequence[str]) -> ForkServer | None:
 
     When a test file named in ARGV mentions a multi-host base class (a text search: the
     resolver decides later, and this server serves any local test as well), it starts
-    now and imports MULTIHOST_PRELOAD on the other CPU while the job starts up. Else,
-    when the tests run here (no --hosts, no --inventory), a plain one starts now. None
-    for a job that sends its tests to hosts.
+    now and imports MULTIHOST_PRELOAD on the other CPU while the job starts up (for a
+    server control file, `*.srv` or --control, CONTROL_PRELOAD). Else, when the tests
+    run here (no --hosts, no --inventory), a plain one starts now. None for a job that
+    sends its tests to hosts.
     """
     from mhtest.resolver import MULTIHOST_BASES
 
+    if any(arg.endswith(".srv") or arg.startswith("--control") for arg in argv):
+        return ForkServer(preload=CONTROL_PRELOAD, fork=True)  # a server control file
     needles = [name.encode() for name in MULTIHOST_BASES]
     for arg in argv:
         path = arg.split(":", 1)[0]  # file.py:Filter

@@ -10,7 +10,7 @@ and the executor that a remote host runs.
 Any number of tests may run at once: the runner keeps at most SPAWN_WINDOW requests
 unanswered by the fork server, reading its replies and the tests' events in between, and
 makes room for one event pipe per running test under the open-files limit
-(ensure_open_files).
+(mhtest.runners.limits.ensure_open_files).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import selectors
 import signal
 import threading
@@ -28,9 +27,10 @@ from pathlib import Path
 from typing import Callable
 
 from mhtest import events
-from mhtest.runners.forkserver import MULTIHOST_PRELOAD, ForkServer
+from mhtest.runners.forkserver import CONTROL_PRELOAD, MULTIHOST_PRELOAD, ForkServer
 from mhtest.runners.leftovers import Leftovers, signal_group
-from mhtest.spec import SIMPLE, TestSpec
+from mhtest.runners.limits import ensure_open_files
+from mhtest.spec import CONTROL_SERVER, SIMPLE, TestSpec
 
 LOG = logging.getLogger(__name__)
 EventSink = Callable[[dict], None]
@@ -38,6 +38,11 @@ EventSink = Callable[[dict], None]
 EXIT_GRACE = 5.0
 #: After an interrupt, how long tests get between SIGTERM and SIGKILL.
 STOP_GRACE = 10.0
+#: After its timeout, how long a test gets to run its tearDown before SIGKILL.
+TIMEOUT_GRACE = 10.0
+#: What the fork server imports, once more tests wait than run at once, for the tests
+#: forked after: unittest, for mhtest.assertions (each test importing it cost 4-5 ms).
+LATER_IMPORTS = ("unittest",)
 #: The same for a multi-host test: it stops its workers first, and waits for them at most
 #: mhtest.runners.fanout.INTERRUPT_GRACE; the job waits for it at most
 #: mhtest.dispatch.INTERRUPT_GRACE.
@@ -45,8 +50,6 @@ MULTIHOST_STOP_GRACE = 15.0
 #: Spawn requests the fork server may leave unanswered: the runner starts many tests a
 #: few at a time, reading replies and events in between.
 SPAWN_WINDOW = 32
-#: Open files the runner keeps beside one event pipe per running test.
-FD_HEADROOM = 64
 
 
 @dataclass
@@ -66,44 +69,8 @@ class _Running:
     leftovers: Leftovers | None = None  # what it left in its process group, being ended
     killed: bool = False  # its group got SIGKILL while it ran: nothing left to end
     stopping: bool = False  # asked to stop (SIGTERM) because the job is interrupted
+    timed_out: bool = False  # told its timeout is reached; deadline is then the grace's end
     exec_seen: bool = False  # test.start arrived: a simple test's child then exec'd it
-
-
-class ParallelismError(Exception):
-    """More tests at once than this process may hold event pipes for."""
-
-
-def ensure_open_files(parallel: int) -> None:
-    """Make room for `parallel` running tests: one event pipe each, under RLIMIT_NOFILE.
-
-    Raises the soft limit up to the hard one when the tests need more than it allows (a
-    fork server started before keeps the usual limit for its tests); ParallelismError
-    when even the hard limit is too low.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        open_now = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        open_now = 0
-    need = parallel + open_now + FD_HEADROOM
-    if soft == resource.RLIM_INFINITY or need <= soft:
-        return
-    problem = None
-    if hard != resource.RLIM_INFINITY and need > hard:
-        problem = f"the hard limit is {hard} (ulimit -Hn)"
-    else:
-        try:
-            resource.setrlimit(
-                resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else hard, hard)
-            )
-        except (OSError, ValueError) as exc:
-            problem = f"cannot raise the limit of {soft} (ulimit -n): {exc}"
-    if problem is not None:
-        raise ParallelismError(
-            f"{parallel} tests at once need about {need} open files here, but {problem}: "
-            "run fewer at once (--max-parallel) or raise the limit"
-        )
-    LOG.debug("open files limit raised from %d for %d tests at once", soft, parallel)
 
 
 class LocalRunner:
@@ -116,9 +83,16 @@ class LocalRunner:
         stop: threading.Event,
         server: ForkServer | None = None,
         stop_grace: float = STOP_GRACE,
+        failfast: bool = False,
     ) -> None:
         self.max_parallel = max(1, max_parallel)
         self.sink = sink
+        #: --failfast: after a test that did not pass, none starts (its end is known first).
+        self.failfast = failfast
+        self.failed: str | None = None  # why no test starts any more (failfast)
+        self._names: dict[object, str] = {}  # uid -> test name, for failfast's reason
+        if failfast:
+            self.sink = self._watching(sink)
         self.stop = stop
         self.stop_grace = stop_grace
         self._server = server  # a fork server started earlier, which run() takes over
@@ -128,16 +102,20 @@ class LocalRunner:
         """Run every spec; returns when all have ended (or were interrupted)."""
         if not specs:
             return
+        self._names = {spec.uid: spec.name for spec in specs}
         pending = list(reversed(specs))
         running: dict[str, _Running] = {}
         if self._server is None:  # none started ahead (see fork_server_ahead)
             multihost = any(spec.multihost for spec in specs)
-            self._server = ForkServer(preload=MULTIHOST_PRELOAD if multihost else ())
+            control = any(spec.kind == CONTROL_SERVER for spec in specs)
+            preload = CONTROL_PRELOAD if control else MULTIHOST_PRELOAD if multihost else ()
+            self._server = ForkServer(preload=preload)
         server, self._server = self._server, None
         sel = selectors.DefaultSelector()
         sel.register(server.sock, selectors.EVENT_READ, None)
         give_up: float | None = None  # once stopping: when SIGTERM's grace ends
         gone: list[_Running] = []  # out of `running`, their ends not yet reported
+        last_of_first_batch = len(specs) - self.max_parallel + 1  # as len(pending)
         try:
             # Once the fork server runs: its tests keep the usual limit.
             ensure_open_files(min(self.max_parallel, len(specs)))
@@ -148,12 +126,19 @@ class LocalRunner:
                 if give_up is not None and time.time() >= give_up:
                     self._interrupt(running, pending, "interrupted by the user")
                     break
+                while self.failfast and gone:  # its status before anything else starts
+                    self._finish(gone.pop(0))
+                if self.failed is not None and give_up is None:
+                    self._skip(pending, self.failed)
                 while (
                     give_up is None
+                    and self.failed is None
                     and pending
                     and len(running) < self.max_parallel
                     and self._unanswered < SPAWN_WINDOW
                 ):
+                    if len(pending) == last_of_first_batch > 1:  # and tests wait: once
+                        server.then_import = LATER_IMPORTS
                     self._start(server, sel, running, pending.pop())
                 # Reported once their places are taken: the job's bookkeeping no longer
                 # delays the next tests.
@@ -276,13 +261,20 @@ class LocalRunner:
         event["uid"] = run.spec.uid
         if event["type"] == events.TEST_START:
             run.exec_seen = True
-            if event.get("timeout"):
+            if event.get("timeout") and not run.timed_out:  # (else: the grace's end)
                 run.deadline = run.started + float(event["timeout"])
             run.pid = event.get("pid") or run.pid
         elif event["type"] == events.TEST_END:
             run.ended = True
             run.end_time = time.time()
-            if run.stopping and event.get("status") in (events.FAIL, events.ERROR):
+            if run.timed_out:
+                if event.get("status") != events.INTERRUPT:
+                    # Whatever it made of the interruption, the test reached its timeout.
+                    event["status"] = events.INTERRUPT
+                    event["fail_reason"] = events.TIMEOUT_REASON
+                # What it started goes with it, as at a timeout it did not survive.
+                self._kill(run)
+            elif run.stopping and event.get("status") in (events.FAIL, events.ERROR):
                 # Failing because the job pulled the rug: say so.
                 event["status"] = events.INTERRUPT
                 event["fail_reason"] = f"interrupted by the user ({event.get('fail_reason')})"
@@ -313,10 +305,18 @@ class LocalRunner:
         run.exit_time = time.time()
 
     @staticmethod
-    def _signal(run: _Running, sig: int) -> None:
-        """Signal the test's whole process group, if it is still running."""
+    def _signal(run: _Running, sig: int, group: bool = True) -> None:
+        """Signal the test's whole process group (or its own process), if it still runs."""
         if run.pid and run.exit_status is None:
-            signal_group(run.pid, sig)
+            if group:
+                signal_group(run.pid, sig)
+                return
+            try:
+                os.kill(run.pid, sig)
+            except ProcessLookupError:
+                pass
+            except PermissionError as exc:
+                LOG.warning("cannot signal test process %d: %s", run.pid, exc)
 
     def _kill(self, run: _Running) -> None:
         """SIGKILL the test's process group: the test, or what it left behind."""
@@ -327,13 +327,33 @@ class LocalRunner:
             run.leftovers.kill()
             self._leftovers_ended(run)
 
+    def _time_out(self, run: _Running, now: float) -> None:
+        """The test reached its timeout: tell it, and kill it if it does not end in time.
+
+        An instrumented test's own process gets events.TIMEOUT_SIGNAL (its tearDown runs,
+        what it started lives on until it ends); a simple test's group gets SIGTERM.
+        """
+        limit = (run.deadline or now) - run.started
+        run.timed_out = True
+        run.deadline = now + TIMEOUT_GRACE
+        self._debug_log(run, f"timeout of {limit:g} s reached: interrupting the test")
+        if run.spec.kind == SIMPLE:
+            self._signal(run, signal.SIGTERM)
+        else:
+            self._signal(run, events.TIMEOUT_SIGNAL, group=False)
+
     def _check_deadlines(self, running: dict) -> None:
         now = time.time()
         for run in running.values():
             if not run.ended and run.deadline is not None and now >= run.deadline:
+                if not run.timed_out:
+                    self._time_out(run, now)
+                    continue
                 self._kill(run)
-                limit = run.deadline - run.started
-                self._end(run, events.INTERRUPT, f"timeout of {limit:g} s reached; test killed")
+                output = events.output_lines(run.spec.logdir) if run.spec.kind == SIMPLE else []
+                killed = f"not ended {TIMEOUT_GRACE:g} s after its timeout: killed"
+                self._debug_log(run, *output, killed)
+                self._end(run, events.INTERRUPT, events.TIMEOUT_REASON)
             elif (
                 run.ended
                 and run.exit_status is None
@@ -383,22 +403,30 @@ class LocalRunner:
             self._end(run, events.INTERRUPT, "interrupted by the user")
         elif not run.ended and run.spec.kind == SIMPLE and run.exec_seen:
             self._simple_end(run)
+        elif not run.ended and run.timed_out:  # it died of it before it could say
+            self._end(run, events.INTERRUPT, events.TIMEOUT_REASON)
         elif not run.ended:
             status = run.exit_status
             how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
             self._end(run, events.ERROR, f"the test process died ({how}) before the test ended")
 
     def _simple_end(self, run: _Running) -> None:
-        """A simple test (the child exec'd it): PASS on exit status 0, else FAIL."""
+        """A simple test (the child exec'd it): PASS on exit status 0, else FAIL.
+
+        Its stdout and stderr go into its debug.log too, as in Avocado.
+        """
         status = run.exit_status or 0
-        if status == 0:
+        if run.timed_out:
+            outcome, reason = events.INTERRUPT, events.TIMEOUT_REASON
+        elif status == 0:
             outcome, reason = events.PASS, None
         elif status < 0:
             outcome, reason = events.FAIL, f"killed by signal {-status}"
         else:
             outcome, reason = events.FAIL, f"exit status {status}"
         end = f"{outcome} {run.spec.name}" + (f": {reason}" if reason else "")
-        self._debug_log(run, f"exit status {status}", end)
+        output = events.output_lines(run.spec.logdir)
+        self._debug_log(run, *output, f"exit status {status}", end)
         self._end(run, outcome, reason)
 
     @staticmethod
@@ -436,6 +464,23 @@ class LocalRunner:
         for run in running.values():
             run.stopping = True
             self._signal(run, signal.SIGTERM)
+
+    def _watching(self, sink: EventSink) -> EventSink:
+        """`sink`, noting the first test that ends without passing (for failfast)."""
+
+        def watch(event: dict) -> None:
+            failed = event.get("status") in events.FAILED_STATUSES
+            if event.get("type") == events.TEST_END and failed and self.failed is None:
+                name = event.get("name") or self._names.get(event.get("uid"), "a test")
+                self.failed = f"failfast: {name} ended {event.get('status')}"
+            sink(event)
+
+        return watch
+
+    def _skip(self, pending: list, reason: str) -> None:
+        while pending:
+            spec = pending.pop()
+            self.sink({"type": events.TEST_SKIPPED, "uid": spec.uid, "reason": reason})
 
     def _interrupt(self, running: dict, pending: list, reason: str) -> None:
         for run in running.values():

@@ -11,6 +11,7 @@ with a reason naming the worker, its host and its own reason.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 from mhtest.results import TestResult
 from mhtest.runners.fanout import ENV_WORKER, WorkerRun
+from mhtest.sync.shell import ENV_ROLES
 
 __all__ = ["ENV_WORKER", "MultiHostTest", "Worker"]
 from mhtest.spec import TestSpec, dir_name
@@ -63,6 +65,7 @@ class MultiHostTest(Test):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.worker_results: list[TestResult] = []
+        self._roles: dict[str, str] = {}
         self._created = time.time()
         self._places: list[Any] | None = None
 
@@ -154,13 +157,19 @@ class MultiHostTest(Test):
         strays = [w for w in workers if not isinstance(w, Worker)]
         if strays:
             raise TestError(f"run_workers() takes workers made by self.worker(), not {strays[0]!r}")
-        names = _unique_names(workers)
+        names = unique_names(workers)
+        # Every worker knows each one's role (LAVA's lava-role, lava-group; restraint's
+        # role variables): its `role` param, else its name.
+        self._roles = {n: str(w.params.get("role") or n) for w, n in zip(workers, names)}
         started = time.monotonic()
         # The hosts' SSH connections open while the workers are resolved.
         configs = [self._host_config(w.host) for w in workers]
         keys = os.environ.get("MHTEST_SYNC_KEYS") or None
         facts = str(Path(self.logdir) / "sysinfo")
-        with WorkerRun(configs, self.host_options, keys_dir=keys, sysinfo_dir=facts) as run:
+        record = str(Path(self.logdir) / "sync.jsonl")
+        with WorkerRun(
+            configs, self.host_options, keys_dir=keys, sysinfo_dir=facts, record_path=record
+        ) as run:
             # Numbered on from earlier run_workers() calls: each worker its own directory.
             first = len(self.worker_results) + 1
             resolved: dict[str, TestSpec] = {}
@@ -200,8 +209,9 @@ class MultiHostTest(Test):
     def _workers_timeout(self, timeout: float | None) -> float | None:
         """`timeout`, cut so that workers are stopped and fetched before this test's own.
 
-        The runner kills a test outright at its timeout: the workers' results would be
-        lost, so run_workers() stops them a little earlier.
+        At its timeout the runner interrupts a test and kills it if it has not ended
+        soon after (TIMEOUT_GRACE): too little to stop workers on hosts and fetch their
+        results, so run_workers() stops them a little earlier.
         """
         if not self.timeout:
             return timeout
@@ -265,11 +275,11 @@ class MultiHostTest(Test):
         spec.host = worker.host
         spec.secrets = sorted({*(self._spec.secrets if self._spec else ()), *config.secrets})
         spec.logdir = str(Path(self.logdir) / "workers" / dir_name(f"{index}-{name}"))
-        spec.env = {ENV_WORKER: name}
+        spec.env = {ENV_WORKER: name, ENV_ROLES: json.dumps(self._roles)}
         return spec
 
 
-def _unique_names(workers: list[Worker]) -> list[str]:
+def unique_names(workers: list[Worker]) -> list[str]:
     """Worker names: as given, else the host's name (numbered when hosts repeat)."""
     hosts = [w.host for w in workers]
     names = []

@@ -105,19 +105,38 @@ class Payload:
             local_dir = os.path.dirname(os.path.abspath(spec.path)) if spec.path else ""
             if local_dir in self.roots:
                 path = f"{self.roots[local_dir]}/{os.path.basename(spec.path)}"
-            remote.append(replace(spec, path=path, logdir=f"results/{dir_name(spec.name)}"))
+            # A control file's test directories went along: their names resolve there.
+            where = (self.roots.get(os.path.abspath(d)) for d in spec.tests_path)
+            remote.append(
+                replace(
+                    spec,
+                    path=path,
+                    logdir=f"results/{dir_name(spec.name)}",
+                    tests_path=[arcname for arcname in where if arcname],
+                )
+            )
         return remote
 
 
 def build(
-    paths: list[str], exclude: list[str] | tuple[str, ...] = (), send_dir: bool = False
+    paths: list[str],
+    exclude: list[str] | tuple[str, ...] = (),
+    send_dir: bool = False,
+    dirs: list[str] | tuple[str, ...] = (),
 ) -> Payload:
     """The payload for test files `paths`: what each needs from its directory (see testfiles).
 
-    `exclude`: more patterns, as lines of a .mhtestignore; `send_dir`: whole directories.
+    `exclude`: more patterns, as lines of a .mhtestignore; `send_dir`: whole directories;
+    `dirs`: directories that go whole (a control file's tests path).
     """
     roots: dict[str, str] = {}
     chosen: dict[str, set[str]] = {}
+    for directory in dirs:
+        directory = os.path.abspath(directory)
+        if os.path.isdir(directory):
+            arcname = roots.setdefault(directory, f"t{len(roots)}")
+            rules = testfiles.IgnoreRules.load(directory, list(exclude))
+            chosen.setdefault(arcname, set()).update(testfiles.walk(directory, rules))
     for path in paths:
         local_dir = os.path.dirname(os.path.abspath(path)) if path else ""
         if not local_dir or not os.path.isdir(local_dir):

@@ -121,6 +121,7 @@ class RemoteTestRunner:
         self._bad_lines = 0
         self._info_seen = False
         self._last_piece = 0.0  # when a piece of results last arrived (monotonic)
+        self._nested_made: dict[int, int] = {}
 
     def run(self, specs: list[TestSpec]) -> None:
         try:
@@ -135,7 +136,10 @@ class RemoteTestRunner:
         from mhtest.runners import payload as payload_mod
 
         started = time.monotonic()
-        files = self.payload or payload_mod.build([s.path for s in specs if s.path])
+        from mhtest.places import tests_dirs
+
+        paths = [s.path for s in specs if s.path]
+        files = self.payload or payload_mod.build(paths, dirs=tests_dirs(specs))
         remote_specs = files.remote_specs(specs)
         uses_sync = any("MHTEST_SYNC_ADDRESS" in s.env for s in specs)
         proc, stream, cached = self._launch(SYNC_PRELOAD if uses_sync else (), files.key)
@@ -410,6 +414,9 @@ class RemoteTestRunner:
         elif kind in (events.TEST_END, events.TEST_SKIPPED):
             self.ended.add(local.uid)
             self._results_done(local)
+        elif kind == events.TEST_NESTED:
+            self._nested(local, event)
+            return
         else:
             return  # no other event from a host is used
         event = untrusted.bound_end(event, self.host.name)
@@ -423,6 +430,28 @@ class RemoteTestRunner:
                 fail_class=None,
                 fail_reason=f"{self.host.name}: {refused} (the test itself ended {was})",
             )
+        self.sink(event)
+
+    def _nested(self, spec: TestSpec, event: dict) -> None:
+        """A result the test made as it ran (a client control file's run_test), bounded.
+
+        Its files come with the test's own, before the test's end.
+        """
+        made = self._nested_made.get(spec.uid, 0)
+        if made >= untrusted.MAX_NESTED:
+            if made == untrusted.MAX_NESTED:
+                LOG.warning(
+                    "%s: %s made over %d results: the rest are left out",
+                    self.host.name,
+                    spec.name,
+                    made,
+                )
+                self._nested_made[spec.uid] = made + 1
+            return
+        self._nested_made[spec.uid] = made + 1
+        event = untrusted.bound_nested(event, self.host.name)
+        event["host"] = self.host.name
+        event["uid"] = spec.uid
         self.sink(event)
 
     def _host_info(self, event: dict) -> None:

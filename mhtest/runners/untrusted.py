@@ -36,11 +36,15 @@ MAX_COMPONENT = 255
 MAX_PATH = 1024  # bytes of a relative name: the whole path must stay under PATH_MAX
 #: Headroom the spool allows beyond the data limit, for tar headers.
 HEADER_ROOM = 64 << 20
+#: Phases (setUp, test, tearDown) a test.end from a host may carry.
+MAX_PHASES = 16
 #: Bounds on the text fields of an event from a host (characters).
 MAX_REASON = 8192
 MAX_WHITEBOARD = 1 << 20
 MAX_SHORT = 512
 MAX_CHILDREN = 10_000
+#: Results one test may make while it runs (test.nested: a control file's run_test).
+MAX_NESTED = 100_000
 _BLOCK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -172,7 +176,7 @@ def _take(
     tar: tarfile.TarFile, member: tarfile.TarInfo, root: int, limit: int, out: Unpacked
 ) -> bool:
     """Write one member (or refuse it); False once the size limit stops the extraction."""
-    parts = _parts(member.name)
+    parts = relative_parts(member.name)
     if parts is None or not (member.isreg() or member.isdir()):
         out.refused.append(member.name)
         return True
@@ -200,8 +204,8 @@ def _take(
     return True
 
 
-def _parts(name: str) -> list[str] | None:
-    """A member's name as plain path components, or None when it is not a safe relative name."""
+def relative_parts(name: str) -> list[str] | None:
+    """A relative name as plain path components, or None when it is not a safe one."""
     if not name or "\0" in name or name.startswith("/") or "\\" in name:
         return None
     parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -258,7 +262,8 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, name
 def bound_end(event: dict[str, Any], host: str) -> dict[str, Any]:
     """A test.end (or test.start) from a host with its fields checked and cut to size."""
     status = event.get("status")
-    if event.get("type") == events.TEST_END and status not in events.STATUSES:
+    ends = (events.TEST_END, events.TEST_NESTED)
+    if event.get("type") in ends and status not in events.STATUSES:
         event["status"] = events.ERROR
         event["fail_reason"] = f"{host}: the host reported the unknown status {str(status)[:40]!r}"
     for key, limit in (
@@ -280,11 +285,26 @@ def bound_end(event: dict[str, Any], host: str) -> dict[str, Any]:
     for key in ("start", "end", "time", "timeout"):
         if key in event and not isinstance(event[key], (int, float)):
             event.pop(key)
+    if "phases" in event:  # setUp/test/tearDown times: a few short lists
+        from mhtest.results import phases_of
+
+        phases = event["phases"] if isinstance(event["phases"], list) else []
+        event["phases"] = [[n[:MAX_SHORT], s, e] for n, s, e in phases_of(phases[:MAX_PHASES])]
     children = event.get("children")
     if children is not None:
         if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
             children = []
         event["children"] = [_bound_child(c, host) for c in children[:MAX_CHILDREN]]
+    return event
+
+
+def bound_nested(event: dict[str, Any], host: str) -> dict[str, Any]:
+    """A test.nested from a host: bound as an end, its name cut, its directory a plain
+    relative name inside the test's own (else the test's own)."""
+    event = bound_end(event, host)
+    event["name"] = str(event.get("name") or "")[:MAX_SHORT]
+    parts = relative_parts(str(event.get("logdir") or ""))
+    event["logdir"] = "/".join(parts) if parts else ""
     return event
 
 

@@ -7,9 +7,13 @@ The errors import without ZeroMQ; the client and server load it when first used.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mhtest.sync.errors import SyncAborted, SyncError, SyncTimeout, SyncUnavailable
+
+# Not `from typing import TYPE_CHECKING`: typing costs a shell worker's `mhtest sync`
+# more than its call (mhtest.sync.shell); annotations are not evaluated here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "SyncAborted",

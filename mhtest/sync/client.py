@@ -42,7 +42,9 @@ class SyncClient:
 
     `group` names the runs it meets on a server several runs share ("" the common group);
     `keys_dir` (a keys directory) or `curve` (mhtest.sync.keys.ClientKeys, e.g. a
-    multi-host run's) makes it speak CurveZMQ.
+    multi-host run's) makes it speak CurveZMQ. A `transient` client is a short-lived
+    connection speaking for `participant` (one `mhtest sync` command of a worker): when
+    it closes, its own waits and locks go, but the participant has not left.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class SyncClient:
         connect_timeout: float | None = None,
         context: Any = None,
         group: str = "",
+        transient: bool = False,
     ) -> None:
         try:
             host, port = protocol.parse_endpoint(address, default_port=-1)
@@ -93,14 +96,20 @@ class SyncClient:
         self.aborted: SyncAborted | None = None
         #: Called with that SyncAborted, from the client's reading thread, when it arrives.
         self.on_abort: Any = None
+        #: The participant names the server expects (a multi-host run's workers), or None.
+        self.expected: list[str] | None = None
         self._channel = Channel(self.address, participant, self.heartbeat, curve, context)
         self._channel.on_notice = self._notice
         wait = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
         hello: dict[str, Any] = {"participant": participant, "heartbeat": self.heartbeat}
         if group:
             hello["group"] = group
+        if transient:
+            hello["transient"] = True
         try:
-            self._call("hello", wait, silence=wait, count=count, **hello)
+            welcome = self._call("hello", wait, silence=wait, count=count, **hello)
+            if isinstance(welcome, dict) and isinstance(welcome.get("expected"), list):
+                self.expected = [str(n) for n in welcome["expected"]]
             self._channel.joined()
         except BaseException:
             self.close(say_bye=False)
@@ -108,7 +117,11 @@ class SyncClient:
 
     @classmethod
     def from_environment(
-        cls, environ: Mapping[str, str] | None = None, *, default_participant: str | None = None
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        default_participant: str | None = None,
+        transient: bool = False,
     ) -> SyncClient | None:
         """A client configured by MHTEST_SYNC_* variables, or None when no address is set.
 
@@ -140,6 +153,7 @@ class SyncClient:
             curve=curve,
             count=int(count_text) if count_text else None,
             group=env.get(ENV_GROUP, "").strip(),
+            transient=transient,
         )
 
     # -- the API -------------------------------------------------------------------------
@@ -172,10 +186,23 @@ class SyncClient:
         """Publish `data` under `name` (does not wait for anybody)."""
         self._call("post", self.timeout, name=name, data=data)
 
-    def wait(self, name: str, count: int = 1, timeout: float | None = None) -> dict[str, Any]:
-        """Wait until `count` participants posted `name`: returns {participant: data}."""
+    def wait(
+        self,
+        name: str,
+        count: int | None = None,
+        timeout: float | None = None,
+        senders: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Wait until `count` participants posted `name`: returns {participant: data}.
+
+        With `senders`, only their posts count, and `count` defaults to all of them
+        (else to 1). The result holds every post of `name` all the same.
+        """
         t = self._timeout(timeout)
-        return self._call("wait", t, name=name, count=count, timeout=t)
+        fields: dict[str, Any] = {"name": name, "count": count, "timeout": t}
+        if senders is not None:
+            fields["senders"] = list(senders)
+        return self._call("wait", t, **fields)
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float | None = None) -> Iterator[None]:

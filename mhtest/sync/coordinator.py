@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from mhtest.sync import protocol
 from mhtest.sync.namespace import OPERATIONS, Budget, Expected, Namespace, Participant
@@ -46,8 +47,10 @@ class Coordinator:
         *,
         max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES,
         idle_expiry: float | None = None,
+        record: Callable[..., None] | None = None,
     ) -> None:
         self.expected = expected
+        self.record = record  # a mhtest.sync.record.SyncRecord, told what happens
         self.expected_names = list(expected) if isinstance(expected, (list, tuple)) else None
         self.idle_expiry = idle_expiry
         self.budget = Budget(max_stored_bytes)
@@ -151,7 +154,8 @@ class Coordinator:
             return
         ns = self.namespaces.get(group)
         current = ns.participants.get(name) if ns is not None else None
-        if current is not None and current.identity != identity:
+        # Transient connections (shell commands) speak for a name alongside its client.
+        if current is not None and current.identity != identity and not req.transient:
             LOG.warning("refused a second participant named %s", name)
             msg = (
                 f"participant name {name!r} is already taken by a connected client; "
@@ -170,10 +174,11 @@ class Coordinator:
                 return
             ns = self._namespace(group, now)
         liveness = max(LIVENESS_BEATS * req.heartbeat, 1.0)
-        p = Participant(name, identity, liveness, now, ns, req.count)
+        p = Participant(name, identity, liveness, now, ns, req.count, req.transient)
         ns.join(p)
         self.by_identity[identity] = p
-        LOG.info("participant %s joined%s", name, f" (group {group})" if group else "")
+        if not req.transient:
+            LOG.info("participant %s joined%s", name, f" (group {group})" if group else "")
         self._send(identity, reply_ok(req.id, {"expected": self.expected_names}))
 
     def _refuse_key(self, identity: bytes, req: Request, user: str, what: str) -> None:
@@ -182,7 +187,9 @@ class Coordinator:
         self._send(identity, reply_error(req.id, "refused", msg))
 
     def _namespace(self, group: str, now: float) -> Namespace:
-        ns = Namespace(group, self.expected, self.outbox, self.budget, self._remove, now)
+        ns = Namespace(
+            group, self.expected, self.outbox, self.budget, self._remove, now, self.record
+        )
         self.namespaces[group] = ns
         return ns
 

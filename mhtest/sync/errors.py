@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+# Not `from typing import TYPE_CHECKING`: typing costs a shell worker's `mhtest sync`
+# more than its call (mhtest.sync.shell); annotations are not evaluated here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Sequence
 
 
 class SyncError(Exception):

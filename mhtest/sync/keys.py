@@ -108,7 +108,11 @@ class RunKeys:
 
 
 def make_run_keys(participants: Iterable[str]) -> RunKeys:
-    """A server keypair and one client keypair per participant name, in memory only."""
+    """A server keypair and one client keypair per participant name, in memory only.
+
+    The name "" makes a key bound to no name: its holder may join under any name (the
+    participants of a control file's barriers take the names the control files give).
+    """
     import zmq
 
     names = list(participants)

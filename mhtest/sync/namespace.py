@@ -10,87 +10,33 @@ its own); nothing done in one (leaving, aborting, posting) reaches another. The 
   counts on it (SyncAborted naming it), and releases its locks;
 - what an exchange, or the posts of one name, return must fit in one message, and the data
   the server holds must fit its Budget: past either, the request is refused to its sender,
-  who is told why, and nobody else notices.
+  who is told why, and nobody else notices;
+- a transient connection (one `mhtest sync` command of a shell worker) speaks for its
+  participant while it lasts: when it ends or dies, its own waits are withdrawn and its
+  locks released, but the participant is not gone (its worker's end says that).
+
+With a `record` (mhtest.sync.record.SyncRecord) it is told what happened, for the results.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 from mhtest.sync import protocol
+from mhtest.sync.mailbox import PostsAndLocks
 from mhtest.sync.protocol import Request, reply_error, reply_ok, reply_ok_encoded
+from mhtest.sync.state import Budget, Expected, LockState, Participant, Rendezvous, Waiter, names
 
 LOG = logging.getLogger(__name__)
 
-Expected = Union[list, int, None]
 MAX_REPLY_DATA = protocol.MAX_MESSAGE_BYTES - protocol.REPLY_OVERHEAD
 
 
-@dataclass
-class Participant:
-    """A connected client, known by the name it said hello with, in its namespace."""
-
-    name: str
-    identity: bytes
-    liveness: float  # seconds of silence after which it is declared dead
-    last_seen: float
-    ns: Namespace
-    count: int | None = None  # its default count for count=None
+__all__ = ["OPERATIONS", "Budget", "Expected", "LockState", "Namespace", "Participant", "Waiter"]
 
 
-@dataclass
-class Waiter:
-    """One pending request that gets its reply later."""
-
-    participant: str
-    identity: bytes
-    request_id: int
-    deadline: float
-    timeout: float
-    data: bytes | None = None  # an exchange's data, encoded
-    count: int = 1
-
-
-@dataclass
-class Rendezvous:
-    """A barrier or exchange in progress (one generation of its name)."""
-
-    kind: str
-    name: str
-    count: int
-    generation: int
-    waiters: dict[str, Waiter] = field(default_factory=dict)
-    deadline: float = float("inf")  # the earliest waiter deadline
-    size: int = 2  # bytes of its reply's {name: data, ...}: braces, then each waiter's data
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.name!r}"
-
-
-@dataclass
-class LockState:
-    """Who holds a lock and who queues for it."""
-
-    holder: str | None = None
-    queue: list[Waiter] = field(default_factory=list)
-
-
-@dataclass
-class Budget:
-    """The bytes of posted and exchanged data a whole server holds, and the most it may."""
-
-    limit: int
-    used: int = 0
-
-
-def _names(names: Any) -> str:
-    return ", ".join(names) if names else "none"
-
-
-class Namespace:
+class Namespace(PostsAndLocks):
     """The sync state of one group; single-threaded (the server loop's thread).
 
     `outbox` collects (identity, payload) to send, `budget` is shared by the server's
@@ -105,8 +51,10 @@ class Namespace:
         budget: Budget,
         leave: Callable[[Participant, str, float], None],
         now: float,
+        record: Callable[..., None] | None = None,
     ) -> None:
         self.group = group
+        self.record = record
         if isinstance(expected, (list, tuple)):
             self.expected_names: list[str] | None = [str(n) for n in expected]
             self.expected_count: int | None = len(self.expected_names)
@@ -126,25 +74,56 @@ class Namespace:
         self.locks: dict[str, LockState] = {}
         self.aborted: tuple[str, str] | None = None  # (by, reason) until everyone left
         self.idle_since: float | None = now  # since when nobody is connected
+        self.transients = 0  # transient connections now connected
         self.stored = 0  # bytes of this namespace in the budget
 
     # -- membership ----------------------------------------------------------------------
 
     def join(self, p: Participant) -> None:
+        self.idle_since = None
+        if p.transient:
+            self.transients += 1
+            return
         self.participants[p.name] = p
         self.gone.pop(p.name, None)
-        self.idle_since = None
+        if self.record is not None:
+            self.record("join", p.name)
 
     def remove(self, p: Participant, why: str, now: float) -> None:
-        """`p` died or left: fail what counted on it."""
-        del self.participants[p.name]
-        self.forget(p.name, why)
-        if not self.participants:
+        """`p` died or left: fail what counted on it (a transient one: withdraw its own)."""
+        if p.transient:
+            self.transients -= 1
+            self._withdraw(p)
+        else:
+            del self.participants[p.name]
+            if self.record is not None:
+                self.record("leave", p.name, why)
+            self.forget(p.name, why)
+        if not self.participants and not self.transients:
             self.idle_since = now
+
+    def _withdraw(self, p: Participant) -> None:
+        """A transient connection ended: its waits go, its locks are released."""
+        mine = p.identity
+        for rv in list(self.rendezvous.values()):
+            w = rv.waiters.get(p.name)
+            if w is not None and w.identity == mine:
+                del rv.waiters[p.name]
+                if not rv.waiters:
+                    self._close(rv)
+        for waiters in self.waits.values():
+            waiters[:] = [w for w in waiters if w.identity != mine]
+        for name, lock in list(self.locks.items()):
+            lock.queue = [w for w in lock.queue if w.identity != mine]
+            if lock.holder_identity == mine:
+                LOG.info("released lock %r held by %s (its connection ended)", name, p.name)
+                self._release(name, lock)
 
     def forget(self, gone: str, why: str) -> None:
         """`gone` will not come (back): fail what counted on it, release its locks."""
         self.gone[gone] = why
+        if self.record is not None:
+            self.record("gone", gone, why)
         for rv in list(self.rendezvous.values()):
             arrived = gone in rv.waiters
             counts_on_it = self.expected_names is None or gone in self.expected_names
@@ -156,11 +135,14 @@ class Namespace:
                     self._close(rv)
         for name, waiters in list(self.waits.items()):
             waiters[:] = [w for w in waiters if w.participant != gone]
-            if gone in self.posts.get(name, {}):
+            posted = self.posts.get(name, {})
+            if gone in posted:
                 continue
             if self.expected_names is not None and gone not in self.expected_names:
                 continue
-            for w in waiters:
+            doomed = [w for w in waiters if w.senders is None or not self._possible(w, posted)]
+            for w in doomed:
+                self._wait_ended(w, name, "aborted")
                 self._fail_one(
                     w,
                     "aborted",
@@ -168,26 +150,29 @@ class Namespace:
                     name=name,
                     by=gone,
                     reason=why,
-                    arrived=list(self.posts.get(name, {})),
+                    arrived=list(posted),
                 )
-            waiters.clear()
+            waiters[:] = [w for w in waiters if w not in doomed]
         for name, lock in list(self.locks.items()):
             lock.queue = [w for w in lock.queue if w.participant != gone]
             if lock.holder == gone:
                 LOG.info("released lock %r held by %s", name, gone)
                 self._release(name, lock)
-        if not self.participants:
+        if not self.participants and not self.transients:
             self.aborted = None  # everyone left: the next job starts clean
 
     def abort(self, by: str, reason: str) -> None:
         """Fail every wait with `reason`, and refuse new ones until everyone has left."""
         LOG.warning("participant %s aborted the job: %s", by, reason)
         self.aborted = (by, reason)
+        if self.record is not None:
+            self.record("abort", by, reason)
         message = f"aborted by {by}: {reason}"
         for rv in list(self.rendezvous.values()):
             self._abort_rendezvous(rv, message, by=by, reason=reason)
         for name, waiters in list(self.waits.items()):
             for w in waiters:
+                self._wait_ended(w, name, "aborted")
                 self._fail_one(w, "aborted", message, name=name, by=by, reason=reason)
             del self.waits[name]
         for name, lock in self.locks.items():
@@ -212,15 +197,16 @@ class Namespace:
         for name, waiters in list(self.waits.items()):
             for w in [w for w in waiters if w.deadline <= now]:
                 posted = list(self.posts.get(name, {}))
-                self._fail_one(
-                    w,
-                    "timeout",
-                    f"wait {name!r} timed out after {w.timeout:g} s: {len(posted)} of "
-                    f"{w.count} posts (posted: {_names(posted)})",
-                    name=name,
-                    arrived=posted,
-                    missing=self._missing(posted),
-                )
+                self._wait_ended(w, name, "timeout")
+                message = f"wait {name!r} timed out after {w.timeout:g} s: "
+                if w.senders is None:
+                    missing = [n for n in self._missing(posted) if n not in posted]
+                    message += f"{len(posted)} of {w.count} posts (posted: {names(posted)})"
+                else:
+                    missing = [n for n in w.senders if n not in posted]
+                    got = len(w.senders) - len(missing)
+                    message += f"{got} of {w.count} posts (missing: {names(missing)})"
+                self._fail_one(w, "timeout", message, name=name, arrived=posted, missing=missing)
                 waiters.remove(w)
         for name, lock in self.locks.items():
             for w in [w for w in lock.queue if w.deadline <= now]:
@@ -369,76 +355,14 @@ class Namespace:
 
     def _complete(self, rv: Rendezvous) -> None:
         self._close(rv)
+        if self.record is not None:
+            self._record_rendezvous(rv, "done")
         if rv.kind == "exchange":
             encoded = protocol.encode_members({n: w.data for n, w in rv.waiters.items()})
         else:
             encoded = protocol.encode_value({"generation": rv.generation})  # small: all parse it
         for w in rv.waiters.values():
             self._send(w.identity, reply_ok_encoded(w.request_id, encoded))
-
-    def _op_post(self, p: Participant, req: Request, now: float) -> None:
-        data = protocol.encode_value(req.data)
-        posted = self.posts.get(req.name, {})
-        old = posted.get(p.name)
-        size = protocol.member_size(p.name, data)
-        more = size - (protocol.member_size(p.name, old) if old is not None else 0)
-        reply = self.post_sizes.get(req.name, 2) + more
-        if not self._store(p, req, f"post {req.name!r}", reply, more):
-            return
-        posted = self.posts.setdefault(req.name, posted)
-        posted[p.name] = data
-        self.post_sizes[req.name] = reply
-        self._send(p.identity, reply_ok(req.id))
-        waiters = self.waits.get(req.name, [])
-        ready = [w for w in waiters if len(posted) >= w.count]
-        if ready:
-            encoded = protocol.encode_members(posted)
-            for w in ready:
-                self._send(w.identity, reply_ok_encoded(w.request_id, encoded))
-                waiters.remove(w)
-
-    def _op_wait(self, p: Participant, req: Request, now: float) -> None:
-        count = req.count or 1
-        posted = self.posts.get(req.name, {})
-        if len(posted) >= count:
-            self._send(p.identity, reply_ok_encoded(req.id, protocol.encode_members(posted)))
-            return
-        if self._refuse_if_aborted(p, req, f"wait {req.name!r}"):
-            return
-        self.waits.setdefault(req.name, []).append(
-            Waiter(p.name, p.identity, req.id, now + req.timeout, req.timeout, count=count)
-        )
-
-    def _op_lock(self, p: Participant, req: Request, now: float) -> None:
-        lock = self.locks.setdefault(req.name, LockState())
-        if lock.holder is None:
-            lock.holder = p.name
-            self._send(p.identity, reply_ok(req.id))
-        elif lock.holder == p.name:
-            msg = f"lock {req.name!r} is already held by {p.name}"
-            self._send(p.identity, reply_error(req.id, "invalid", msg))
-        else:
-            lock.queue.append(Waiter(p.name, p.identity, req.id, now + req.timeout, req.timeout))
-
-    def _op_unlock(self, p: Participant, req: Request, now: float) -> None:
-        lock = self.locks.get(req.name)
-        if lock is None or lock.holder != p.name:
-            msg = f"lock {req.name!r} is not held by {p.name}"
-            self._send(p.identity, reply_error(req.id, "invalid", msg))
-            return
-        self._release(req.name, lock)
-        self._send(p.identity, reply_ok(req.id))
-
-    # -- failure handling ----------------------------------------------------------------
-
-    def _release(self, name: str, lock: LockState) -> None:
-        lock.holder = None
-        if lock.queue:
-            nxt = lock.queue.pop(0)
-            lock.holder = nxt.participant
-            self._send(nxt.identity, reply_ok(nxt.request_id))
-        else:
-            del self.locks[name]
 
     def _give_back(self, size: int) -> None:
         self.budget.used -= size
@@ -455,11 +379,19 @@ class Namespace:
         names = self.expected_names if self.expected_names is not None else self.participants
         return [n for n in names if n not in arrived]
 
+    def _record_rendezvous(self, rv: Rendezvous, outcome: str, by: str = "", why: str = "") -> None:
+        arrivals = [(n, w.since) for n, w in rv.waiters.items()]
+        self.record(
+            rv.kind, rv.name, rv.generation, rv.count, outcome, arrivals, by or None, why or None
+        )
+
     def _abort_rendezvous(self, rv: Rendezvous, message: str, by: str, reason: str = "") -> None:
         self._close(rv)
+        if self.record is not None:
+            self._record_rendezvous(rv, "aborted", by, reason or message)
         arrived = list(rv.waiters)
         missing = self._missing(rv.waiters)
-        full = f"{message} (arrived: {_names(arrived)}; missing: {_names(missing)})"
+        full = f"{message} (arrived: {names(arrived)}; missing: {names(missing)})"
         for w in rv.waiters.values():
             self._fail_one(
                 w,
@@ -480,9 +412,11 @@ class Namespace:
         more = f" and {unnamed} not connected" if unnamed > 0 else ""
         msg = (
             f"{rv.label} timed out after {late.timeout:g} s ({late.participant}'s timeout): "
-            f"{len(arrived)} of {rv.count} arrived (arrived: {_names(arrived)}; "
-            f"missing: {_names(missing)}{more})"
+            f"{len(arrived)} of {rv.count} arrived (arrived: {names(arrived)}; "
+            f"missing: {names(missing)}{more})"
         )
+        if self.record is not None:
+            self._record_rendezvous(rv, "timeout", late.participant, msg)
         for w in rv.waiters.values():
             self._fail_one(w, "timeout", msg, name=rv.name, arrived=arrived, missing=missing)
 

@@ -12,9 +12,13 @@ and the server (ROUTER) answers with the same id:
 Operations and their fields:
 
 - hello: participant, heartbeat (seconds between the client's pings), count (optional
-  default), group (optional: runs that share a server meet only within their group)
+  default), group (optional: runs that share a server meet only within their group),
+  transient (optional: a short-lived connection that speaks for the participant, such as
+  one `mhtest sync` command of a shell worker; its leaving does not mean the participant
+  has gone, and several may speak for one name at once)
 - barrier: name, count, timeout;  exchange: name, data, count, timeout
-- post: name, data;  wait: name, count, timeout
+- post: name, data;  wait: name, count, timeout, senders (optional: wait for the posts of
+  these participants only; `count` of them, default all)
 - lock: name, timeout;  unlock: name
 - abort: reason;  ping (answered by a "pong" without id);  bye
 
@@ -64,6 +68,8 @@ class Request:
     heartbeat: float = 1.0
     reason: str = ""
     group: str = ""  # hello: the namespace to join ("" the common one)
+    transient: bool = False  # hello: a short-lived connection speaking for the participant
+    senders: list[str] | None = None  # wait: whose posts count (None: anybody's)
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -165,6 +171,12 @@ def _check_seconds(value: Any, what: str, request_id: int) -> float:
     return float(value)
 
 
+def _check_senders(value: Any, request_id: int) -> list[str]:
+    if type(value) is not list or not 0 < len(value) <= MAX_COUNT:
+        raise ProtocolError(f"senders must be a list of 1 to {MAX_COUNT} names", request_id)
+    return [_check_name(name, "a sender", request_id) for name in value]
+
+
 def parse_request(frame: bytes) -> Request:
     """Decode and validate one client request, or raise ProtocolError.
 
@@ -198,6 +210,9 @@ def parse_request(frame: bytes) -> Request:
         group = get("group")
         if group is not None and group != "":
             req.group = _check_name(group, "group", request_id)
+        req.transient = get("transient") is True
+    elif op == "wait" and get("senders") is not None:
+        req.senders = _check_senders(get("senders"), request_id)
     elif op == "abort":
         reason = get("reason", "")
         req.reason = reason if isinstance(reason, str) else str(reason)
@@ -253,6 +268,7 @@ class RequestParser:
             if (
                 req.op in _CACHEABLE_OPS
                 and req.data is None
+                and req.senders is None
                 and req.id == request_id
                 and len(self._known) < self._max
                 and len(rest) <= MAX_CACHED_BYTES

@@ -23,6 +23,7 @@ from mhtest.sync import protocol
 from mhtest.sync.coordinator import DEFAULT_MAX_STORED_BYTES, Coordinator, Expected
 from mhtest.sync.errors import SyncError
 from mhtest.sync.keys import RunKeys, ServerKeys
+from mhtest.sync.record import SyncRecord
 
 LOG = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class SyncServer:
     `max_stored_bytes` caps the posted and exchanged data it holds; `idle_expiry` (seconds)
     drops the state of a group nobody has been connected to for that long: for a server
     that several runs share (a run's own server, None, keeps everything until it stops).
+    `record` (a mhtest.sync.record.SyncRecord) is told what happens, for the results.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class SyncServer:
         run_keys: RunKeys | None = None,
         max_stored_bytes: int = DEFAULT_MAX_STORED_BYTES,
         idle_expiry: float | None = None,
+        record: SyncRecord | None = None,
     ) -> None:
         if keys_dir is not None and run_keys is not None:
             raise SyncError("sync server: give a keys directory or a run's keys, not both")
@@ -66,6 +69,9 @@ class SyncServer:
         self._run_keys = run_keys
         self._expected = expected
         self._limits = {"max_stored_bytes": max_stored_bytes, "idle_expiry": idle_expiry}
+        #: What happened, for the results (written by whoever started the server, once
+        #: stopped: mhtest.sync.record.SyncRecord.write).
+        self.record = record
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -223,7 +229,7 @@ class SyncServer:
     def _serve(self, sock: Any, zap: Any) -> None:
         import zmq
 
-        coord = Coordinator(self._expected, **self._limits)
+        coord = Coordinator(self._expected, record=self.record, **self._limits)
         items = [(sock, zmq.POLLIN), (self._wake_r, zmq.POLLIN)]
         if zap is not None:
             items.append((zap.socket, zmq.POLLIN))
@@ -259,7 +265,9 @@ class SyncServer:
                 identity = recv(_NOBLOCK)  # a ROUTER message: the sender's identity, then
                 if bound:  # what it sent, which must be one frame
                     message = recv(_NOBLOCK, copy=False)
-                    frame, user = message.bytes, message.get("User-Id")
+                    # "" is a key bound to no name (a control file's run: see
+                    # mhtest.autoserv.barrier): it may join under any name.
+                    frame, user = message.bytes, message.get("User-Id") or None
                 else:
                     frame = recv(_NOBLOCK)
             except zmq.Again:

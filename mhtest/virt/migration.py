@@ -3,24 +3,15 @@
 Every worker (one per host) runs the same ``migration_scenario()``; each ``migrate()`` call
 gives this host a role from ``srchost``/``dsthost``: source, destination, or bystander. The two
 ends meet on mhtest's sync, under names unique to the migration (``mig<N>``: every worker
-numbers its migrate() calls in the same order):
+numbers its migrate() calls in the same order). What each end does, and where the hooks a
+test overrides are called (avocado-vt's places), is drawn in mhtest.virt.migration_flow.
 
-    source                                   destination
-    prepare the VMs (start if not running)   start them with -incoming defer, set caps/params,
-                                             migrate-incoming tcp:<host_address>:0
-            ── exchange mig<N>:ready ──  (the real ports read back from query-migrate, or an error)
-    set caps/params, start_work, migrate,
-    follow query-migrate/MIGRATION events
-            ── exchange mig<N>:done ──   (QEMU's figures, or which VM failed and QEMU's words)
-    quit the source VMs                      check the VMs run, check_work
-
-A failure on either side is carried in the exchange, so the other side raises at once with
-the same reason; a worker that dies is noticed by the sync server, which aborts the peer's
-wait. No QEMU is left behind: every VM this worker started is cleaned up by ``test()``.
+No QEMU is left behind: every VM this worker started is cleaned up by ``test()``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,34 +21,31 @@ import tempfile
 import threading
 import time
 import zlib
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import mhtest
-from mhtest.runners.multihost import ENV_WORKER, MultiHostTest
+from mhtest.runners.multihost import ENV_WORKER, MultiHostTest, unique_names
 from mhtest.virt.guest import MemoryPattern, incoming_config, linux_guest
 from mhtest.virt.migration_data import (
     MigrationData,
     MigrationFailed,
     MigrationHandle,
+    MigrationSettings,
     as_list,
-    migration_figures,
-    parse_settings,
 )
+from mhtest.virt.migration_flow import MigrationFlow, Work, migrate_vm, run_each
 from mhtest.virt.qemu import VM, VMConfig, VMError
 
-__all__ = ["MigrationData", "MigrationFailed", "MigrationHandle", "MultihostMigration"]
+__all__ = [
+    "MigrationData",
+    "MigrationFailed",
+    "MigrationHandle",
+    "MigrationSettings",
+    "MultihostMigration",
+]
 
 log = logging.getLogger(__name__)
-
-Work = Callable[["MigrationData"], None]
-
-
-def _postcopy(params: dict[str, Any]) -> bool:
-    """Whether the ``postcopy`` param asks for postcopy (True, yes, on, true, 1)."""
-    value = params.get("postcopy", False)
-    return value is True or str(value).strip().lower() in ("yes", "on", "true", "1")
 
 
 class MultihostMigration(MultiHostTest):
@@ -67,17 +55,37 @@ class MultihostMigration(MultiHostTest):
     is first the controller: it runs this same class as a worker on every host and folds
     their results. Each worker (it has the ``host`` param) runs the scenario.
 
-    Params: ``vms`` (names), ``guest`` ("pattern": idle VM with a memory pattern, "idle": an
-    empty VM, or "linux": the busybox guest), ``mem`` (MB), ``accel``, ``qemu_args`` (more
-    QEMU arguments for every VM, shell-quoted), ``mig_timeout``,
-    ``migrate_capabilities``, ``migrate_parameters``, ``postcopy`` (switch to postcopy once
-    the first pass is under way), ``login_timeout``, ``sync_timeout``, ``worker_timeout``;
-    from the multi-host runner: ``host``, ``hosts``, ``host_address``.
+    Params of the VMs: ``vms`` (names), ``guest`` ("pattern": idle VM with a memory pattern,
+    "idle": an empty VM, or "linux": the busybox guest), ``mem`` (MB), ``accel``,
+    ``qemu_args`` (more QEMU arguments for every VM, shell-quoted).
+
+    Params of a migration (avocado-vt's names; ``params_append`` of migrate() changes them
+    for one migration): ``migration_protocol`` (``tcp``, or ``exec``: the stream goes
+    through ``ssh`` to the destination host, reached at the address, port and user mhtest
+    reaches it at, plus ``migration_ssh_options``; between local workers through a pipe),
+    ``cancel_delay`` (cancel after N s: the VM stays on the source, a later migration
+    works), ``not_wait_for_migration`` (post_migration() runs while QEMU migrates),
+    ``mig_offline`` (stop the VM first: it arrives paused), ``paused_after_start_vm`` (start
+    the source VM with -S, resume it just before migrating) with
+    ``start_migration_timeout`` (seconds it runs before the migration starts),
+    ``mig_speed`` (bytes/s: 1048576, "100M", "1G"), ``max_downtime`` (seconds) or
+    ``downtime-limit`` (ms), ``migration_timeout`` (or ``mig_timeout``; default 300 s: then
+    the migration is cancelled and fails), ``migrate_capabilities``,
+    ``migrate_parameters`` (QEMU's names, they win), ``postcopy`` (switch to postcopy once
+    the first pass is under way), ``resume_after_migration`` (check_vms_dst resumes a VM that
+    arrived paused). And ``login_timeout``, ``sync_timeout``, ``worker_timeout``; from the
+    multi-host runner: ``host``, ``hosts``, ``host_address``.
+
+    ``check_work`` runs where avocado-vt runs it: on both ends once the migration ended
+    (``mig_data.is_src()``/``is_dst()`` tell them apart), after check_vms_src/_dst, and not
+    at all with ``cancel_delay``. ``start_work`` runs on the source only.
 
     The whiteboard is JSON: ``{"migrations": [{id, vm, src, dst, status, total-time,
-    downtime, setup-time, transferred, wall, flow-wall}, ...]}`` (QEMU's times in ms; ``wall``
-    runs from the source's migrate command to seeing it completed, ``flow-wall`` is this
-    side's whole flow from migrate(), both in seconds).
+    downtime, setup-time, transferred, wall, flow-wall, start, end, arrived, error-desc},
+    ...]}`` (QEMU's times in ms; ``wall`` runs from the source's migrate command to seeing it
+    end, ``flow-wall`` is this side's whole flow from migrate(), both in seconds; ``start``
+    and ``end`` are that flow's, in seconds since the epoch; ``arrived`` is the VM's run
+    state on the destination).
     """
 
     #: A migration notices a lost peer itself and reports the migration's own failure.
@@ -118,7 +126,26 @@ class MultihostMigration(MultiHostTest):
 
     @property
     def mig_timeout(self) -> float:
-        return float(self.params.get("mig_timeout", default=300))
+        return MigrationSettings.from_params(dict(self.params)).timeout
+
+    def master_id(self) -> str:
+        """The host that leads (avocado-vt's master): the first one."""
+        return self.hosts[0]
+
+    def _hosts_barrier(self, hosts: list[str], session_id: Any, tag: str, timeout: float) -> None:
+        """Wait until every one of ``hosts`` reached ``tag`` of ``session_id`` (avocado-vt's).
+
+        ``session_id`` is any JSON-able value (a string, avocado-vt's dicts of ids).
+        """
+        if isinstance(session_id, str):
+            session = session_id
+        else:
+            session = json.dumps(session_id, sort_keys=True, default=str)
+        name = f"{session}:{tag}"
+        if len(name) > 200:
+            name = f"{hashlib.sha256(session.encode()).hexdigest()[:16]}:{tag[:150]}"
+        log.debug("%s: barrier %s of %s (%ss)", self.host, name, hosts, timeout)
+        self.sync.barrier(name, count=len(hosts), timeout=float(timeout))
 
     def _state(self) -> dict[str, Any]:
         if "_mig_state" not in self.__dict__:
@@ -176,7 +203,18 @@ class MultihostMigration(MultiHostTest):
             raise mhtest.TestError(f"{self.host}: VM {name} does not run on this host")
         return vms[name]
 
-    def _start_vm(self, name: str, mig_id: str, incoming: bool) -> VM:
+    def running_vms(self) -> list[VM]:
+        """The VMs this worker runs now (started here, or arrived and not migrated away)."""
+        vms = self._state()["vms"]
+        with self._mig_lock:
+            return [vm for vm in vms.values() if vm.is_alive()]
+
+    def vms_here(self, mig_data: MigrationData) -> list[VM]:
+        """The VMs of ``mig_data`` that are on this host now (arrived, or stayed)."""
+        vms = self._state()["vms"]
+        return [vm for vm in mig_data.vms if vms.get(vm.name) is vm]
+
+    def _start_vm(self, name: str, mig_id: str, incoming: bool, paused: bool = False) -> VM:
         config = self.vm_config(name)
         if incoming:
             config = incoming_config(config)
@@ -184,7 +222,11 @@ class MultihostMigration(MultiHostTest):
         vm = VM(config, workdir)
         with self._mig_lock:
             self._state()["vms"][name] = vm
-        vm.start(incoming=incoming)
+        try:
+            vm.start(incoming=incoming, paused=paused)
+        except BaseException:
+            self._drop_vm(name)
+            raise
         return vm
 
     def _drop_vm(self, name: str) -> None:
@@ -209,13 +251,22 @@ class MultihostMigration(MultiHostTest):
         state["count"] += 1  # every worker counts the same calls: names agree across hosts
         params = dict(self.params)
         params.update(params_append or {})
+        settings = MigrationSettings.from_params(params)
         mig_id = f"mig{state['count']}"
-        data = MigrationData(mig_id, as_list(vms), srchost, dsthost, self.host, params)
+        data = MigrationData(
+            mig_id, as_list(vms), srchost, dsthost, self.host, params, settings=settings
+        )
         if srchost == dsthost:
             raise mhtest.TestError(f"{data.mig_id}: source and destination are both {srchost}")
+        if start_work is not None and settings.paused_after_start_vm:
+            raise mhtest.TestError(
+                f"{mig_id}: start_work cannot run in a VM started paused "
+                "(paused_after_start_vm=yes): drop one of them"
+            )
         if data.role == "none":
             return MigrationHandle(data, None)
-        handle = MigrationHandle(data, lambda: self._run_migration(data, start_work, check_work))
+        flow = MigrationFlow(self, data, start_work, check_work)
+        handle = MigrationHandle(data, flow.run)
         state["handles"].append(handle)
         return handle
 
@@ -236,178 +287,92 @@ class MultihostMigration(MultiHostTest):
         """The scenario every worker runs: call migrate()/migrate_wait() here."""
         raise NotImplementedError("write migration_scenario() in your MultihostMigration test")
 
-    # -- the two halves (overridable) ---------------------------------------------------------
+    # -- the hooks (overridable; where they run: mhtest.virt.migration_flow) -----------------
+
+    def prepare_for_migration(self, mig_data: MigrationData, migration_mode: str | None) -> None:
+        """Start this end's VMs and make them ready; fills ``mig_data.vms``.
+
+        The source (``migration_mode`` None) starts the VMs that do not run here yet; the
+        destination (``migration_mode`` the protocol) starts them incoming and listens:
+        ``mig_data.vm_ports`` (tcp) or ``mig_data.fifos`` (exec). Both set the migration
+        capabilities and parameters the params ask for.
+        """
+        settings = mig_data.settings
+        for name in mig_data.vms_name:
+            if migration_mode is None:
+                vm = self._state()["vms"].get(name) or self._start_vm(
+                    name, mig_data.mig_id, incoming=False, paused=settings.paused_after_start_vm
+                )
+            elif name in self._state()["vms"]:
+                raise VMError(f"VM {name} already runs on {self.host}")
+            else:
+                vm = self._start_vm(name, mig_data.mig_id, incoming=True)
+            mig_data.vms.append(vm)
+            caps = {"events": True, **settings.capabilities}
+            if settings.postcopy:
+                caps["postcopy-ram"] = True
+            vm.apply_migration_settings(caps, settings.parameters)
+            if migration_mode == "exec":
+                mig_data.fifos[name] = vm.migrate_incoming_fifo()
+            elif migration_mode is not None:
+                mig_data.vm_ports[name] = vm.migrate_incoming(f"tcp:{self.host_address}:0")[1]
+
+    def before_migration(self, mig_data: MigrationData) -> None:
+        """Hook run on both ends right before the migration starts (default: nothing)."""
 
     def migrate_vms_src(self, mig_data: MigrationData) -> None:
-        """Migrate every VM of ``mig_data`` to its destination port and wait for the end."""
-        started = {}
-        for name in mig_data.vms:
-            started[name] = time.monotonic()
-            mig_data.vm(name).migrate(f"tcp:{mig_data.dst_address}:{mig_data.ports[name]}")
-        if _postcopy(mig_data.params):
-            for name in mig_data.vms:  # QEMU switches over after its first precopy pass
-                mig_data.vm(name).cmd("migrate-start-postcopy")
-        timeout = float(mig_data.params.get("mig_timeout", self.mig_timeout))
-        for name in mig_data.vms:
-            info = mig_data.vm(name).wait_migration(timeout)
-            if info.get("status") != "completed":
-                raise MigrationFailed(f"VM {name}: migration {info.get('status')}")
-            mig_data.results[name] = migration_figures(info, time.monotonic() - started[name])
+        """Migrate every VM of ``mig_data`` at once; each as mhtest.virt.migration_flow's
+        migrate_vm (post_migration included); raises on the first failure."""
+        bound = mig_data.settings.timeout + 2 * 60.0
+        run_each(mig_data.vms, lambda vm: migrate_vm(self, vm, mig_data), timeout=bound)
+
+    def post_migration(
+        self,
+        vm: VM,
+        cancel_delay: float | None,
+        mig_offline: bool,
+        dsthost: str,
+        vm_ports: dict[str, int],
+        not_wait_for_migration: bool,
+        fd: Any,
+        mig_data: MigrationData,
+    ) -> None:
+        """Hook run on the source after each VM's migrate (avocado-vt's arguments; ``fd`` is
+        always None). With ``not_wait_for_migration`` QEMU is still migrating: set speeds,
+        pause the VM, measure... The flow then follows the migration to its end."""
 
     def migrate_vms_dest(self, mig_data: MigrationData) -> None:
         """Hook run on the destination while the source migrates (default: nothing)."""
 
-    # -- the flow -----------------------------------------------------------------------------
+    def check_vms_src(self, mig_data: MigrationData) -> None:
+        """After the migration, on the source: the VMs that stayed (cancelled) still run."""
+        for vm in self.vms_here(mig_data):
+            self._check_state(mig_data, vm)
 
-    def _sync_timeout(self) -> float:
-        return float(self.params.get("sync_timeout", default=120))
+    def check_vms_dst(self, mig_data: MigrationData) -> None:
+        """After the migration, on the destination: the VMs that came are running or paused
+        (as they were on the source); paused ones are resumed with resume_after_migration."""
+        for vm in self.vms_here(mig_data):
+            if self._check_state(mig_data, vm) == "paused" and (
+                mig_data.settings.resume_after_migration
+            ):
+                vm.cont()
 
-    def _fail(self, data: MigrationData, where: str, reason: str) -> MigrationFailed:
-        return MigrationFailed(
-            f"{data.mig_id} {','.join(data.vms)} {data.src}->{data.dst}: "
-            f"failed on {where}: {reason}"
-        )
+    def _check_state(self, mig_data: MigrationData, vm: VM) -> str:
+        status = vm.status()
+        if status not in ("running", "paused"):
+            raise MigrationFailed(
+                f"{mig_data.mig_id}: VM {vm.name} on {self.host} is {status} after the "
+                f"migration ({vm.log_tail() or 'no log'})"
+            )
+        return status
 
-    def _exchange(self, data: MigrationData, step: str, payload: dict, timeout: float) -> dict:
-        from mhtest.sync import SyncError
-
-        try:
-            answers = self.sync.exchange(f"{data.mig_id}:{step}", payload, count=2, timeout=timeout)
-        except SyncError as exc:
-            peer = data.dst if data.is_src() else data.src
-            raise self._fail(data, data.host, f"lost {peer} at {step!r}: {exc}") from None
-        peer = data.dst if data.is_src() else data.src
-        if peer not in answers:
-            raise self._fail(data, data.host, f"{step!r}: {peer} did not take part ({answers})")
-        return answers[peer]
-
-    def _run_migration(self, data: MigrationData, start_work: Work | None, check_work) -> None:
-        log.info("%s: %s of %s, %s -> %s", self.host, data.mig_id, data.vms, data.src, data.dst)
-        if data.is_src():
-            self._run_source(data, start_work)
-        else:
-            self._run_destination(data, check_work)
-
-    def _set_migration_settings(self, vm: VM, params: dict[str, Any], source: bool) -> None:
-        caps = parse_settings(params.get("migrate_capabilities"))
-        if source:
-            caps.setdefault("events", True)
-        if _postcopy(params):
-            caps["postcopy-ram"] = True
-        vm.set_migrate_capabilities(caps)
-        vm.set_migrate_parameters(parse_settings(params.get("migrate_parameters")))
-
-    def _run_source(self, data: MigrationData, start_work: Work | None) -> None:
-        error = None
-        try:
-            vms = self._state()["vms"]
-            for name in data.vms:
-                vm = vms.get(name) or self._start_vm(name, data.mig_id, incoming=False)
-                data.vm_objects[name] = vm
-        except (VMError, mhtest.TestError) as exc:
-            error = str(exc)
-        peer = self._exchange(data, "ready", {"error": error}, self._sync_timeout())
-        if error:
-            raise self._fail(data, data.src, error)
-        if peer.get("error"):
-            raise self._fail(data, data.dst, peer["error"])
-        data.dst_address, data.ports = peer["address"], peer["ports"]
-        outcome: dict[str, Any] = {"error": None}
-        try:
-            for name in data.vms:
-                self._set_migration_settings(data.vm(name), data.params, source=True)
-            if start_work is not None:
-                start_work(data)
-            running = {name: data.vm(name).is_running() for name in data.vms}
-            self.migrate_vms_src(data)
-            for name, was_running in running.items():  # a paused VM arrives paused
-                data.results.setdefault(name, {}).setdefault("source-running", was_running)
-            outcome["results"] = data.results
-        except Exception as exc:
-            outcome["error"] = str(exc)
-            try:  # tell the destination first, so that it stops now rather than time out
-                self._exchange(data, "done", outcome, self._sync_timeout())
-            except MigrationFailed as sync_exc:
-                log.warning("%s", sync_exc)
-            raise self._fail(data, data.src, str(exc)) from exc
-        self._exchange(data, "done", outcome, self._sync_timeout())
-        self._record(data)
-        for name in data.vms:
-            if data.results.get(name, {}).get("status") == "completed":
-                self._drop_vm(name)  # the VM lives on the destination now
-
-    def _run_destination(self, data: MigrationData, check_work: Work | None) -> None:
-        payload: dict[str, Any] = {"error": None, "address": self.host_address, "ports": {}}
-        try:
-            for name in data.vms:
-                if name in self._state()["vms"]:
-                    raise VMError(f"VM {name} already runs on {self.host}")
-                vm = self._start_vm(name, data.mig_id, incoming=True)
-                data.vm_objects[name] = vm
-                self._set_migration_settings(vm, data.params, source=False)
-                _, port = vm.migrate_incoming(f"tcp:{self.host_address}:0")
-                payload["ports"][name] = port
-        except (VMError, mhtest.TestError) as exc:
-            payload["error"] = str(exc)
-            self._drop_vms(data)
-        peer = self._exchange(data, "ready", payload, self._sync_timeout())
-        if payload["error"]:
-            raise self._fail(data, data.dst, payload["error"])
-        if peer.get("error"):
-            self._drop_vms(data)
-            raise self._fail(data, data.src, peer["error"])
-        data.dst_address, data.ports = self.host_address, payload["ports"]
-        try:
-            self.migrate_vms_dest(data)
-        finally:
-            wait = self.mig_timeout + self.login_timeout + self._sync_timeout()
-            outcome = self._exchange(data, "done", {"error": None}, wait)
-        if outcome.get("error"):
-            self._drop_vms(data)
-            raise self._fail(data, data.src, outcome["error"])
-        data.results = outcome.get("results", {})
-        completed = []
-        for name in data.vms:
-            result = data.results.get(name, {})
-            if result.get("status") == "completed":
-                self._wait_arrived(data, data.vm(name), result.get("source-running", True))
-                completed.append(name)
-            else:  # cancelled on purpose by the scenario: the VM stays on the source
-                self._drop_vm(name)
-        self._record(data)
-        if check_work is not None and completed:  # the work of the VMs that arrived
-            check_work(replace(data, vms=completed))
-
-    def _wait_arrived(
-        self, data: MigrationData, vm: VM, running: bool, timeout: float = 30.0
-    ) -> None:
-        """Wait until ``vm`` has loaded the migration: running again, or paused if it was."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                status = vm.status()
-            except VMError as exc:
-                raise self._fail(data, data.dst, str(exc)) from None
-            if status == "running" or (status == "paused" and not running):
-                return
-            if status not in ("inmigrate", "paused") or time.monotonic() > deadline:
-                info = vm.query_migrate()
-                raise self._fail(
-                    data,
-                    data.dst,
-                    f"VM {vm.name} is {status} after the migration "
-                    f"({info.get('error-desc') or info.get('status')}; {vm.log_tail()})",
-                )
-            time.sleep(0.05)
-
-    def _drop_vms(self, data: MigrationData) -> None:
-        for name in data.vm_objects:
-            self._drop_vm(name)
+    # -- records ------------------------------------------------------------------------------
 
     def _record(self, data: MigrationData) -> None:
         with self._mig_lock:
             records = self._state()["records"]
-            for name in data.vms:
+            for name in data.vms_name:
                 fig = data.results.get(name, {})
                 records.append(
                     {
@@ -417,6 +382,9 @@ class MultihostMigration(MultiHostTest):
                         "dst": data.dst,
                         **fig,
                         "flow-wall": round(time.monotonic() - data.started, 3),
+                        # When, on the clock (the timeline of results.html places it).
+                        "start": round(time.time() - (time.monotonic() - data.started), 3),
+                        "end": round(time.time(), 3),
                     }
                 )
             self.whiteboard = json.dumps({"migrations": records})
@@ -429,11 +397,12 @@ class MultihostMigration(MultiHostTest):
             self._fan_out()
             return
         state = self._state()
+        sync_timeout = float(self.params.get("sync_timeout", default=120))
         try:
             self.migration_scenario()
             for handle in list(state["handles"]):
                 if not handle.joined:
-                    handle.join(self.mig_timeout + self.login_timeout + 2 * self._sync_timeout())
+                    handle.join(self.mig_timeout + self.login_timeout + 2 * sync_timeout)
         except BaseException as exc:
             self._abort_peers(exc)
             raise
@@ -446,20 +415,33 @@ class MultihostMigration(MultiHostTest):
                 f"a migration needs two hosts, got {self.hosts}: give them with --hosts A,B"
             )
         ref = f"{self.filename}:{type(self).__name__}.test"
+        workers = [self.worker(ref, host) for host in self.hosts]
+        ssh_hosts = {}  # how a source reaches a destination with migration_protocol=exec
+        for worker, name in zip(workers, unique_names(workers)):
+            config = self._host_config(worker.host)
+            if not config.is_local:
+                ssh_hosts[name] = {
+                    "address": config.address,
+                    "port": config.port,
+                    "user": config.user,
+                }
+        for worker in workers:
+            worker.params["migration_ssh_hosts"] = ssh_hosts
         results = self.run_workers(
-            [self.worker(ref, host) for host in self.hosts],
-            timeout=float(self.params.get("worker_timeout", default=1800)),
+            workers, timeout=float(self.params.get("worker_timeout", default=1800))
         )
         records: dict[tuple, dict] = {}
-        for r in results:  # the source's record of a migration has its whole flow
+        for r in results:  # one record per migration: the destination's, the source's on top
             try:
                 board = json.loads(r.whiteboard or "{}")
             except ValueError:
                 continue
             for rec in board.get("migrations", []):
-                key = (rec.get("id"), rec.get("vm"))
-                if key not in records or rec.get("src") == r.name:
-                    records[key] = rec
+                merged = records.setdefault((rec.get("id"), rec.get("vm")), {})
+                if rec.get("src") == r.name:
+                    merged.update(rec)
+                else:
+                    merged.update({k: v for k, v in rec.items() if k not in merged})
         self.whiteboard = json.dumps({"migrations": list(records.values())})
 
     def _abort_peers(self, exc: BaseException) -> None:
@@ -484,15 +466,16 @@ class MultihostMigration(MultiHostTest):
     # -- ready-made work checks ---------------------------------------------------------------
 
     def check_memory_pattern(self, mig_data: MigrationData) -> None:
-        """check_work for the pattern guest: the destination's RAM holds the pattern."""
-        for name in mig_data.vms:
-            pattern = self.memory_pattern(name)
-            dump = Path(self.workdir) / f"dump-{name}-{mig_data.mig_id}.bin"
-            got = pattern.dump_sha256(mig_data.vm(name), dump)
+        """check_work for the pattern guest: the RAM of the VMs here holds the pattern (on
+        the destination the VMs that came, on the source those that stayed)."""
+        for vm in self.vms_here(mig_data):
+            pattern = self.memory_pattern(vm.name)
+            dump = Path(self.workdir) / f"dump-{vm.name}-{mig_data.mig_id}.bin"
+            got = pattern.dump_sha256(vm, dump)
             dump.unlink()
             if got != pattern.sha256:
                 raise MigrationFailed(
-                    f"{mig_data.mig_id}: VM {name} on {self.host}: memory pattern differs "
+                    f"{mig_data.mig_id}: VM {vm.name} on {self.host}: memory pattern differs "
                     f"after migration from {mig_data.src} (sha256 {got[:12]}, "
                     f"expected {pattern.sha256[:12]})"
                 )

@@ -11,14 +11,12 @@ it from the VM's long-lived monitor thread, see ``_spawn``).
 from __future__ import annotations
 
 import atexit
-import base64
 import logging
 import os
 import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,26 +29,6 @@ log = logging.getLogger(__name__)
 
 MIGRATION_DONE = ("completed", "failed", "cancelled")
 
-# Copies bytes between the console socket and stdin/stdout, so that aexpect (which runs a
-# command in a pseudo terminal) can drive QEMU's serial port. Runs as `python -c`.
-_CONSOLE_BRIDGE = r"""
-import os, select, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-while True:
-    r, _, _ = select.select([0, s], [], [])
-    if 0 in r:
-        data = os.read(0, 4096)
-        if not data:
-            break
-        s.sendall(data)
-    if s in r:
-        data = s.recv(4096)
-        if not data:
-            break
-        os.write(1, data)
-"""
-
 
 class VMError(Exception):
     """Something went wrong with a VM; the message names the VM and QEMU's own words."""
@@ -62,6 +40,10 @@ class VMStartError(VMError):
 
 class MigrationError(VMError):
     """QEMU reported a migration as failed or it did not finish in time."""
+
+
+class MigrationTimeout(MigrationError):
+    """A migration did not reach the awaited status in time (QEMU still has it going)."""
 
 
 def _opt(value: object) -> str:
@@ -118,7 +100,10 @@ class VM:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "qemu.log"
         self.console_log_path = self.workdir / "console.log"
-        self._sockdir: str | None = None
+        self._tmpdir: str | None = None
+        self._fifo: str | None = None
+        # QEMU's own values of the migration settings apply_migration_settings() changed
+        self._migration_defaults: dict[str, dict[str, Any]] = {"caps": {}, "params": {}}
         self.proc: subprocess.Popen | None = None
         self.qmp: QMPMonitor | None = None
         self._console: Any = None
@@ -130,15 +115,19 @@ class VM:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def private_dir(self) -> str:
+        """A short private temporary directory of this VM, removed by cleanup()."""
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.mkdtemp(prefix=f"mhvm-{self.name[:20]}-")
+        return self._tmpdir
+
     def _socket_path(self, name: str) -> str:
         path = self.workdir / name
         if len(str(path.absolute())) < 100:  # sun_path holds 108 bytes
             return str(path.absolute())
-        if self._sockdir is None:
-            self._sockdir = tempfile.mkdtemp(prefix=f"mhvm-{self.name[:20]}-")
-        return os.path.join(self._sockdir, name)
+        return os.path.join(self.private_dir(), name)
 
-    def build_args(self, incoming: bool = False) -> list[str]:
+    def build_args(self, incoming: bool = False, paused: bool = False) -> list[str]:
         """The QEMU command line (without the monitor, which start() adds)."""
         c = self.config
         console = self._socket_path("console.sock")
@@ -162,10 +151,18 @@ class VM:
             args += ["-device", f"loader,file={_opt(path)},addr={addr:#x}"]
         if incoming:
             args += ["-incoming", "defer"]
+        if paused:
+            args.append("-S")
         return args + list(c.extra_args)
 
-    def start(self, incoming: bool = False, timeout: float = DEFAULT_TIMEOUT) -> VM:
-        """Start QEMU (``-incoming defer`` when ``incoming``) and connect QMP; returns self."""
+    def start(
+        self, incoming: bool = False, timeout: float = DEFAULT_TIMEOUT, paused: bool = False
+    ) -> VM:
+        """Start QEMU and connect QMP; returns self.
+
+        ``incoming``: ``-incoming defer`` (a migration destination); ``paused``: ``-S``, the
+        CPUs wait for ``cont()`` (QEMU's status is ``prelaunch``).
+        """
         if self.proc is not None:
             raise VMError(f"VM {self.name}: already started (pid {self.pid})")
         if shutil.which(self.config.qemu_binary) is None:
@@ -176,7 +173,7 @@ class VM:
         qmp_path = self._socket_path("qmp.sock")
         if os.path.exists(qmp_path):
             os.unlink(qmp_path)
-        args = self.build_args(incoming)
+        args = self.build_args(incoming, paused)
         args += ["-chardev", f"socket,id=qmp0,path={_opt(qmp_path)}"]
         args += ["-mon", "chardev=qmp0,mode=control"]
         self.qmp = QMPMonitor(self.name, qmp_path)
@@ -262,6 +259,7 @@ class VM:
             self._console = None
         if self.proc is not None and self.proc.poll() is None:
             self._signal(signal.SIGTERM)
+            self._signal(signal.SIGCONT)  # a stopped QEMU (SIGSTOP) acts on SIGTERM only then
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
@@ -270,8 +268,9 @@ class VM:
                 self.proc.wait(10)
         if self.qmp is not None:
             self.qmp.close()
-        if self._sockdir:
-            shutil.rmtree(self._sockdir, ignore_errors=True)
+        self._release_fifo()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
         atexit.unregister(self.cleanup)
 
     def _signal(self, sig: int) -> None:
@@ -336,6 +335,30 @@ class VM:
         if params:
             self.cmd("migrate-set-parameters", dict(params))
 
+    def apply_migration_settings(
+        self, capabilities: dict[str, bool], parameters: dict[str, Any]
+    ) -> None:
+        """Set these migration capabilities and parameters for the next migration; those an
+        earlier call set and these do not name go back to the values QEMU started with (a
+        QEMU keeps them from one migration to the next)."""
+        for kind, wanted in (("caps", capabilities), ("params", parameters)):
+            originals = self._migration_defaults[kind]
+            new = [k for k in wanted if k not in originals]
+            if new:
+                current = self._migration_settings(kind)
+                originals.update({k: current.get(k) for k in new})
+            settings = {k: v for k, v in originals.items() if v is not None}
+            settings.update(wanted)
+            if kind == "caps":
+                self.set_migrate_capabilities(settings)
+            else:
+                self.set_migrate_parameters(settings)
+
+    def _migration_settings(self, kind: str) -> dict[str, Any]:
+        if kind == "caps":
+            return {c["capability"]: c["state"] for c in self.cmd("query-migrate-capabilities")}
+        return self.cmd("query-migrate-parameters")
+
     def migrate(self, uri: str) -> None:
         """Start an outgoing migration (returns at once; follow it with wait_migration)."""
         self.cmd("migrate", {"uri": uri})
@@ -351,72 +374,95 @@ class VM:
                 return addr["host"], int(addr["port"])
         raise MigrationError(f"VM {self.name}: QEMU did not report its listening port for {uri}")
 
+    def migrate_incoming_fifo(self) -> str:
+        """Take the incoming migration from a named pipe (``exec:cat FIFO``); returns its path.
+
+        Whatever writes the stream into the pipe (``cat > FIFO``, locally or through ssh) is
+        the source's ``exec:`` command. The pipe lives in private_dir(), never in the results.
+        """
+        fifo = os.path.join(self.private_dir(), "migration.fifo")
+        os.mkfifo(fifo, 0o600)
+        self._fifo = fifo
+        self.cmd("migrate-incoming", {"uri": f"exec:cat {shlex.quote(fifo)}"})
+        return fifo
+
+    def _release_fifo(self) -> None:
+        # The `cat` QEMU started may still wait for a writer: open the pipe for writing and
+        # close it, so that it sees the end of the stream instead of outliving QEMU.
+        if self._fifo is None:
+            return
+        try:
+            os.close(os.open(self._fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # ENXIO: nobody reads it any more
+            pass
+        self._fifo = None
+
     def query_migrate(self) -> dict:
         return self.cmd("query-migrate")
 
     def migrate_cancel(self) -> None:
         self.cmd("migrate_cancel")
 
-    def wait_migration(self, timeout: float, poll: float = 0.2) -> dict:
-        """Follow a migration until completed/failed/cancelled; returns query-migrate's answer.
+    def wait_migration_status(
+        self, statuses: tuple[str, ...], timeout: float, poll: float = 0.2
+    ) -> dict:
+        """Follow query-migrate until its status is one of ``statuses``; returns its answer.
 
-        Raises MigrationError with QEMU's error-desc when it failed, or on timeout.
+        Wakes up on MIGRATION events (the ``events`` capability), else polls. Works on both
+        ends: on a destination, query-migrate reports the incoming migration. Raises
+        MigrationTimeout after ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
-        figures_by = 0.0
         mark = self.event_mark()
         while True:
             info = self.query_migrate()
-            status = info.get("status")
-            if status == "completed" and not info.get("total-time"):
-                # QEMU (7.2) announces "completed" a moment before it fills in its figures
-                figures_by = figures_by or time.monotonic() + 1.0
-                if time.monotonic() < figures_by:
-                    time.sleep(0.01)
-                    continue
-            if status in MIGRATION_DONE:
-                if status == "failed":
-                    raise MigrationError(
-                        f"VM {self.name}: migration failed: "
-                        f"{info.get('error-desc') or self.log_tail() or 'no reason given'}"
-                    )
+            if info.get("status") in statuses:
                 return info
             left = deadline - time.monotonic()
             if left <= 0:
-                raise MigrationError(
-                    f"VM {self.name}: migration not finished after {timeout:.0f}s "
-                    f"(status {status}, {info.get('ram', {}).get('transferred', 0)} bytes sent)"
+                raise MigrationTimeout(
+                    f"VM {self.name}: migration not {'/'.join(statuses)} after {timeout:.0f}s "
+                    f"(status {info.get('status')}, "
+                    f"{info.get('ram', {}).get('transferred', 0)} bytes sent)"
                 )
-            try:  # wake up early on a MIGRATION event, else poll
+            try:
                 self.wait_event("MIGRATION", min(poll, left), since=mark)
                 mark = self.event_mark()
             except QMPError:
                 pass
 
+    def wait_migration(self, timeout: float, poll: float = 0.2) -> dict:
+        """Follow a migration until completed/failed/cancelled; returns query-migrate's answer.
+
+        Raises MigrationError with QEMU's error-desc when it failed, MigrationTimeout when
+        it is still going after ``timeout`` seconds.
+        """
+        info = self.wait_migration_status(MIGRATION_DONE, timeout, poll)
+        if info.get("status") == "completed" and not info.get("total-time"):
+            # QEMU (7.2) announces "completed" a moment before it fills in its figures
+            figures_by = time.monotonic() + 1.0
+            while not info.get("total-time") and time.monotonic() < figures_by:
+                time.sleep(0.01)
+                info = self.query_migrate()
+        if info.get("status") == "failed":
+            raise MigrationError(
+                f"VM {self.name}: migration failed: "
+                f"{info.get('error-desc') or self.log_tail() or 'no reason given'}"
+            )
+        return info
+
     # -- serial console -----------------------------------------------------------------------
 
     def console(self, timeout: float = 60.0) -> Any:
         """An aexpect ShellSession on the serial console, logged in (prompt seen)."""
-        import aexpect
-
-        from mhtest.hosts.shell import shell_session
+        from mhtest.virt.console import open_console, wait_prompt
 
         if self._console is None or not self._console.is_alive():
-            path = self._socket_path("console.sock")
-            # aexpect's server reads the command as one line: ship the bridge base64-encoded.
-            code = base64.b64encode(_CONSOLE_BRIDGE.encode()).decode()
-            bridge = f"import base64; exec(base64.b64decode('{code}'))"
-            command = shlex.join([sys.executable, "-c", bridge, path])
-            self._console = shell_session(command, prompt=self.config.prompt, linesep="\n")
-        deadline = time.monotonic() + timeout
-        while True:
-            self._console.sendline("")
-            try:
-                self._console.read_up_to_prompt(timeout=min(5.0, max(0.1, timeout)))
-                return self._console
-            except aexpect.ExpectError as exc:
-                if not self._console.is_alive() or time.monotonic() > deadline:
-                    raise VMError(
-                        f"VM {self.name}: no shell prompt on the serial console "
-                        f"within {timeout:.0f}s ({exc}); see {self.console_log_path}"
-                    ) from None
+            self._console = open_console(self._socket_path("console.sock"), self.config.prompt)
+        try:
+            return wait_prompt(self._console, timeout)
+        except TimeoutError as exc:
+            raise VMError(
+                f"VM {self.name}: no shell prompt on the serial console within {timeout:.0f}s "
+                f"({exc}); see {self.console_log_path}"
+            ) from None

@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from test_untrusted import cve_2025_4517  # tests/ is on sys.path (rootdir)
+from runners.test_untrusted import cve_2025_4517  # tests/ is on sys.path (rootdir)
 
 from mhtest.hosts import bootstrap
 

@@ -23,7 +23,8 @@ from mhtest.virt.testing import qemu_pids, wait_no_qemu
 from .conftest import MHTEST, Run, mhtest_command, running_mhtest, wait_for
 from .test_multihost import descendants, host_args
 
-EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "tests" / "migration.py")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tests" / "migration"
+EXAMPLE = str(EXAMPLES / "basic.py")
 
 pytestmark = pytest.mark.skipif(
     shutil.which("qemu-system-x86_64") is None,
@@ -48,7 +49,7 @@ class CancelMidway(MultihostMigration):
         if not mig_data.params.get("cancel"):
             return super().migrate_vms_src(mig_data)
         vm = mig_data.vm("vm1")
-        vm.migrate(f"tcp:{mig_data.dst_address}:{mig_data.ports['vm1']}")
+        vm.migrate(mig_data.uris["vm1"])
         deadline = time.monotonic() + 10
         while vm.query_migrate().get("ram", {}).get("transferred", 0) < 100_000:
             assert time.monotonic() < deadline, "the migration did not start"
@@ -107,7 +108,7 @@ def test_example_on_local_workers(mhtest) -> None:
     tag, tag_args = tagged()
     run = mhtest("run", EXAMPLE, "-p", "vms=vm1,vm2", *tag_args, timeout=100)
     assert run.code == 0, run
-    result = run.result("migration.py:PingPongMigration.test")
+    result = run.result("basic.py:BasicMigration.test")
     assert [c["name"] for c in result["children"]] == ["local-1", "local-2"]
     records = migrations(result)
     assert [(r["vm"], r["src"], r["dst"]) for r in records] == [
@@ -127,7 +128,7 @@ def test_example_on_two_sshd_hosts(mhtest, sshd_hosts) -> None:
     tag, tag_args = tagged()
     run = mhtest("run", EXAMPLE, *tag_args, *host_args(hosts), timeout=180)
     assert run.code == 0, run
-    result = run.result("migration.py:PingPongMigration.test")
+    result = run.result("basic.py:BasicMigration.test")
     names = [h.alias for h in hosts]
     assert [(c["name"], c["host"]) for c in result["children"]] == list(zip(names, names))
     records = migrations(result)
@@ -143,7 +144,7 @@ def test_example_on_two_sshd_hosts(mhtest, sshd_hosts) -> None:
     assert_no_qemu_left(tag)
 
 
-@pytest.mark.slow  # ~10-30 s; tests/test_virt_migration.py runs the same scenarios unslowed
+@pytest.mark.slow  # ~10-30 s; tests/virt/test_migration.py runs the same scenarios unslowed
 @pytest.mark.timeout(300)
 def test_round_trips_cancel_and_failure_on_sshd_hosts(mhtest, sshd_hosts, write_tests) -> None:
     hosts = sshd_hosts(2)
@@ -237,6 +238,71 @@ def test_example_work_survives_on_two_sshd_hosts(mhtest, sshd_hosts) -> None:
     params = ["-p", "guest=linux", "-p", "login_timeout=180", *tag_args]
     run = mhtest("run", EXAMPLE, *params, *host_args(hosts), timeout=560)
     assert run.code == 0, run
-    result = run.result("migration.py:PingPongMigration.test")
+    result = run.result("basic.py:BasicMigration.test")
     assert [r["status"] for r in migrations(result)] == ["completed", "completed"]
+    assert_no_qemu_left(tag)
+
+
+# What each example under examples/tests/migration/ leaves in its whiteboard: per migration,
+# (source index, destination index, status); the hosts are numbered in --hosts order.
+EXAMPLE_MIGRATIONS = {
+    "basic.py:BasicMigration": [(0, 1, "completed"), (1, 0, "completed")],
+    "pingpong.py:PingPong": [(0, 1, "completed"), (1, 0, "completed")] * 2,
+    "cancel.py:CancelThenMigrate": [(0, 1, "cancelled"), (0, 1, "completed")],
+    "speed_downtime.py:SpeedAndDowntime": [(0, 1, "completed")],
+    "pause_during.py:PauseDuringMigration": [(0, 1, "completed"), (1, 0, "completed")],
+    "dst_stopped.py:DestinationStopped": [(0, 1, "completed")],
+    "dst_killed.py:DestinationKilled": [(0, 1, "failed"), (0, 1, "completed")],
+    "reset_loop.py:ResetLoopDuringMigration": [(0, 1, "completed")],
+}
+
+
+@pytest.mark.slow  # every example in turn: ~1-2 min
+@pytest.mark.timeout(900)
+def test_migration_examples_on_two_sshd_hosts(mhtest, warm_hosts) -> None:
+    """The examples as a user runs them: the whole directory, on two real sshd hosts."""
+    hosts = warm_hosts(2)
+    names = [h.alias for h in hosts]
+    tag, tag_args = tagged()
+    args = ["run", str(EXAMPLES), "--max-parallel", "1", *tag_args, *host_args(hosts)]
+    run = mhtest(*args, timeout=850)
+    ran = {r["ref"].split("/")[-1].rsplit(".", 1)[0] for r in run.results()["tests"]}
+    assert ran == set(EXAMPLE_MIGRATIONS), ran
+    for ref, expected in EXAMPLE_MIGRATIONS.items():
+        result = run.result(f"{ref}.test")
+        assert result["status"] == "PASS", (ref, result["fail_reason"], result["children"])
+        records = migrations(result)
+        got = [(names.index(r["src"]), names.index(r["dst"]), r["status"]) for r in records]
+        assert got == expected, (ref, records)
+        for r in records:
+            if r["status"] == "completed":  # the destination saw each VM arrive
+                assert r["arrived"] in ("running", "paused") and r["total-time"] > 0, (ref, r)
+    assert run.code == 0, run
+    pause = migrations(run.result("pause_during.py:PauseDuringMigration.test"))
+    assert [r["arrived"] for r in pause] == ["paused", "paused"]
+    killed = migrations(run.result("dst_killed.py:DestinationKilled.test"))[0]
+    assert killed["error-desc"] and killed["wall"] < 15, killed  # QEMU's words, at once
+    capped = migrations(run.result("speed_downtime.py:SpeedAndDowntime.test"))[0]
+    assert capped["downtime"] <= 500, capped
+    assert_no_qemu_left(tag)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_exec_migration_through_ssh_between_sshd_hosts(mhtest, warm_hosts) -> None:
+    """migration_protocol=exec: each hop's stream goes through ssh to the destination host."""
+    hosts = warm_hosts(2)
+    tag, tag_args = tagged()
+    ssh = f"migration_ssh_options=-F {hosts[0].ssh_config}"
+    params = ["-p", "migration_protocol=exec", "-p", ssh, *tag_args, *host_args(hosts)]
+    run = mhtest("run", str(EXAMPLES / "pingpong.py"), *params, timeout=280)
+    assert run.code == 0, run
+    result = run.result("pingpong.py:PingPong.test")
+    assert [r["status"] for r in migrations(result)] == ["completed"] * 4
+    test_dir = Path(result["logdir"])
+    for host, worker_dir in zip(hosts[::-1], sorted((test_dir / "workers").iterdir())):
+        # each source sent its VM through ssh to the other host's pipe
+        log = (worker_dir / "debug.log").read_text()
+        assert f"exec:ssh -o BatchMode=yes -o ConnectTimeout=10 -p {host.port} " in log, log[-3000:]
+        assert f"{host.user}@{host.address} 'cat > " in log
     assert_no_qemu_left(tag)

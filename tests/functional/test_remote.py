@@ -188,7 +188,8 @@ def test_remote_timeout_is_enforced(mhtest, write_tests, warm_hosts, tmp_path) -
     assert run.code & 1, run
     result = run.result("Short")
     assert result["status"] == "INTERRUPT" and result["host"] == info.alias
-    assert "timeout of 2 s" in result["fail_reason"]
+    assert result["fail_reason"] == "Test interrupted: Timeout reached"
+    assert "timeout of 2 s reached" in (Path(result["logdir"]) / "debug.log").read_text()
     pid = int((marks / f"{info.address}.pid").read_text().split()[0])
     assert wait_gone([pid], 10) == [], "the timed-out test process is still running"
     assert "START" in (Path(result["logdir"]) / "debug.log").read_text()

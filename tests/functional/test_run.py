@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -291,9 +292,11 @@ def test_timeouts_interrupt_and_kill_the_process_group(mhtest, write_tests, tmp_
         assert run.code == 1, run
         result = run.result(which)
         assert result["status"] == "INTERRUPT", run
-        assert "timeout of 1 s" in result["fail_reason"]
+        assert result["fail_reason"] == "Test interrupted: Timeout reached"  # Avocado's
         assert 0.9 <= result["time"] < 5
-        assert re.search(rf"{which}.test: INTERRUPT \(.*timeout of 1 s", run.stdout), run
+        assert re.search(rf"{which}.test: INTERRUPT \(.*Timeout reached", run.stdout), run
+        debug = (Path(result["logdir"]) / "debug.log").read_text()
+        assert "timeout of 1 s reached" in debug, debug
     for name in ("class", "param"):
         pids = [int(p) for p in (marks / name).read_text().split()]
         assert wait_gone(pids) == [], f"{name}: test processes {pids} survived the timeout"
@@ -567,7 +570,8 @@ def test_simple_test_honours_the_timeout_param(mhtest, write_tests, tmp_path):
     assert run.code == 1, run
     result = run.result("t/hangs.sh")
     assert result["status"] == "INTERRUPT"
-    assert result["fail_reason"] == "timeout of 1 s reached; test killed"
+    assert result["fail_reason"] == "Test interrupted: Timeout reached"
+    assert "timeout of 1 s reached" in (Path(result["logdir"]) / "debug.log").read_text()
     assert wait_gone([int((marks / "hangs").read_text())]) == []
     bad = mhtest("run", "t/hangs.sh", "-p", "timeout=soon", env={"MARKS": str(marks)})
     assert bad.code == 1, bad
