@@ -1,7 +1,7 @@
 """host.power: the `command` and `ipmi` plugins, choosing one from an inventory, and every
 way power control fails (one line naming the host, the plugin and its file or command).
 
-The qmp plugin is exercised on real guests in tests/test_hosts_kvm_guest.py. ipmitool is
+The qmp plugin is exercised on real guests in tests/hosts/test_kvm_guest.py. ipmitool is
 replaced here by a script that records how it was called: there is no BMC to talk to.
 """
 

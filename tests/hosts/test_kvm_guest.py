@@ -219,7 +219,7 @@ def test_qemu_ends_when_the_process_that_started_it_is_killed(sshd_host, tmp_pat
         time.sleep(300)
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
     try:
         line = proc.stdout.readline()

@@ -1,6 +1,6 @@
 """host.bootloader: reading grub.cfg, grubby and bootctl listings; a host with no boot loader
 mhtest knows. Adding, choosing and removing entries on a real GRUB is in
-tests/test_autoserv_kernel.py (a Debian guest)."""
+tests/autoserv/test_kernel.py (a Debian guest)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from mhtest.hosts.local import LocalHost
 UUID = "24420e60-2947-49e2-a6fe-1e38ff926ff3"
 
 # What Debian 12's grub-mkconfig writes (trimmed), with an entry of mhtest's after 10_linux.
-GRUB_CFG = (Path(__file__).parent / "data" / "grub-debian12.cfg").read_text()
+GRUB_CFG = (Path(__file__).parents[1] / "data" / "grub-debian12.cfg").read_text()
 
 
 def test_grub_cfg_entries_with_grub_numbering_and_submenu_paths() -> None:
