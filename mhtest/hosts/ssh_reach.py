@@ -5,12 +5,25 @@ SSHHost takes its waits from SSHWaiting: wait_up() polls the SSH greeting (cheap
 handshake) and logs in once it comes, keeping that very connection for the login; wait_down()
 and hardreset() bound each connection attempt, since a host going down may accept one and
 never answer.
+
+A connection tried while a host is down can stay silent long after its sshd is up: its SYN
+waits for the next retransmission (1 s, 3 s, 7 s... after the first), in the kernel or in
+QEMU's user-mode network, which accepts our side at once. So until a connection is refused
+(the network is up, sshd not yet), one is opened every PROBE_STAGGER seconds and closed after
+STALE_AFTER seconds without a greeting: at most PROBES at once, so that a slow sshd (one that
+re-execs itself per connection in an emulated guest takes a second or more to greet) is not
+flooded when they all reach it. Once one is refused, those made before it are closed (held:
+the network was down then) and one connection at a time is enough: it is refused at once or
+reaches sshd, and waits for its greeting. bench/reboot.py: with one connection at a time
+throughout, a rebooted guest's sshd was noticed up to 3.4 s after it first greeted.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +41,11 @@ READY_SOCKET_AGE = 5.0
 #: connection in a slow (emulated) guest needs more than a moment, and giving up sooner only
 #: asks it again.
 BANNER_WAIT = 5.0
+#: Before a host refuses a connection: a new greeting probe every PROBE_STAGGER seconds, each
+#: closed after STALE_AFTER seconds without a greeting, PROBES at once (see the module docstring).
+STALE_AFTER = 3.0
+PROBES = 3
+PROBE_STAGGER = STALE_AFTER / PROBES
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
@@ -94,6 +112,124 @@ def open_tcp(name: str, hostname: str, port: int, timeout: float) -> _Socket:
     return _Socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
 
 
+def _wake(sock: Any) -> None:
+    """End a connection another thread waits on (its read returns at once)."""
+    try:
+        if hasattr(sock, "shutdown"):
+            sock.shutdown(socket.SHUT_RDWR)
+        else:
+            sock.close()  # an SSH channel: closing it wakes its reader
+    except OSError:
+        pass  # already closed
+
+
+class _Greeting:
+    """Connections to one host, staggered, until its SSH server greets one (see the module
+    docstring). run() returns that connection, or None at the deadline; every other
+    connection is closed."""
+
+    def __init__(self, open_socket: Callable[..., Any], name: str, timeout: float) -> None:
+        self.open_socket = open_socket
+        self.name = name
+        self.deadline = time.monotonic() + timeout
+        self.answers: queue.SimpleQueue[tuple[float, Any]] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.done = False  # once set, a late greeting is closed, not handed out
+        self.open: dict[float, Any] = {}  # start time -> connection, while it waits
+        self.stopped: set[float] = set()  # connections closed by us: no answer of the host's
+
+    def _attempt(self, started: float) -> None:
+        """One connection; answers (started, the connection) if it greets, else (started,
+        None), or (started, HostUnreachable) if it could not be opened."""
+        sock, greeted = None, False
+        try:
+            sock = self.open_socket(timeout=max(0.1, self.deadline - time.monotonic()))
+        except HostUnreachable as exc:
+            self.answers.put((started, exc))
+            return
+        try:
+            with self.lock:
+                self.open[started] = sock
+                if self.done or started in self.stopped:
+                    _wake(sock)
+            sock.settimeout(max(0.1, self.deadline - time.monotonic()))
+            greeted = sock.peek(4).startswith(b"SSH-")
+        except OSError:
+            pass
+        with self.lock:
+            self.open.pop(started, None)
+            if greeted and not self.done:
+                self.done = True
+                self.answers.put((started, sock))
+                return
+        if sock is not None:
+            sock.close()
+        self.answers.put((started, None))
+
+    def _stop(self, started: list[float]) -> None:
+        """Close the connections started at these times (or as they open)."""
+        with self.lock:
+            self.stopped.update(started)
+            socks = [self.open[t] for t in started if t in self.open]
+        for sock in socks:
+            _wake(sock)
+
+    def run(self) -> Any:
+        live: list[float] = []  # start times of our connections still open
+        limit, next_try, begun = PROBES, time.monotonic(), time.monotonic()
+        tries = refused = 0
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= self.deadline:
+                    return None
+                if limit > 1 and live and now - live[0] >= STALE_AFTER:
+                    self._stop([t for t in live if now - t >= STALE_AFTER])
+                    live = [t for t in live if now - t < STALE_AFTER]
+                if len(live) < limit and now >= next_try:
+                    name = f"greeting-{self.name}"
+                    threading.Thread(
+                        target=self._attempt, args=(now,), name=name, daemon=True
+                    ).start()
+                    live.append(now)
+                    next_try, tries = now + PROBE_STAGGER, tries + 1
+                wake = min(next_try, self.deadline)
+                if len(live) >= limit:
+                    wake = live[0] + STALE_AFTER if limit > 1 else self.deadline
+                try:
+                    started, sock = self.answers.get(
+                        timeout=max(0.0, min(wake, self.deadline) - now)
+                    )
+                except queue.Empty:
+                    continue
+                if started in self.stopped:  # closed by us, perhaps just as it greeted
+                    if sock is not None and not isinstance(sock, HostUnreachable):
+                        sock.close()
+                    continue
+                if isinstance(sock, HostUnreachable):
+                    # Refused, or no such host: the caller polls again (and may find that
+                    # the host can never answer).
+                    return None
+                if sock is not None:
+                    log.debug("%s: greeted %.2f s after the first of %d tries (%d refused)",
+                              self.name, time.monotonic() - begun, tries, refused)  # fmt: skip
+                    return sock
+                # Closed by the host (refused behind a proxy): those made before are held.
+                refused += 1
+                self._stop([t for t in live if t < started])
+                live, limit = [t for t in live if t > started], 1
+                next_try = min(next_try, time.monotonic() + UP_POLL)
+        finally:
+            with self.lock:
+                self.done = True
+                waiting = list(self.open)
+            self._stop(waiting)
+            while not self.answers.empty():  # a greeting that came as the time ran out
+                late = self.answers.get()[1]
+                if late is not None and not isinstance(late, HostUnreachable):
+                    late.close()
+
+
 class SSHWaiting:
     """What SSHHost does to wait for a host (see the module docstring)."""
 
@@ -110,24 +246,19 @@ class SSHWaiting:
         No handshake: what wait_up polls before logging in. The greeting is only peeked at
         and the connection kept for the next login, so that the host's sshd (which may fork
         and re-exec itself for every connection: a second or more in an emulated guest) is
-        asked once, not twice.
+        asked once, not twice. Connections are staggered (see the module docstring).
         """
-        try:
-            sock = self._open_socket(timeout=timeout)
-        except HostUnreachable:
+        sock = self._first_greeting(timeout)
+        if sock is None:
             return False
-        greeted = False
-        try:
-            sock.settimeout(timeout)
-            greeted = sock.peek(4).startswith(b"SSH-")
-        except OSError:
-            pass
-        if greeted:
-            self._drop_ready_socket()
-            self._ready = (sock, time.monotonic())
-        else:
-            sock.close()
-        return greeted
+        self._drop_ready_socket()
+        self._ready = (sock, time.monotonic())
+        return True
+
+    def _first_greeting(self, timeout: float) -> Any:
+        """The first connection whose server greets within `timeout`, or None (see the
+        module docstring: connections are staggered)."""
+        return _Greeting(self._open_socket, self.name, timeout).run()
 
     def _take_ready_socket(self) -> Any:
         """The connection ssh_banner() kept, if recent enough to still be wanted."""
