@@ -194,23 +194,22 @@ class Host:
     ) -> None:
         """Reboot the host and wait until it is back with a new boot id.
 
-        Syncs the disks first (unless `fastsync`), then starts `reboot_cmd`, by default
-        Autotest's cascade (reboot, then reboot -f, reboot -nf and telinit 6 for a host that
-        does not go down), detached from our connection. With `wait`, waits until the host
-        has gone down (stopped answering, or answers with a new boot id) and is back up with
-        a new boot id; RebootError names the phase that ran out of time.
+        Starts, detached from our connection, a sync of the disks (unless `fastsync`) and
+        then `reboot_cmd`, by default Autotest's cascade (reboot, then reboot -f, reboot -nf
+        and telinit 6 for a host that does not go down). The sync runs in the same command as
+        the reboot: one round trip less (0.2-0.4 s in an emulated guest, bench/reboot.py).
+        With `wait`, waits until the host has gone down (stopped answering, or answers with a
+        new boot id) and is back up with a new boot id; RebootError names the phase that ran
+        out of time.
         """
         old_boot_id = self.get_boot_id()
         deadline = time.monotonic() + timeout
-        if not fastsync:
-            try:
-                self.run("sync", timeout=timeout, ignore_status=True)
-            except HostError as exc:  # a slow disk must not stop the reboot
-                log.warning("%s: sync before rebooting did not finish: %s", self, exc)
         what = reboot_cmd or "reboot"
         log.info("%s: rebooting with %r (boot id %s)", self, what, old_boot_id)
-        # Detached, after a moment: our command's answer gets back before sshd goes.
-        steps = f"sleep {REBOOT_DELAY}; {reboot_cmd or REBOOT_CASCADE}"
+        # Detached, after a moment: our command's answer gets back before sshd goes. A sync
+        # that fails does not stop the reboot.
+        sync = "" if fastsync else "sync; "
+        steps = f"{sync}sleep {REBOOT_DELAY}; {reboot_cmd or REBOOT_CASCADE}"
         cmd = f"( ({steps}) </dev/null >/dev/null 2>&1 & )"
         try:
             self.run(cmd, timeout=10, ignore_status=True)
