@@ -45,6 +45,8 @@ def kvm_guest_class(runtime: Runtime) -> type:
         """Autoserv's hosts.KVMGuest(kvm, qemu_options): see mhtest.hosts.kvm_guest."""
 
         def __init__(self, kvm: Any, qemu_options: Any, **kwargs: Any) -> None:
+            # As for the control file's SSHHost: the job's --ssh-accept-new-host-keys.
+            kwargs.setdefault("accept_new_host_keys", runtime.options.accept_new_host_keys)
             super().__init__(kvm, qemu_options, **kwargs)
             runtime.track(self)
 
