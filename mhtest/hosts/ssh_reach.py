@@ -42,8 +42,9 @@ READY_SOCKET_AGE = 5.0
 #: asks it again.
 BANNER_WAIT = 5.0
 #: Before a host refuses a connection: a new greeting probe every PROBE_STAGGER seconds, each
-#: closed after STALE_AFTER seconds without a greeting, PROBES at once (see the module docstring).
-STALE_AFTER = 3.0
+#: closed after STALE_AFTER seconds without a greeting (BANNER_WAIT: what a slow sshd may need),
+#: PROBES at once (see the module docstring).
+STALE_AFTER = BANNER_WAIT
 PROBES = 3
 PROBE_STAGGER = STALE_AFTER / PROBES
 
@@ -143,7 +144,9 @@ class _Greeting:
         None), or (started, HostUnreachable) if it could not be opened."""
         sock, greeted = None, False
         try:
-            sock = self.open_socket(timeout=max(0.1, self.deadline - time.monotonic()))
+            # Bounded: a connection still opening cannot be closed by _stop().
+            left = self.deadline - time.monotonic()
+            sock = self.open_socket(timeout=max(0.1, min(STALE_AFTER, left)))
         except HostUnreachable as exc:
             self.answers.put((started, exc))
             return
@@ -293,8 +296,10 @@ class SSHWaiting:
                 if gone:
                     log.info("%s: will not answer: %s", self.name, gone)
                     return None
+                # All the time left: the probes keep what they learnt (a refusal) throughout;
+                # a host that cannot be reached ends them at once, to be checked above.
                 left = deadline - time.monotonic()
-                if self.ssh_banner(timeout=max(0.1, min(BANNER_WAIT, left))):
+                if self.ssh_banner(timeout=max(0.1, left)):
                     answer = check()
                     if answer:
                         return answer
