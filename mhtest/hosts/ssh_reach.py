@@ -14,8 +14,10 @@ STALE_AFTER seconds without a greeting: at most PROBES at once, so that a slow s
 re-execs itself per connection in an emulated guest takes a second or more to greet) is not
 flooded when they all reach it. Once one is refused, those made before it are closed (held:
 the network was down then) and one connection at a time is enough: it is refused at once or
-reaches sshd, and waits for its greeting. bench/reboot.py: with one connection at a time
-throughout, a rebooted guest's sshd was noticed up to 3.4 s after it first greeted.
+reaches sshd, and waits for its greeting, until it too has been silent for STALE_AFTER (the
+network went down again, as a rebooting host's does after refusing): staggered again.
+bench/reboot.py: with one connection at a time throughout, a rebooted guest's sshd was noticed
+up to 3.4 s after it first greeted.
 """
 
 from __future__ import annotations
@@ -186,9 +188,11 @@ class _Greeting:
                 now = time.monotonic()
                 if now >= self.deadline:
                     return None
-                if limit > 1 and live and now - live[0] >= STALE_AFTER:
+                if live and now - live[0] >= STALE_AFTER:
+                    # Silent that long: held, perhaps (the network may have gone down again
+                    # since a refusal): staggered probes again.
                     self._stop([t for t in live if now - t >= STALE_AFTER])
-                    live = [t for t in live if now - t < STALE_AFTER]
+                    live, limit = [t for t in live if now - t < STALE_AFTER], PROBES
                 if len(live) < limit and now >= next_try:
                     name = f"greeting-{self.name}"
                     threading.Thread(
@@ -198,7 +202,7 @@ class _Greeting:
                     next_try, tries = now + PROBE_STAGGER, tries + 1
                 wake = min(next_try, self.deadline)
                 if len(live) >= limit:
-                    wake = live[0] + STALE_AFTER if limit > 1 else self.deadline
+                    wake = live[0] + STALE_AFTER
                 try:
                     started, sock = self.answers.get(
                         timeout=max(0.0, min(wake, self.deadline) - now)
