@@ -84,6 +84,17 @@ def test_reboot_judged_by_boot_id_not_by_reconnecting(own_pool: SshdPool) -> Non
             restarter.join()
 
 
+def wait_threads_end(timeout: float = STALE_AFTER + 2) -> None:
+    """Wait for the greeting probes' and the proxy's threads to end."""
+    deadline = time.monotonic() + timeout
+    mine = ("greeting-", "Thread-")
+    while time.monotonic() < deadline:
+        alive = [t for t in threading.enumerate() if t.name.startswith(mine) and t.is_alive()]
+        if not alive:
+            return
+        time.sleep(0.05)
+
+
 class HeldProxy:
     """A TCP proxy in front of a real sshd, standing for a host that boots. Its `mode` says
     what becomes of a new connection: "hold" (the host is down: the connection stays silent,
@@ -99,7 +110,8 @@ class HeldProxy:
         self.listener = socket.create_server((target[0] if target else "127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _accept(self) -> None:
         while True:
@@ -137,7 +149,10 @@ class HeldProxy:
         except OSError:
             pass
         finally:
-            dst.close()
+            try:  # wakes the other direction's read (a close() from here would not)
+                dst.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def then(self, *steps: tuple[float, str]) -> None:
         """Switch to each mode after its delay (seconds from now)."""
@@ -145,8 +160,16 @@ class HeldProxy:
             threading.Timer(delay, setattr, args=(self, "mode", mode)).start()
 
     def close(self) -> None:
+        """Stop accepting and end every connection: no thread of ours outlives the test
+        (a fork server forks only a process with one thread)."""
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone does not
         self.listener.close()
+        self.thread.join(5)
         for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             sock.close()
 
 
@@ -178,6 +201,7 @@ def test_wait_up_notices_sshd_soon_though_earlier_connections_are_held(
     finally:
         host.close()
         proxy.close()
+        wait_threads_end()
 
 
 def test_an_sshd_that_never_greets_is_asked_a_few_times_at_once() -> None:
@@ -193,3 +217,4 @@ def test_an_sshd_that_never_greets_is_asked_a_few_times_at_once() -> None:
         assert proxy.most_held == PROBES
     finally:
         proxy.close()
+        wait_threads_end()
