@@ -68,5 +68,10 @@ setup(
             "control = mhtest.plugins.resolver_control:ControlResolver",
             "exec = mhtest.plugins.resolver_exec:ExecResolver",
         ],
+        "mhtest.power": [
+            "qmp = mhtest.plugins.power_qmp:QMPPower",
+            "ipmi = mhtest.plugins.power_ipmi:IPMIPower",
+            "command = mhtest.plugins.power_command:CommandPower",
+        ],
     },
 )

@@ -38,6 +38,15 @@ Fixtures
 (``"root@127.0.0.2:40123"``), ``make_host(**opts) -> SSHHost`` and ``ssh_args()`` (``-F
 ssh_config -o BatchMode=yes`` for the OpenSSH ``ssh``/``scp`` clients).
 
+``debian_image`` (session)
+    The Debian guest image of mhtest.virt.debian (sshd, dpkg, GRUB, Debian's -amd64 kernel,
+    the -cloud-amd64 kernel package next to it), built on first use (about two minutes,
+    from Debian's mirror; needs root, mmdebstrap and QEMU, else the tests skip) and cached
+    in ~/.cache/mhtest between runs.
+``kvm_host`` (session)
+    A ``mhtest.autoserv.kvm.KVM`` installed on ``sshd_host``: KVMGuest hosts started on it
+    run QEMU through that sshd host and are reached through it.
+
 A test that must take a host down (stop sshd, restart it) uses a private pool instead of the
 shared one, as tests/hosts/test_updown.py does::
 
@@ -105,6 +114,37 @@ def warm_hosts(sshd_hosts: Callable[[int], list[HostInfo]]) -> Callable[[int], l
     with sshd_hosts(1)[0].make_host() as host:
         ensure_mhtest(host, timeout=600)
     return sshd_hosts
+
+
+@pytest.fixture(scope="session")
+def debian_image():
+    """The Debian guest image (mhtest.virt.debian.DebianGuest), built once and cached."""
+    import os
+    import shutil
+
+    from mhtest.virt.debian import debian_guest
+
+    missing = [t for t in ("qemu-system-x86_64", "mmdebstrap") if shutil.which(t) is None]
+    if missing or os.geteuid() != 0:
+        why = f"{', '.join(missing)} not installed" if missing else "not root"
+        pytest.skip(f"the Debian guest image cannot be built: {why} (scripts/setup --test)")
+    return debian_guest()
+
+
+@pytest.fixture(scope="session")
+def kvm_host(sshd_host: HostInfo):
+    """QEMU/KVM installed on a real sshd host (mhtest.autoserv.kvm.KVM)."""
+    import shutil
+
+    from mhtest.autoserv.kvm import KVM
+
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
+    with sshd_host.make_host() as host:
+        kvm = KVM(host)
+        kvm.install()
+        yield kvm
+        kvm.close()
 
 
 @pytest.fixture

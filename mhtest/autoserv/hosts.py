@@ -1,4 +1,4 @@
-"""The `hosts` module of a server control file: create_host, SSHHost, LocalHost.
+"""The `hosts` module of a server control file: create_host, SSHHost, LocalHost, KVMGuest.
 
 `hosts.create_host(name)` takes what `--hosts` takes: `[user@]name[:port]`, an ssh_config
 alias (the job's --ssh-config, else ~/.ssh/config) or an inventory name (the job's
@@ -18,6 +18,7 @@ import logging
 import types
 from typing import Any
 
+from mhtest.autoserv.machine_modules import kvm_guest_class
 from mhtest.autoserv.runtime import Runtime
 from mhtest.dispatch import local_place
 from mhtest.hosts.base import Host
@@ -132,4 +133,5 @@ def hosts_module(runtime: Runtime) -> types.ModuleType:
     module.SSHHost = SSHHost  # type: ignore[attr-defined]
     module.LocalHost = LocalHost  # type: ignore[attr-defined]
     module.Host = Host  # type: ignore[attr-defined]
+    module.KVMGuest = kvm_guest_class(runtime)  # type: ignore[attr-defined]
     return module

@@ -21,6 +21,10 @@ from typing import Any
 ROOTS = ("autotest_lib", "autotest")
 
 
+#: Autoserv's server modules for machines one may break (mhtest.autoserv.machine_modules).
+MACHINES = ("kvm", "deb_kernel", "rpm_kernel")
+
+
 def module_table(names: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{module path below the root: its attributes}, from a control file's globals."""
     subcommand = {k: names[k] for k in ("parallel", "parallel_simple", "subcommand") if k in names}
@@ -31,12 +35,12 @@ def module_table(names: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "client.bin": {},
         "server": {
             k: names[k]
-            for k in ("utils", "hosts", "autotest", "autotest_remote", "error")
+            for k in ("utils", "hosts", "autotest", "autotest_remote", "error", *MACHINES)
             if k in names
         },
         "server.subcommand": subcommand,
     }
-    for name in ("utils", "hosts", "autotest", "autotest_remote"):
+    for name in ("utils", "hosts", "autotest", "autotest_remote", *MACHINES):
         if name in names:
             table[f"server.{name}"] = vars(names[name])
     for lib in ("client.common_lib", "client.shared"):

@@ -3,7 +3,8 @@
 machines            the job's hosts as given (--hosts/-m), duplicates dropped
 args                --args, split like a shell line
 job                 mhtest.autoserv.job.ServerJob
-hosts               create_host, SSHHost, LocalHost (mhtest.autoserv.hosts)
+hosts               create_host, SSHHost, LocalHost, KVMGuest (mhtest.autoserv.hosts)
+kvm, deb_kernel, rpm_kernel   KVM, DEBKernel, RPMKernel (mhtest.autoserv.machine_modules)
 autotest, autotest_remote   the Autotest object (mhtest.autoserv.autotest)
 parallel, parallel_simple, subcommand   (mhtest.autoserv.tasks)
 barrier             Autotest's barrier (mhtest.autoserv.barrier)
@@ -24,6 +25,7 @@ from mhtest.autoserv.barrier import Endpoint, barrier_class
 from mhtest.autoserv.errors import error_module
 from mhtest.autoserv.hosts import hosts_module
 from mhtest.autoserv.job import ServerJob
+from mhtest.autoserv.machine_modules import kernel_modules, kvm_module
 from mhtest.autoserv.runner import ControlRunner
 from mhtest.autoserv.runtime import Runtime
 from mhtest.autoserv.tasks import make_tasks
@@ -125,6 +127,8 @@ def server_namespace(runtime: Runtime, source: str) -> dict[str, Any]:
         "hosts": hosts_module(runtime),
         "autotest": autotest,
         "autotest_remote": autotest,
+        "kvm": kvm_module(runtime),
+        **kernel_modules(),
         "barrier": runtime.barrier,
         "sh_escape": sh_escape,
         "error": error_module(),

@@ -102,8 +102,9 @@ class Runtime:
         return host
 
     def close(self) -> None:
-        """Close what the control file left open: its hosts, its sync server, its results."""
-        for host in self.opened:
+        """Close what the control file left open: its hosts (the last made first: a guest
+        before its hypervisor), its sync server, its results."""
+        for host in reversed(self.opened):
             try:
                 host.close()
             except Exception as exc:  # noqa: BLE001 - one host must not stop the others

@@ -1,4 +1,4 @@
-"""Autoserv's Host API: SSHHost (paramiko), LocalHost, CmdResult and host errors.
+"""Autoserv's Host API: SSHHost (paramiko), LocalHost, KVMGuest, CmdResult and host errors.
 
 Names load lazily so that importing mhtest.hosts does not import paramiko.
 """
@@ -24,6 +24,7 @@ _LAZY = {
     "Host": ("mhtest.hosts.base", "Host"),
     "SSHHost": ("mhtest.hosts.ssh", "SSHHost"),
     "LocalHost": ("mhtest.hosts.local", "LocalHost"),
+    "KVMGuest": ("mhtest.hosts.kvm_guest", "KVMGuest"),
     "RemoteProcess": ("mhtest.hosts.process", "RemoteProcess"),
     "HostConfig": ("mhtest.hosts.inventory", "HostConfig"),
     "resolve_hosts": ("mhtest.hosts.inventory", "resolve_hosts"),

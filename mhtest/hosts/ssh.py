@@ -11,7 +11,6 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from mhtest.hosts.errors import (
 )
 from mhtest.hosts.process import RemoteProcess
 from mhtest.hosts.result import CmdResult
+from mhtest.hosts.ssh_reach import SSHWaiting, _Socket, open_tcp
 
 log = logging.getLogger(__name__)
 
@@ -40,34 +40,6 @@ DEFAULT_CONNECT_TIMEOUT = 15.0
 KEEPALIVE = 5.0
 #: Seconds it then gets to answer before its connection counts as lost (and is closed).
 KEEPALIVE_WAIT = 10.0
-
-
-_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-
-
-class _Socket(socket.socket):
-    """A TCP socket that notes when it last received data and acknowledges it at once.
-
-    `last_recv` (time.monotonic()) is what the keepalive watch reads. Quick-ack (Linux's
-    TCP_QUICKACK): sshd keeps Nagle's algorithm on for sessions without a terminal, so a
-    small packet of its that follows another one waits until we acknowledge the first,
-    and we delay acknowledgements by up to 40 ms. That wait hit the first command on each
-    new connection (175 -> 128 ms here) and the first remote port forward (44 -> 2 ms).
-    Quick-ack mode does not stick, so it is set again after every read.
-    """
-
-    last_recv = 0.0
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        data = super().recv(bufsize, flags)
-        if data:
-            self.last_recv = time.monotonic()
-        if _QUICKACK is not None:
-            try:
-                self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-            except OSError:
-                pass  # closed meanwhile: the next read says so
-        return data
 
 
 def _transport_class():
@@ -101,7 +73,7 @@ def _ping(transport: Any, timeout: float) -> None:
         log.debug("keepalive: no channel: %s", exc)
 
 
-class SSHHost(Host):
+class SSHHost(SSHWaiting, Host):
     """A machine controlled over SSH (public key authentication).
 
     `hostname` is resolved as `mhtest run --hosts` resolves a name: an alias in the
@@ -158,6 +130,7 @@ class SSHHost(Host):
         self.name = name or (alias if given_port in (None, 22) else f"{alias}:{given_port}")
         self._lock = threading.Lock()
         self._transport: Any = None
+        self._ready: tuple[Any, float] | None = None  # (socket, when): see ssh_banner()
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
@@ -187,30 +160,7 @@ class SSHHost(Host):
         paramiko = _paramiko.load()
 
         where = f"{self.user}@{self.hostname}:{self.port}"
-        try:
-            sock = socket.create_connection(
-                (self.hostname, self.port), timeout=self.connect_timeout
-            )
-        except (socket.gaierror, UnicodeError) as exc:
-            # UnicodeError: not even a valid DNS name (an empty or over-long label).
-            why = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid DNS name"
-            raise HostUnreachable(
-                f"{self.name}: unknown host name {self.hostname!r} ({why}); "
-                "check the spelling, /etc/hosts or the inventory",
-                self.name,
-            ) from None
-        except ConnectionRefusedError:
-            raise HostUnreachable(
-                f"{self.name}: connection refused on port {self.port}; is sshd running there?",
-                self.name,
-            ) from None
-        except OSError as exc:
-            reason = "timed out" if isinstance(exc, socket.timeout) else str(exc)
-            raise HostUnreachable(
-                f"{self.name}: cannot connect to {self.hostname}:{self.port}: {reason}", self.name
-            ) from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock = _Socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        sock = self._take_ready_socket() or self._open_socket()
         sock.last_recv = time.monotonic()
         transport = _transport_class()(
             sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
@@ -253,6 +203,15 @@ class SSHHost(Host):
             ).start()
         log.debug("%s: connected (%s)", self.name, transport.remote_cipher)
         return transport
+
+    def _open_socket(self, timeout: float | None = None) -> Any:
+        """A stream to the host's SSH port: a TCP socket here (a tunnel for a VM guest).
+
+        It must have `last_recv` (time.monotonic() of the last data received), which the
+        keepalive watch reads, and peek(). HostUnreachable, naming the host, when it cannot
+        be opened.
+        """
+        return open_tcp(self.name, self.hostname, self.port, timeout or self.connect_timeout)
 
     def _watch(self, transport: Any, sock: _Socket) -> None:
         """Ask an idle connection for an answer; close it when none comes in time.
@@ -403,7 +362,9 @@ class SSHHost(Host):
     def _forget_connection(self) -> None:
         if self._pid != os.getpid():
             self._transport = None
+            self._ready = None
             return
+        self._drop_ready_socket()
         with self._lock:
             transport, self._transport = self._transport, None
         if transport is not None:
@@ -459,14 +420,6 @@ class SSHHost(Host):
             self._forget_connection()
             return False
 
-    def wait_up(self, timeout: float = 60) -> bool:
-        saved = self.connect_timeout
-        self.connect_timeout = max(1.0, min(saved, timeout))
-        try:
-            return super().wait_up(timeout)
-        finally:
-            self.connect_timeout = saved
-
     # -- files -------------------------------------------------------------------------------
 
     def send_file(
@@ -518,14 +471,3 @@ class SSHHost(Host):
         from mhtest.hosts.shell import open_shell
 
         return open_shell(self, timeout=timeout, prompt=prompt, pty=pty)
-
-    def wait_for_port(self, timeout: float = 60) -> bool:
-        """True once the host's SSH port accepts TCP connections."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((self.hostname, self.port), timeout=1):
-                    return True
-            except OSError:
-                time.sleep(0.2)
-        return False

@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from mhtest.autoserv.hosts import hosts_module, place_of
+from mhtest.autoserv.machine_modules import kernel_modules, kvm_module
 from mhtest.autoserv.runtime import Runtime
 from mhtest.hosts.inventory import HostConfig
 from mhtest.hosts.local import LocalHost
 from mhtest.spec import CONTROL_SERVER, TestSpec
+from mhtest.virt.testing import qemu_pids, wait_no_qemu
 
 
 @pytest.fixture
@@ -70,3 +73,22 @@ def test_a_host_as_a_place(runtime: Runtime) -> None:
     assert place_of(runtime, None).is_local
     with pytest.raises(TypeError, match="not a host"):
         place_of(runtime, 42)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs QEMU")
+def test_kvm_guests_of_a_control_file_end_with_it(runtime: Runtime, tmp_path: Path) -> None:
+    """kvm.KVM and hosts.KVMGuest as the seed's control file uses them: a real QEMU (a
+    blank disk: it never boots), ended when the control file ends though nobody closed it."""
+    names = {"hosts": hosts_module(runtime), **kernel_modules(), "kvm": kvm_module(runtime)}
+    assert names["deb_kernel"].DEBKernel and names["rpm_kernel"].RPMKernel
+    blank = tmp_path / "blank.img"
+    with open(blank, "wb") as out:
+        out.truncate(16 << 20)
+    kvm_here = names["kvm"].KVM(names["hosts"].create_host("local"))
+    kvm_here.install(accel="tcg")
+    guest = names["hosts"].KVMGuest(kvm_here, f"-m 64 -drive file={blank},format=raw")
+    assert guest.qemu.pid in qemu_pids(blank)
+    assert runtime.opened[-2:] == [kvm_here, guest]
+    runtime.close()
+    assert wait_no_qemu(blank, timeout=20) == []

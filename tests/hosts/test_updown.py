@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -9,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from mhtest.hosts import RebootError
+from mhtest.hosts.base import UP_POLL
+from mhtest.hosts.ssh import SSHHost
+from mhtest.hosts.ssh_reach import PROBE_STAGGER, PROBES, STALE_AFTER
 from mhtest.hosts.testing import SshdPool, find_sshd
 
 pytestmark = [
@@ -78,3 +82,139 @@ def test_reboot_judged_by_boot_id_not_by_reconnecting(own_pool: SshdPool) -> Non
         finally:
             seen_down.set()
             restarter.join()
+
+
+def wait_threads_end(timeout: float = STALE_AFTER + 2) -> None:
+    """Wait for the greeting probes' and the proxy's threads to end."""
+    deadline = time.monotonic() + timeout
+    mine = ("greeting-", "Thread-")
+    while time.monotonic() < deadline:
+        alive = [t for t in threading.enumerate() if t.name.startswith(mine) and t.is_alive()]
+        if not alive:
+            return
+        time.sleep(0.05)
+
+
+class HeldProxy:
+    """A TCP proxy in front of a real sshd, standing for a host that boots. Its `mode` says
+    what becomes of a new connection: "hold" (the host is down: the connection stays silent,
+    as one whose SYN waits for a retransmission does, in the kernel or in QEMU's user-mode
+    network that accepts our side at once), "refuse" (the network is up, sshd not yet: closed
+    at once) or "forward" (to sshd). A held connection stays held."""
+
+    def __init__(self, target: tuple[str, int] | None) -> None:
+        self.target = target
+        self.mode = "hold"
+        self.accepted = 0
+        self.held, self.most_held = 0, 0  # held connections open now, and at most
+        self.listener = socket.create_server((target[0] if target else "127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.sockets.append(conn)
+            if self.mode == "hold":
+                threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+            elif self.mode == "refuse":
+                conn.close()
+            elif self.mode == "forward" and self.target is not None:
+                upstream = socket.create_connection(self.target)
+                self.sockets.append(upstream)
+                for a, b in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        self.held += 1
+        self.most_held = max(self.most_held, self.held)
+        try:
+            while conn.recv(1024):
+                pass
+        except OSError:
+            pass
+        self.held -= 1
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:  # wakes the other direction's read (a close() from here would not)
+                dst.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def then(self, *steps: tuple[float, str]) -> None:
+        """Switch to each mode after its delay (seconds from now)."""
+        for delay, mode in steps:
+            threading.Timer(delay, setattr, args=(self, "mode", mode)).start()
+
+    def close(self) -> None:
+        """Stop accepting and end every connection: no thread of ours outlives the test
+        (a fork server forks only a process with one thread)."""
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone does not
+        self.listener.close()
+        self.thread.join(5)
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    "steps,within",
+    [
+        # Down, network up (refused), sshd up: noticed as soon as the next try goes through.
+        (((1.0, "refuse"), (1.5, "forward")), UP_POLL + 0.5),
+        # Down, then sshd up at once: the next try goes through.
+        (((1.0, "forward"),), PROBE_STAGGER),
+    ],
+    ids=["refused-first", "held-until-up"],
+)
+def test_wait_up_notices_sshd_soon_though_earlier_connections_are_held(
+    sshd_host, tmp_path: Path, steps, within
+) -> None:
+    proxy = HeldProxy((sshd_host.address, sshd_host.port))
+    host = sshd_host.make_host(
+        port=proxy.port, known_hosts=str(tmp_path / "known_hosts"), accept_new_host_keys=True
+    )
+    try:
+        started = time.monotonic()
+        proxy.then(*steps)
+        assert host.wait_up(timeout=15) is True
+        # With one connection at a time, it waited for its greeting up to BANNER_WAIT (5 s).
+        up_at = steps[-1][0]
+        assert time.monotonic() - started < up_at + within + 0.5  # + the login
+        assert host.run("echo up").stdout == "up\n"
+    finally:
+        host.close()
+        proxy.close()
+        wait_threads_end()
+
+
+def test_an_sshd_that_never_greets_is_asked_a_few_times_at_once() -> None:
+    proxy = HeldProxy(None)
+    try:
+        host = SSHHost("127.0.0.1", port=proxy.port, name="mute", ssh_config=False)
+        started = time.monotonic()
+        assert host.ssh_banner(timeout=STALE_AFTER - 0.1) is False
+        assert STALE_AFTER - 0.1 <= time.monotonic() - started < STALE_AFTER + 1
+        assert proxy.accepted == PROBES
+        assert host.ssh_banner(timeout=2 * STALE_AFTER - 0.1) is False
+        assert proxy.accepted == 3 * PROBES  # the stale ones closed, new ones tried
+        assert proxy.most_held == PROBES
+    finally:
+        proxy.close()
+        wait_threads_end()
