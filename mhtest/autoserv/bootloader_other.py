@@ -151,16 +151,18 @@ class SystemdBoot:
         slug = "mhtest-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", title).strip("-") or "entry")
         boot = run_or_fail(self.host, "bootctl --print-boot-path", "bootctl").strip()
         lines = [f"title {title}", f"linux /{slug}/linux"]
+        q = shlex.quote
         copy = (
-            f"mkdir -p {boot}/{slug} {boot}/loader/entries && "
-            f"cp {shlex.quote(path)} {boot}/{slug}/linux"
+            f"mkdir -p {q(f'{boot}/{slug}')} {q(f'{boot}/loader/entries')} && "
+            f"cp {q(path)} {q(f'{boot}/{slug}/linux')}"
         )
         if initrd:
             lines.append(f"initrd /{slug}/initrd")
-            copy += f" && cp {shlex.quote(initrd)} {boot}/{slug}/initrd"
+            copy += f" && cp {q(initrd)} {q(f'{boot}/{slug}/initrd')}"
         lines.append(f"options {args}")
         run_or_fail(self.host, copy, f"copying the kernel to {boot}")
-        run_or_fail(self.host, f"cat > {boot}/loader/entries/{slug}.conf", "writing the entry",
+        entry_file = shlex.quote(f"{boot}/loader/entries/{slug}.conf")
+        run_or_fail(self.host, f"cat > {entry_file}", "writing the entry",
                     stdin="\n".join(lines) + "\n")  # fmt: skip
         for entry in self.get_entries():
             if entry.id in (slug, f"{slug}.conf"):
@@ -174,6 +176,10 @@ class SystemdBoot:
                 str(self.host),
             )
         slug = str(entry.id).removesuffix(".conf")
+        if not re.fullmatch(r"mhtest-[A-Za-z0-9._-]+", slug) or ".." in slug:
+            raise BootloaderError(
+                f"{self.host}: not an entry mhtest made: {slug!r}", str(self.host)
+            )
         boot = run_or_fail(self.host, "bootctl --print-boot-path", "bootctl").strip()
-        run_or_fail(self.host, f"rm -rf {boot}/{slug} {boot}/loader/entries/{slug}.conf",
-                    "removing the entry")  # fmt: skip
+        paths = [f"{boot}/{slug}", f"{boot}/loader/entries/{slug}.conf"]
+        run_or_fail(self.host, shlex.join(["rm", "-rf", "--", *paths]), "removing the entry")
