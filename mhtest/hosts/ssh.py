@@ -180,7 +180,9 @@ class SSHHost(SSHWaiting, Host):
             try:
                 transport.banner_timeout = self.connect_timeout
                 transport.handshake_timeout = self.connect_timeout
-                transport.start_client(timeout=self.connect_timeout)
+                # The transport's own timeouts come first (it logs why, to job.log, and
+                # ends); ours only guards against one that never comes.
+                transport.start_client(timeout=self.connect_timeout + 1.0)
                 server_key = transport.get_remote_server_key()
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 reason = str(exc) or type(exc).__name__

@@ -69,6 +69,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = ""
     pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
+def wait_single_threaded(timeout: float = 10.0) -> None:
+    """Wait until this process has only its main thread: what an earlier test's connection
+    left (paramiko's transport, a keepalive watch) ends within a second or so of its close,
+    and a job's fork server is forked only from a single-threaded process."""
+    import threading
+
+    wait_for(lambda: threading.active_count() == 1, timeout, "this process's other threads")
+
+
 @dataclass
 class Run:
     """A finished `mhtest` command."""

@@ -18,7 +18,7 @@ import pytest
 from mhtest import exitcodes
 from mhtest.secrets import MASK
 
-from .conftest import Run, running_mhtest, wait_for
+from .conftest import Run, running_mhtest, wait_for, wait_single_threaded
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -306,6 +306,7 @@ def test_ctrl_c_stops_what_a_control_file_runs_and_keeps_the_results(
 def test_a_server_control_file_gets_its_fork_server_ahead_of_the_job() -> None:
     from mhtest.runners.forkserver import CONTROL_PRELOAD, fork_server_ahead
 
+    wait_single_threaded()
     for argv in (["net.srv", "-m", "h1,h2"], ["--control", "job_file", "--hosts=h1"]):
         server = fork_server_ahead(argv)
         assert server is not None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MHTEST, Run, mhtest_command
+from .conftest import MHTEST, Run, mhtest_command, wait_single_threaded
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tests"
 PINGPONG = str(EXAMPLES / "pingpong.py")
@@ -496,6 +496,7 @@ def test_fork_server_ahead_of_the_job(tmp_path: Path) -> None:
     multi.write_text("from mhtest import MultiHostTest\n\nclass A(MultiHostTest):\n    pass\n")
     plain = tmp_path / "plain.py"
     plain.write_text("from mhtest import Test\n")
+    wait_single_threaded()
     # Plain tests sent to hosts: nothing runs here, no server.
     assert fork_server_ahead([str(plain), "--hosts=h1,h2", "-p", "x=multi.py"]) is None
     assert fork_server_ahead(["--inventory", "inv.yaml", str(plain)]) is None
