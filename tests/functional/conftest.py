@@ -69,13 +69,41 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = ""
     pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
-def wait_single_threaded(timeout: float = 10.0) -> None:
-    """Wait until this process has only its main thread: what an earlier test's connection
-    left (paramiko's transport, a keepalive watch) ends within a second or so of its close,
-    and a job's fork server is forked only from a single-threaded process."""
-    import threading
-
-    wait_for(lambda: threading.active_count() == 1, timeout, "this process's other threads")
+def fork_servers_ahead(argvs: list[list[str]]) -> list:
+    """fork_server_ahead(argv) for each argv, in a new process of this Python (a job's fork
+    server is forked only from a single-threaded process, and this one may have threads of
+    earlier tests' connections): for each, None (no server) or [serving?, its args[1:]]."""
+    code = (
+        "import json, sys\n"
+        "from mhtest.runners.forkserver import fork_server_ahead\n"
+        "out = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    server = fork_server_ahead(argv)\n"
+        "    if server is None:\n"
+        "        out.append(None)\n"
+        "        continue\n"
+        "    try:\n"
+        "        out.append([server.proc.poll() is None, list(server.proc.args[1:])])\n"
+        "    finally:\n"
+        "        server.close()\n"
+        "    assert server.proc.returncode is not None\n"
+        "print(json.dumps(out))\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(argvs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 @dataclass

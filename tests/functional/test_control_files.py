@@ -18,7 +18,7 @@ import pytest
 from mhtest import exitcodes
 from mhtest.secrets import MASK
 
-from .conftest import Run, running_mhtest, wait_for, wait_single_threaded
+from .conftest import Run, fork_servers_ahead, running_mhtest, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -304,16 +304,10 @@ def test_ctrl_c_stops_what_a_control_file_runs_and_keeps_the_results(
 
 
 def test_a_server_control_file_gets_its_fork_server_ahead_of_the_job() -> None:
-    from mhtest.runners.forkserver import CONTROL_PRELOAD, fork_server_ahead
+    from mhtest.runners.forkserver import CONTROL_PRELOAD
 
-    wait_single_threaded()
-    for argv in (["net.srv", "-m", "h1,h2"], ["--control", "job_file", "--hosts=h1"]):
-        server = fork_server_ahead(argv)
-        assert server is not None
-        try:
-            assert server.proc.args[1:] == list(CONTROL_PRELOAD)
-        finally:
-            server.close()
+    argvs = [["net.srv", "-m", "h1,h2"], ["--control", "job_file", "--hosts=h1"]]
+    assert fork_servers_ahead(argvs) == [[True, list(CONTROL_PRELOAD)]] * 2
 
 
 HERE = """\

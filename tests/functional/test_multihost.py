@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MHTEST, Run, mhtest_command, wait_single_threaded
+from .conftest import MHTEST, Run, fork_servers_ahead, mhtest_command
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tests"
 PINGPONG = str(EXAMPLES / "pingpong.py")
@@ -490,25 +490,20 @@ def test_multihost_test_starts_warm_and_its_fork_server_never_outlives_the_job(
 
 def test_fork_server_ahead_of_the_job(tmp_path: Path) -> None:
     """A job's fork server starts at once: preloading for multi-host tests, none for hosts."""
-    from mhtest.runners.forkserver import MULTIHOST_PRELOAD, fork_server_ahead
+    from mhtest.runners.forkserver import MULTIHOST_PRELOAD
 
     multi = tmp_path / "multi.py"
     multi.write_text("from mhtest import MultiHostTest\n\nclass A(MultiHostTest):\n    pass\n")
     plain = tmp_path / "plain.py"
     plain.write_text("from mhtest import Test\n")
-    wait_single_threaded()
-    # Plain tests sent to hosts: nothing runs here, no server.
-    assert fork_server_ahead([str(plain), "--hosts=h1,h2", "-p", "x=multi.py"]) is None
-    assert fork_server_ahead(["--inventory", "inv.yaml", str(plain)]) is None
-    for argv, preload in (
-        ([str(plain), str(tmp_path / "none.py")], []),  # tests run here: a plain server
-        (["--hosts", "h1,h2", f"{multi}:A"], list(MULTIHOST_PRELOAD)),
-    ):
-        server = fork_server_ahead(argv)
-        assert server is not None
-        try:
-            assert server.proc.poll() is None  # serving
-            assert server.proc.args[1:] == preload
-        finally:
-            server.close()  # never spawned: killed at once, not waited for
-        assert server.proc.returncode is not None
+    servers = fork_servers_ahead(
+        [
+            # Plain tests sent to hosts: nothing runs here, no server.
+            [str(plain), "--hosts=h1,h2", "-p", "x=multi.py"],
+            ["--inventory", "inv.yaml", str(plain)],
+            [str(plain), str(tmp_path / "none.py")],  # tests run here: a plain server
+            ["--hosts", "h1,h2", f"{multi}:A"],
+        ]
+    )
+    # Serving, and forked (its args: its name, then what it preloads).
+    assert servers == [None, None, [True, []], [True, list(MULTIHOST_PRELOAD)]]
