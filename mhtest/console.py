@@ -128,6 +128,10 @@ class Console:
             self.running[spec.uid] = (spec.name, time.time())
             self.hosts.pop(spec.host, None)
 
+    def test_reboot(self, spec: Any, host: str, count: int) -> None:
+        """A test reboots its host (it runs again once the host is back)."""
+        self._write(f"REBOOT     : {spec.ref} [{host}]: reboot {count}, then it runs again")
+
     def test_end(self, job: Any, result: Any) -> None:
         with self._lock:
             self.running.pop(result.uid, None)
@@ -136,6 +140,8 @@ class Console:
         status = f"{result.status} ({result.time:.2f} s)"
         variant = f";{result.variant}" if result.variant else ""
         line = f" ({result.uid}/{self.total}) {result.ref}{variant}{host}: {status}"
+        if getattr(result, "reboots", 0):
+            line += f" after {result.reboots} reboot{'s' if result.reboots > 1 else ''}"
         if result.fail_reason and result.status != events.PASS:
             line += f" {result.fail_reason.splitlines()[0][:300]}"
         self._write(line, _COLORS.get(result.status) if self.tty else None)

@@ -151,6 +151,9 @@ class Dispatcher:
                 if timeout:
                     deadline = time.monotonic() + timeout + DEADLINE_MARGIN
                     self._deadlines.setdefault(uid, (deadline, timeout))
+            elif kind == events.TEST_REBOOT:
+                # Its host reboots, then it starts again with its whole timeout.
+                self._deadlines.pop(uid, None)
             elif kind == events.TEST_FILES:
                 if uid in self._deadlines:  # its results are on their way
                     deadline, timeout = self._deadlines[uid]

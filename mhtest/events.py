@@ -41,6 +41,8 @@ TEST_END = "test.end"
 TEST_FILES = "test.files"
 TEST_SKIPPED = "test.skipped"
 TEST_NESTED = "test.nested"
+#: A test asked for its host's reboot (uid, count, command): mhtest.runners.reboot.
+TEST_REBOOT = "test.reboot"
 HOST_INFO = "host.info"
 HOST_PHASE = "host.phase"
 RUN_END = "run.end"

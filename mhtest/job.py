@@ -111,6 +111,7 @@ class Job:
         )
         self._lock = threading.Lock()
         self._started: dict[int, float] = {}
+        self._reboots: dict[int, int] = {}  # uid -> reboots of its host it asked for
         #: What could not be written of the job's results: {what: why}.
         self.write_errors: dict[str, str] = {}
         self.logdir = self._make_logdir()
@@ -228,6 +229,12 @@ class Job:
                 self._record(spec, event)
             elif kind == events.TEST_NESTED:
                 self._nested(spec, event)
+            elif kind == events.TEST_REBOOT:
+                count = int(event.get("count") or 0)
+                self._reboots[spec.uid] = count
+                LOG.info("%s: reboot %d of %s", spec.name, count, event.get("host"))
+                if self.console:
+                    self.console.test_reboot(spec, str(event.get("host")), count)
             elif kind == events.TEST_SKIPPED:
                 now = time.time()
                 self._record(
@@ -270,6 +277,9 @@ class Job:
         result = TestResult.from_end(
             spec, event, name=name, start=self._started.get(spec.uid), parent=parent
         )
+        result.reboots = self._reboots.get(spec.uid, 0)
+        if result.reboots and spec.uid in self._started:  # (its end says when it ran last)
+            result.start = self._started[spec.uid]
         self.results.append(result)
         LOG.info(
             "%s: %s%s",

@@ -33,6 +33,8 @@ class TestResult:
     #: When setUp, the test and tearDown ran: [[name, start, end], ...] (instrumented tests).
     phases: list[list[Any]] = field(default_factory=list)
     variant: str | None = None  # the variant's ID (`-m`), also the end of `name`
+    #: How many times the test rebooted its host (mhtest.runners.reboot).
+    reboots: int = 0
 
     @property
     def time(self) -> float:

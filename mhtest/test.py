@@ -87,7 +87,8 @@ class Test(Assertions):
     `status`, `running`, `phase`, `time_elapsed`, `fail_reason`, `fail_class`,
     `traceback`, `filename`, `basedir`, `logdir`, `logfile`, `outputdir`, `workdir`,
     `teststmpdir`, `cache_dirs`; calls `get_data()`, `fetch_asset()`, unittest's
-    assertions; and `sync` in multi-host and --sync runs.
+    assertions; and `sync` in multi-host and --sync runs. On a remote host, `reboot()`
+    reboots it and the test runs again after the boot (`reboot_count`).
     """
 
     #: Seconds after which the test is interrupted (the `timeout` param overrides it).
@@ -184,6 +185,34 @@ class Test(Assertions):
     def cancel(self, msg: str | None = None, message: str | None = None) -> NoReturn:
         """End the test CANCEL: it cannot run here."""
         raise TestCancel(msg or message)
+
+    @property
+    def reboot_count(self) -> int:
+        """How many times this test rebooted its host (0 before its first reboot)."""
+        from mhtest.runners.reboot import reboot_count
+
+        return reboot_count()
+
+    def reboot(self, command: str | None = None, timeout: float | None = None) -> NoReturn:
+        """Reboot the host this test runs on (a remote host); the test runs again after
+        the boot, from its start, with `reboot_count` one higher, in the same results
+        directory: check the count to go on where it chose.
+
+        `command` reboots the host instead of the usual `reboot`; `timeout` (seconds) is
+        how long this waits for the reboot to come before the test ends ERROR. Does not
+        return. Runs no tearDown: the boot ends this process.
+        """
+        from mhtest.runners import reboot
+
+        wait = reboot.DEFAULT_WAIT if timeout is None else float(timeout)
+        self.log.info("asking for reboot %d of the host", self.reboot_count + 1)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        try:
+            reboot.request(command, wait)
+        except reboot.RebootError as exc:
+            raise TestError(str(exc)) from None
+        raise TestError("the host was not rebooted")  # (request() does not return)
 
     @property
     def status(self) -> str | None:

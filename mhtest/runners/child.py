@@ -21,6 +21,7 @@ from typing import Any, Callable
 from mhtest import environment, events
 from mhtest.exceptions import TestInterrupt
 from mhtest.params import Params, variant_values
+from mhtest.runners import reboot
 from mhtest.runners.lifecycle import run_lifecycle, status_of
 from mhtest.runners.workerbin import child_env
 from mhtest.spec import BROKEN, CONTROL_CLIENT, CONTROL_SERVER, SIMPLE, TestSpec
@@ -65,10 +66,14 @@ def run_spec(spec: TestSpec, event_fd: int) -> int:
     if paramiko_log.level == logging.NOTSET:
         paramiko_log.setLevel(logging.WARNING)
     os.environ.update(spec.env)
+    reboot.set_variables(os.environ, spec.env)
     os.environ.update(environment.test_variables(spec.name, spec.path, spec.logdir))
     os.environ.update(child_env(os.environ))
     start = time.time()
     logging.getLogger("mhtest.test").info("START %s", spec.name)
+    count = reboot.reboot_count(spec.env)
+    if count:
+        logging.getLogger("mhtest.test").info("running again after reboot %d of its host", count)
     if spec.kind == BROKEN:
         outcome = {
             "status": events.ERROR,
@@ -170,6 +175,9 @@ def start_simple(spec_path: str, event_fd: int) -> int | None:
     proc.returncode = 0
     spec.mask_file(spec_path)  # read: secrets need not stay in the file
     events.append_debug_log(spec.logdir, f"START {spec.name}")  # the end says if it fails
+    count = reboot.reboot_count(spec.env)
+    if count:
+        events.append_debug_log(spec.logdir, f"running again after reboot {count} of its host")
     EventWriter(event_fd)(
         events.TEST_START, uid=spec.uid, name=spec.name, pid=proc.pid, timeout=timeout
     )
@@ -185,6 +193,7 @@ def simple_environment(spec: TestSpec, base: Any) -> dict[str, str]:
         **environment.test_variables(spec.name, spec.path, spec.logdir),
         **environment.param_variables({**variant_values(spec.variant), **spec.params}),
     }
+    reboot.set_variables(env, spec.env)
     env.update(child_env(env))  # a worker's: the sync commands on its PATH, the roles
     return env
 

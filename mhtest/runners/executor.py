@@ -41,7 +41,7 @@ import threading
 from typing import Any, BinaryIO
 
 from mhtest import environment, events
-from mhtest.runners import journal, payload
+from mhtest.runners import journal, payload, reboot
 from mhtest.spec import TestSpec
 
 LOG = logging.getLogger(__name__)
@@ -195,12 +195,15 @@ def receive_input(stream: Any, cache: str) -> bytes:
 
 
 def take_input(
-    header: bytes, root: str, cache: str
+    header: bytes, root: str, cache: str, desk: str | None = None
 ) -> tuple[int | None, list[TestSpec], str | None]:
     """The tests of `header`: (max_parallel, specs, tree).
 
     Logdirs go under `root`; test paths under `tree`, a private tree of the payload (in
-    `cache`), or None when there are no files.
+    `cache`), or None when there are no files. `desk`: the socket of the run's reboot desk
+    (mhtest.runners.reboot), given to each test; a test resumed after a reboot (the
+    header's `resume`: [{"run": ID, "test": UID}]) gets back the results directory that
+    run kept.
     """
     info = json.loads(header)
     key = str((info.get("payload") or {}).get("key") or "")
@@ -218,7 +221,15 @@ def take_input(
         spec.logdir = os.path.join(root, spec.logdir or f"results/{spec.uid}")
         spec.env.update(environment.common_tmpdir_variables(shared))
         spec.tests_path = [os.path.join(tree, d) for d in spec.tests_path] if tree else []
+        spec.env.update(reboot.count_variables(reboot.reboot_count(spec.env)))
+        if desk:
+            spec.env.update({reboot.SOCKET_VAR: desk, reboot.TEST_VAR: str(spec.uid)})
         specs.append(spec)
+    logdirs = {spec.uid: spec.logdir for spec in specs}
+    for resumed in info.get("resume") or ():
+        uid = resumed.get("test")
+        if uid in logdirs:
+            reboot.restore_results(cache, str(resumed.get("run")), uid, logdirs[uid])
     max_parallel = info.get("max_parallel")
     return (int(max_parallel) if max_parallel else None), specs, tree
 
@@ -283,6 +294,37 @@ def _wait_collected(directory: str, keep: float, signals: _Signals, bell: journa
         bell.drain()
 
 
+def _open_desk(
+    path: str, directory: str, specs: list[TestSpec], runner: Any, output: _Output
+) -> reboot.Desk | None:
+    """The run's reboot desk: a test's request keeps its results, holds the other tests
+    back and goes in the journal for the controller, which reboots the host."""
+    by_uid = {spec.uid: spec for spec in specs}
+
+    def handle(uid: int, command: str | None) -> str | None:
+        spec = by_uid.get(uid)
+        if spec is None:
+            return f"no test {uid} in this run"
+        if runner.rebooting not in (None, uid):
+            return f"test {runner.rebooting} of this run already asked for a reboot"
+        count = reboot.reboot_count(spec.env) + 1
+        if count > reboot.MAX_REBOOTS:
+            return f"this would be reboot {count} of the test: {reboot.MAX_REBOOTS} at most"
+        try:
+            reboot.keep_results(directory, uid, spec.logdir)
+        except OSError as exc:
+            return f"cannot keep the test's results over the reboot: {exc}"
+        runner.hold_for_reboot(uid)
+        output({"type": events.TEST_REBOOT, "uid": uid, "count": count, "command": command})
+        return None
+
+    try:
+        return reboot.Desk(path, handle)
+    except OSError as exc:
+        print(f"mhtest runner: no reboots for the tests: {path}: {exc}", file=sys.stderr)
+        return None
+
+
 def run_detached(
     directory: str, header_fd: int, preload: list[str], cache: str, wait: float
 ) -> int:
@@ -317,8 +359,9 @@ def run_detached(
         if not header.endswith(b"\n"):
             return 1  # the follower could not take the tests (it said why)
         journal.write(directory, journal.STARTED, "")
+        desk_path = os.path.join(directory, reboot.SOCKET_NAME)
         try:
-            max_parallel, specs, tree = take_input(header, root, cache)
+            max_parallel, specs, tree = take_input(header, root, cache, desk_path)
         except (OSError, ValueError, AttributeError) as exc:
             print(f"mhtest executor: cannot take the tests: {exc}", file=sys.stderr)
             return 1
@@ -334,7 +377,12 @@ def run_detached(
         runner = LocalRunner(
             max_parallel or os.cpu_count() or 1, output, stop, server, stop_grace=STOP_GRACE
         )
-        runner.run(specs)
+        desk = _open_desk(desk_path, directory, specs, runner, output)
+        try:
+            runner.run(specs)
+        finally:
+            if desk is not None:
+                desk.close()
         output({"type": events.RUN_END})
         journal.write(directory, journal.FINISHED, "")
         finished = True

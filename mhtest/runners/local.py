@@ -97,6 +97,13 @@ class LocalRunner:
         self.stop_grace = stop_grace
         self._server = server  # a fork server started earlier, which run() takes over
         self._unanswered = 0  # spawn requests the fork server has not answered yet
+        #: The test that asked for its host's reboot (mhtest.runners.reboot): while it
+        #: waits for it, no other test starts and its own deadline waits.
+        self.rebooting: object = None
+
+    def hold_for_reboot(self, uid: object) -> None:
+        """Test `uid` asked for its host's reboot (from any thread)."""
+        self.rebooting = uid
 
     def run(self, specs: list[TestSpec]) -> None:
         """Run every spec; returns when all have ended (or were interrupted)."""
@@ -130,9 +137,12 @@ class LocalRunner:
                     self._finish(gone.pop(0))
                 if self.failed is not None and give_up is None:
                     self._skip(pending, self.failed)
+                if self.rebooting is not None:
+                    self._waiting_for_reboot(running)
                 while (
                     give_up is None
                     and self.failed is None
+                    and self.rebooting is None
                     and pending
                     and len(running) < self.max_parallel
                     and self._unanswered < SPAWN_WINDOW
@@ -200,6 +210,14 @@ class LocalRunner:
             self._unanswered += 1
         finally:
             os.close(wfd)
+
+    def _waiting_for_reboot(self, running: dict) -> None:
+        """The test waiting for its reboot has no deadline; once it ended, tests start."""
+        run = running.get(str(self.rebooting))
+        if run is None or run.ended:
+            self.rebooting = None
+        elif not run.timed_out:
+            run.deadline = None
 
     def _not_started(self, run: _Running, reason: str) -> None:
         if not reason.startswith("cannot "):

@@ -15,6 +15,11 @@ it got to, so each event and result arrives once; a host not back in time ends i
 ERROR ("lost h2 at 12:03:04, not back within 300 s"). Once the run's end arrives, the
 host is told it may go: it removes the run and leaves nothing behind.
 
+A test may ask for its host's reboot (mhtest.runners.reboot: test.reboot in the journal).
+This runner then waits for the host's other running tests to end, reboots the host
+(Host.reboot, which waits for a new boot id), and starts a new run of the test (its
+results directory put back, its reboot count one higher) and of the tests not started yet.
+
 Ctrl-C sends the executor a stop message, which stops its tests (they are reported
 INTERRUPT with their results); a second channel kills the run only if it does not end
 within STOP_GRACE, which is longer than the executor gives its tests
@@ -24,6 +29,7 @@ within STOP_GRACE, which is longer than the executor gives its tests
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -33,7 +39,7 @@ import time
 from typing import Any, Callable
 
 from mhtest import events
-from mhtest.runners import reattach, untrusted
+from mhtest.runners import reattach, reboot, untrusted
 from mhtest.runners.exec_stream import ExecStream
 from mhtest.runners.launch import PROBE_TIMEOUT, Interrupted, Launcher, Sources
 from mhtest.runners.reports import HostReports
@@ -53,6 +59,8 @@ RESULTS_GRACE = 3.0
 #: How long a host whose connection dropped after all its tests reported is waited for,
 #: to tell its run that everything arrived (it goes at once then).
 TIDY_WAIT = 15.0
+#: The longest reboot command a host may ask for (a test's `reboot(command)`).
+MAX_REBOOT_COMMAND = 4096
 
 
 class RemoteTestRunner:
@@ -89,6 +97,10 @@ class RemoteTestRunner:
         self.offset = 0  # bytes of the run's journal received
         self.finished = False  # its run.end arrived
         self._killed = False
+        #: A test's reboot, asked for and not done yet: (its uid there, reboot command).
+        self.reboot_wanted: tuple[int, str | None] | None = None
+        self.reboots: dict[int, int] = {}  # reboots of each test (by its uid there)
+        self._resume: list[dict] = []  # what the next run's header says to resume
 
     def run(self, specs: list[TestSpec]) -> None:
         try:
@@ -115,6 +127,18 @@ class RemoteTestRunner:
                 missing = [s for s in specs if s.uid not in self.reports.ended]
                 if self._killed:
                     break
+                if (
+                    self.reboot_wanted is not None
+                    and not self._others_running(by_uid)
+                    and not self.stop.is_set()
+                ):
+                    rebooted = self._reboot(proc, files, specs, by_uid, preload)
+                    if isinstance(rebooted, str):
+                        if not self.stop.is_set():
+                            self.reports.fail_rest(missing, rebooted)
+                        break
+                    proc, stream = rebooted
+                    continue
                 if self.finished or not missing:
                     if self.reconnect_timeout and self._lost(proc.channel):
                         self._drop(proc)
@@ -210,6 +234,91 @@ class RemoteTestRunner:
         LOG.error("%s", reason)
         return reason
 
+    def _reboot(
+        self, proc: Any, files: Any, specs: list[TestSpec], by_uid: dict, preload: tuple
+    ) -> tuple[Any, ExecStream] | str:
+        """Reboot the host for the test that asked, then run it again and the tests that
+        did not start: the new run's (proc, stream), or why the host's tests end."""
+        assert self.reboot_wanted is not None
+        uid, command = self.reboot_wanted
+        self.reboot_wanted = None
+        local, remote = by_uid[uid]
+        count = self.reboots[uid]
+        name = self.host.name
+        old_run = self.run_id
+        self._drop(proc)  # the host goes down: this connection with it
+        timeout = self.reconnect_timeout or reattach.DEFAULT_TIMEOUT
+        LOG.warning("%s: reboot %d, for %s", name, count, local.name)
+        self.sink(events.host_phase(name, f"rebooting for {local.name} (reboot {count})", timeout))
+        try:
+            error = self._wait_reboot(command, timeout)
+        finally:
+            self.sink(events.host_phase(name, "running", 0))
+        if error:
+            LOG.error("%s", error)
+            return f"{name}: reboot {count} for {local.name} failed: {error}"
+        LOG.warning("%s: back after reboot %d; running %s again", name, count, local.name)
+        if self.on_reconnect is not None:
+            self.on_reconnect()
+        again = dataclasses.replace(remote, env={**remote.env, reboot.COUNT_VAR: str(count)})
+        later = [
+            there
+            for here, there in (by_uid[s.uid] for s in specs if s.uid in by_uid)
+            if here.uid not in self.reports.started
+        ]
+        self.reports.resumed.add(local.uid)
+        self._resume = [{"run": old_run, "test": uid}]
+        return self._begin(files, [again, *later], preload)
+
+    def _wait_reboot(self, command: str | None, timeout: float) -> str | None:
+        """Host.reboot(), stopped waiting for by a stop: None, or why it failed."""
+        outcome: dict[str, str] = {}
+
+        def reboot_host() -> None:
+            try:
+                self.host.reboot(timeout=timeout, reboot_cmd=command)
+            except Exception as exc:  # noqa: BLE001 - any failure ends the host's tests
+                outcome["error"] = events.one_line(exc, self.host.name)
+
+        worker = threading.Thread(target=reboot_host, name=f"reboot-{self.host.name}")
+        worker.daemon = True
+        worker.start()
+        while worker.is_alive():
+            if self.stop.wait(0.2):
+                return "interrupted by the user"
+        return outcome.get("error")
+
+    def _asked_reboot(self, event: dict, by_uid: dict) -> None:
+        """A test asked for its host's reboot (checked: the host is not trusted)."""
+        uid, command = event.get("uid"), event.get("command")
+        pair = by_uid.get(uid)
+        if pair is None or pair[0].uid in self.reports.ended or self.reboot_wanted is not None:
+            LOG.warning("%s: reboot request for no running test: %.200r", self.host.name, event)
+            return
+        if command is not None and (
+            not isinstance(command, str) or len(command) > MAX_REBOOT_COMMAND or "\0" in command
+        ):
+            LOG.warning(
+                "%s: not a reboot command, the usual one instead: %.200r", self.host.name, command
+            )
+            command = None
+        count = self.reboots.get(uid, 0) + 1
+        if count > reboot.MAX_REBOOTS:
+            LOG.warning("%s: %s asked for reboot %d: not done", self.host.name, pair[0].name, count)
+            return
+        self.reboots[uid] = count
+        self.reboot_wanted = (uid, command)
+        self.sink(
+            {"type": events.TEST_REBOOT, "uid": pair[0].uid, "host": self.host.name, "count": count}
+        )
+
+    def _others_running(self, by_uid: dict) -> bool:
+        """Tests of this host started and not ended, besides the one that asked to reboot."""
+        if self.reboot_wanted is None:
+            return True
+        asking = by_uid[self.reboot_wanted[0]][0].uid
+        return bool(self.reports.started - self.reports.ended - {asking})
+
     def _tidy_up(self, by_uid: dict) -> None:
         """Every test reported, but the connection dropped before the run heard "done":
         follow it again briefly to say it (else it waits for us for its keep time)."""
@@ -242,6 +351,8 @@ class RemoteTestRunner:
             "payload": {"key": files.key, "size": size},
             "specs": [s.to_dict() for s in specs],
         }
+        if self._resume:
+            header["resume"], self._resume = self._resume, []
         channel.settimeout(SEND_POLL)
         try:
             self._write(channel, json.dumps(header).encode() + b"\n")
@@ -340,6 +451,8 @@ class RemoteTestRunner:
         if self.finished:  # (followed again after a drop that came after its end)
             self._tell(proc.channel, reattach.DONE)
         while not stream.eof:
+            if self.reboot_wanted is not None and not self._others_running(by_uid):
+                return  # the host may go down now
             now = time.monotonic()
             if self.stop.is_set() and kill_at is None:
                 kill_at = now + STOP_GRACE
@@ -370,6 +483,9 @@ class RemoteTestRunner:
                 if event["type"] == events.RUN_END:
                     self.finished = True
                     self._tell(proc.channel, reattach.DONE)  # it may go
+                    continue
+                if event["type"] == events.TEST_REBOOT:
+                    self._asked_reboot(event, by_uid)
                     continue
                 self.reports.event(event, by_uid)
         LOG.debug("%s: executor stderr: %s", self.host.name, stream.stderr[-1000:])

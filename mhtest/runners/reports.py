@@ -34,6 +34,8 @@ class HostReports:
         self.max_results = max_results
         self.ended: set[int] = set()
         self.started: set[int] = set()
+        #: Tests run again after their host's reboot: their next start is passed on too.
+        self.resumed: set[int] = set()
         self.spools: dict[int, tuple[TestSpec, untrusted.ResultsSpool]] = {}
         self.files_done: set[int] = set()
         #: Why a test's results were refused: its end becomes ERROR with that reason.
@@ -64,8 +66,9 @@ class HostReports:
             self.receive_files(local, event)
             return
         if kind == events.TEST_START:
-            if local.uid in self.started:
+            if local.uid in self.started and local.uid not in self.resumed:
                 return
+            self.resumed.discard(local.uid)
             self.started.add(local.uid)
         elif kind in (events.TEST_END, events.TEST_SKIPPED):
             self.ended.add(local.uid)

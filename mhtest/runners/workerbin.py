@@ -7,6 +7,8 @@
 - A worker also gets a variable per role of its run listing the workers that have it, as
   Beaker does for restraint scripts ($SERVERS, $CLIENTS), unless the name is taken, and (on
   Linux) MHTEST_SYNC_AGENT, the name of its sync agent's socket (mhtest.sync.agent).
+- A test run by a remote host's executor, which may reboot its host, gets the same bin
+  directory for `mhtest-reboot` (tmt-reboot, rstrnt-reboot): see mhtest.runners.reboot.
 - (A simple test's params become environment variables as Avocado makes them: see
   mhtest.environment.param_variables.)
 
@@ -34,13 +36,16 @@ from pathlib import Path
 from typing import Mapping
 
 from mhtest import __version__
+from mhtest.runners.reboot import COMMANDS as REBOOT_COMMANDS
+from mhtest.runners.reboot import SOCKET_VAR
 from mhtest.sync.compat import COMMANDS
 
 LOG = logging.getLogger(__name__)
 
-#: The commands a worker finds first on its PATH.
-WORKER_COMMANDS = ("mhtest", *COMMANDS)
-_LAYOUT = "1"  # bump when the scripts change
+#: The commands a worker finds first on its PATH (and a test that may reboot its host, the
+#: reboot commands: mhtest.runners.reboot).
+WORKER_COMMANDS = ("mhtest", *COMMANDS, *REBOOT_COMMANDS)
+_LAYOUT = "2"  # bump when the scripts change
 
 
 def _launcher(roots: list[str], extra: list[str]) -> str:
@@ -123,12 +128,19 @@ def bin_dir() -> str:
 
 def child_env(env: Mapping[str, str]) -> dict[str, str]:
     """The variables to add to `env`, a test's environment, when the test is a multi-host
-    worker: its sync commands first on PATH, the agent's name, the roles' variables.
+    worker: its sync commands first on PATH, the agent's name, the roles' variables; when
+    it may reboot its host (a remote host's test): the reboot commands first on PATH.
 
     (A simple test's params become variables as Avocado makes them: mhtest.environment.)
     """
     extra: dict[str, str] = {}
-    if env.get("MHTEST_WORKER") and env.get("MHTEST_SYNC_ADDRESS"):
+    worker = bool(env.get("MHTEST_WORKER") and env.get("MHTEST_SYNC_ADDRESS"))
+    if not worker and env.get(SOCKET_VAR):
+        try:
+            extra["PATH"] = os.pathsep.join([bin_dir(), env.get("PATH") or os.defpath])
+        except OSError as exc:
+            LOG.warning("no mhtest-reboot for this test: cannot make its directory: %s", exc)
+    if worker:
         extra.update(_role_variables(env, extra))
         if sys.platform.startswith("linux"):
             # The worker's sync agent, started by its first `mhtest sync` (mhtest.sync.agent):

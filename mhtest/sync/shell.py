@@ -339,6 +339,10 @@ def launch(command: str, argv: Sequence[str]) -> int:
         if argv[:1] == ["sync"]:
             return main(argv[1:])
         os.execv(sys.executable, [sys.executable, "-m", "mhtest", *argv])
+    if command.endswith("-reboot"):
+        from mhtest.runners import reboot
+
+        return reboot.main(command, list(argv))
     from mhtest.sync import compat
 
     return compat.main(command, list(argv))

@@ -161,14 +161,17 @@ def test_a_workers_path_and_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert names == sorted(
         ["mhtest", "lava-send", "lava-wait", "lava-wait-all", "lava-sync", "lava-self"]
         + ["lava-role", "lava-group", "rstrnt-sync-set", "rstrnt-sync-block"]
+        + ["mhtest-reboot", "tmt-reboot", "rstrnt-reboot"]
     )
     # A new agent for every worker, even when the environment names one (an outer run's).
     agent = extra["MHTEST_SYNC_AGENT"]
     assert agent.startswith("@mhtest-sync-") and len(agent) == len("@mhtest-sync-") + 32
     again = child_env({**env, "MHTEST_SYNC_AGENT": agent})
     assert again["MHTEST_SYNC_AGENT"] != agent
-    # Not a worker: nothing on its PATH.
+    # Not a worker: nothing on its PATH, unless it may reboot its host (a remote test).
     assert "PATH" not in child_env({"PATH": "/usr/bin"})
+    remote = child_env({"PATH": "/usr/bin", "MHTEST_REBOOT_SOCKET": "/run/x/reboot.sock"})
+    assert remote == {"PATH": f"{bin_dir()}{os.pathsep}/usr/bin"}
 
 
 def _shell(address: str, keys, name: str, *args: str) -> subprocess.CompletedProcess:
