@@ -23,6 +23,9 @@ UP_POLL = 0.1
 DOWN_POLL = 0.2
 #: Seconds a detached reboot waits, so that the command starting it returns first.
 REBOOT_DELAY = 0.2
+#: Seconds a reboot waits for the host's own word that it goes down (an SSH host: the end of
+#: the session that started the reboot) before it asks the host whether it is down.
+GOING_WAIT = 20.0
 #: Autotest's cascade: each harsher step runs only if the host is still there.
 REBOOT_CASCADE = "reboot & sleep 60; reboot -f & sleep 10; reboot -nf & sleep 10; telinit 6 &"
 
@@ -202,21 +205,31 @@ class Host:
         new boot id) and is back up with a new boot id; RebootError names the phase that ran
         out of time.
         """
-        old_boot_id = self.get_boot_id()
         deadline = time.monotonic() + timeout
         what = reboot_cmd or "reboot"
-        log.info("%s: rebooting with %r (boot id %s)", self, what, old_boot_id)
-        # Detached, after a moment: our command's answer gets back before sshd goes. A sync
-        # that fails does not stop the reboot.
+        # A sync that fails does not stop the reboot.
         sync = "" if fastsync else "sync; "
-        steps = f"{sync}sleep {REBOOT_DELAY}; {reboot_cmd or REBOOT_CASCADE}"
-        cmd = f"( ({steps}) </dev/null >/dev/null 2>&1 & )"
+        old_boot_id, going = self._start_reboot(f"{sync}{reboot_cmd or REBOOT_CASCADE}", what)
+        if wait:
+            self.wait_for_restart(timeout, old_boot_id, what, down_timeout, deadline, going)
+        elif going is not None:
+            going(0.0)  # (lets go of what it watches)
+
+    def _start_reboot(self, steps: str, what: str) -> tuple[str, Callable[[float], bool] | None]:
+        """Read the boot id, then start `steps` detached, after a moment (our command's
+        answer gets back before sshd goes): (boot id, None).
+
+        A host may return, instead of None, a call that waits up to the seconds given for
+        the host to go down and says whether it did (SSHHost: its session ends).
+        """
+        old_boot_id = self.get_boot_id()
+        log.info("%s: rebooting with %r (boot id %s)", self, what, old_boot_id)
+        cmd = f"( (sleep {REBOOT_DELAY}; {steps}) </dev/null >/dev/null 2>&1 & )"
         try:
             self.run(cmd, timeout=10, ignore_status=True)
         except HostError as exc:
             log.debug("%s: reboot command ended with %s (expected while going down)", self, exc)
-        if wait:
-            self.wait_for_restart(timeout, old_boot_id, what, down_timeout, deadline)
+        return old_boot_id, None
 
     def wait_for_restart(
         self,
@@ -225,15 +238,20 @@ class Host:
         what: str = "reboot",
         down_timeout: float | None = None,
         deadline: float | None = None,
+        going: Callable[[float], bool] | None = None,
     ) -> None:
         """Wait until the host goes down and is back with a boot id other than `old_boot_id`.
 
         `deadline` (time.monotonic()) ends the wait if earlier than `timeout` from now.
-        RebootError names the phase (going down, coming up) that ran out of time.
+        `going` (see _start_reboot) tells when the host goes down without asking it; when
+        it does not say so within GOING_WAIT (or half the time to go down), wait_down()
+        asks. RebootError names the phase (going down, coming up) that ran out of time.
         """
         deadline = min(deadline or float("inf"), time.monotonic() + timeout)
+        down_for = min(down_timeout or timeout, deadline - time.monotonic())
+        went = going is not None and going(max(0.0, min(GOING_WAIT, down_for / 2)))
         self._forget_connection()
-        if old_boot_id is not None:
+        if old_boot_id is not None and not went:
             down_for = min(down_timeout or timeout, deadline - time.monotonic())
             down = self.wait_down(max(0.0, down_for), old_boot_id=old_boot_id)
             if not down:

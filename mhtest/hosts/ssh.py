@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mhtest.hosts import _paramiko
@@ -38,6 +38,8 @@ DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 DEFAULT_CONNECT_TIMEOUT = 15.0
 #: Seconds without a packet from the host before it is asked whether it is still there.
 KEEPALIVE = 5.0
+#: Seconds the command starting a reboot may take to give the boot id.
+REBOOT_ANSWER = 30.0
 #: Seconds it then gets to answer before its connection counts as lost (and is closed).
 KEEPALIVE_WAIT = 10.0
 
@@ -412,6 +414,63 @@ class SSHHost(SSHWaiting, Host):
         result = proc.communicate(stdin=stdin, timeout=timeout)
         log.debug("%s: %r -> %s (%.3f s)", self.name, command, result.exit_status, result.duration)
         return self.check_result(result, ignore_status)
+
+    def _start_reboot(self, steps: str, what: str) -> tuple[str, Callable[[float], bool] | None]:
+        """One command reads the boot id, starts `steps` detached and waits on its input:
+        its session ends when the host's shutdown ends the processes, which tells that the
+        host goes down without asking it (a login each time, while it shuts down). The boot
+        id is on its way before the reboot starts: no need to wait a moment first."""
+        from mhtest.hosts.base import BOOT_ID
+
+        channel = self.open_channel()
+        try:
+            channel.settimeout(REBOOT_ANSWER)
+            detached = f"( ({steps}) </dev/null >/dev/null 2>&1 & )"
+            channel.exec_command(f"cat {BOOT_ID} && {detached} && exec cat >/dev/null")
+            answer = b""
+            while not answer.endswith(b"\n") and len(answer) < 200:
+                data = channel.recv(200)
+                if not data:
+                    break
+                answer += data
+        except (OSError, EOFError) as exc:  # (socket.timeout too)
+            channel.close()
+            raise HostUnreachable(
+                f"{self.name}: no answer to the reboot: {exc}", self.name
+            ) from None
+        old_boot_id = answer.decode("ascii", "replace").strip()
+        if not answer.endswith(b"\n") or not old_boot_id:
+            why = (
+                channel.recv_stderr(500).decode("utf-8", "replace").strip()
+                if channel.recv_stderr_ready()
+                else ""
+            )
+            channel.close()
+            raise HostError(
+                f"{self.name}: cannot read its boot id ({BOOT_ID}){': ' + why if why else ''}",
+                self.name,
+            )
+        log.info("%s: rebooting with %r (boot id %s)", self.name, what, old_boot_id)
+
+        def going(timeout: float) -> bool:
+            deadline = time.monotonic() + timeout
+            try:
+                while time.monotonic() < deadline:
+                    transport = channel.get_transport()
+                    if (
+                        channel.exit_status_ready()
+                        or channel.closed
+                        or transport is None
+                        or not transport.is_active()
+                    ):
+                        log.debug("%s: its session ended: going down", self.name)
+                        return True
+                    channel.status_event.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+                return False
+            finally:
+                channel.close()
+
+        return old_boot_id, going
 
     def is_up(self) -> bool:
         """True if the host accepts a connection and runs `true`."""
