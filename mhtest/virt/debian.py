@@ -1,12 +1,13 @@
 """A small Debian guest to reboot, re-kernel and hard-reset: built from Debian's packages only.
 
 ``debian_guest()`` returns a `DebianGuest`: a raw disk image (one ext4 partition, GRUB in the
-MBR) holding a minbase Debian with sysvinit, sshd, dpkg, GRUB and Debian's ``-amd64`` kernel
-(with a small initrd: virtio and ext4 only), plus what tests need around it: root's SSH key,
-the guest's SSH host key, Debian's ``-cloud-amd64`` kernel package of the same release (not
-installed) and an initrd for it. Built with mmdebstrap (root only: the files must be owned
-by root in the image), then booted once with QEMU's ``-kernel`` to run grub-install and
-update-grub on the guest's own disk; no loop devices, no mounts on this machine.
+MBR) holding a minbase Debian with sysvinit, sshd, dpkg, GRUB, python3 (mhtest runs tests and
+client control files there) and Debian's ``-amd64`` kernel (with a small initrd: virtio and
+ext4 only), plus what tests need around it: root's SSH key, the guest's SSH host key,
+Debian's ``-cloud-amd64`` kernel package of the same release (not installed) and an initrd
+for it. Built with mmdebstrap (root only: the files must be owned by root in the image), then
+booted once with QEMU's ``-kernel`` to run grub-install and update-grub on the guest's own
+disk; no loop devices, no mounts on this machine.
 
 Everything is cached in ``~/.cache/mhtest/debian-<suite>-<key>/``, the key a hash of what
 goes in (suite, mirror, packages, every file and script written into the image); a builder
@@ -43,6 +44,7 @@ PACKAGES = (
     "openssh-server",
     "sysvinit-core",
     "iproute2",
+    "python3",  # mhtest's executor, for tests and client control files run in the guest
 )
 #: Kernel flavours fetched next to the image (not installed): {flavour: initrd wanted}.
 EXTRA_KERNELS = ("cloud-amd64",)
