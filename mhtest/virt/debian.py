@@ -44,7 +44,7 @@ PACKAGES = (
     "openssh-server",
     "sysvinit-core",
     "iproute2",
-    "python3",
+    "python3",  # mhtest's executor, for tests and client control files run in the guest
 )
 #: Kernel flavours fetched next to the image (not installed): {flavour: initrd wanted}.
 EXTRA_KERNELS = ("cloud-amd64",)
