@@ -169,7 +169,8 @@ def keep_results(run_dir: str, uid: int, logdir: str) -> str:
 
 def restore_results(cache: str, run_id: str, uid: int, logdir: str) -> bool:
     """Put back the results directory kept by run `run_id` for test `uid` as `logdir`;
-    the old run's directory is removed. False when nothing was kept."""
+    the old run's directory is removed, and its tests' directories. False when nothing
+    was kept."""
     from mhtest.runners import journal
 
     old = journal.run_dir(cache, run_id)
@@ -180,7 +181,7 @@ def restore_results(cache: str, run_id: str, uid: int, logdir: str) -> bool:
         shutil.rmtree(logdir, ignore_errors=True)
         shutil.move(kept, logdir)
         restored = True
-    shutil.rmtree(old, ignore_errors=True)
+    journal.remove(old)
     return restored
 
 

@@ -55,8 +55,10 @@ def boot_id(guest: KVMGuest) -> str:
 
 
 def runs_left(guest: KVMGuest) -> str:
-    """What mhtest runs the guest's cache still holds (none once a job is over)."""
-    return guest.run("ls -A ~/.cache/mhtest/runs 2>/dev/null || true").stdout.strip()
+    """What mhtest runs the guest still holds (none once a job is over): run directories,
+    and the tests' directories of a run (/tmp/mhtest.*), the one before a reboot too."""
+    listing = "ls -A ~/.cache/mhtest/runs 2>/dev/null; ls -d /tmp/mhtest.* 2>/dev/null; true"
+    return guest.run(listing).stdout.strip()
 
 
 TWICE_PY = """

@@ -133,6 +133,36 @@ def test_hardreset_of_a_guest_whose_sshd_is_stopped(guest) -> None:
 
 
 @pytest.mark.timeout(BOOT + 60)
+def test_insert_modules_loads_the_kvm_modules_for_real(guest) -> None:
+    """KVM.install(insert_modules=True) on a real Linux host, the guest: kvm and the module
+    of its CPU's virtualization (kvm_intel for vmx, kvm_amd for svm) are loaded for real; a
+    CPU with neither gets the error naming it. (Its QEMU is a stand-in printing a version:
+    the guest has none, and the modules are loaded before QEMU is ever run.)"""
+    from mhtest.autoserv.kvm import KVMError
+
+    assert "kvm" not in guest.run("lsmod").stdout.split()  # not loaded yet
+    flags = guest.run("grep -m1 '^flags' /proc/cpuinfo").stdout.split()
+    module = "kvm_intel" if "vmx" in flags else "kvm_amd" if "svm" in flags else None
+    guest.run(
+        "printf '#!/bin/sh\\necho QEMU emulator version 7.2.0\\n' "
+        "> /usr/local/bin/qemu-system-x86_64 && chmod 755 /usr/local/bin/qemu-system-x86_64"
+    )
+    try:
+        if module is None:
+            with pytest.raises(KVMError) as caught:
+                KVM(guest).install(insert_modules=True)
+            assert str(caught.value).startswith(f"{guest}: cannot load the kvm modules")
+            assert "no vmx or svm CPU flag" in str(caught.value)
+        else:
+            KVM(guest).install(insert_modules=True)
+        loaded = [line.split()[0] for line in guest.run("lsmod").stdout.splitlines()[1:]]
+        assert "kvm" in loaded, loaded
+        assert module is None or module in loaded, (module, loaded)
+    finally:
+        guest.run("rm -f /usr/local/bin/qemu-system-x86_64")
+
+
+@pytest.mark.timeout(BOOT + 60)
 def test_guest_on_addresses_given_to_install(sshd_host, debian_image) -> None:
     """The MAC->IP mapping: the options bring the network, the guest gets the MAC."""
     port = free_port("127.0.0.1")

@@ -94,7 +94,9 @@ def test_kept_results_come_back_and_the_old_run_goes(tmp_path) -> None:
 
     cache = str(tmp_path / "cache")
     old = journal.create(cache, "0123abcd", 60)
-    logdir = tmp_path / "root" / "results" / "5"
+    root = tmp_path / "mhtest.old"  # the old run's tests' directories (in /tmp on a host)
+    journal.write(old, journal.ROOT, str(root))
+    logdir = root / "results" / "5"
     (logdir / "data").mkdir(parents=True)
     (logdir / "debug.log").write_text("before the reboot\n")
     (logdir / "data" / "mark").write_text("1")
@@ -103,7 +105,7 @@ def test_kept_results_come_back_and_the_old_run_goes(tmp_path) -> None:
     assert reboot.restore_results(cache, "0123abcd", 5, str(fresh))
     assert (fresh / "debug.log").read_text() == "before the reboot\n"
     assert (fresh / "data" / "mark").read_text() == "1"
-    assert not os.path.exists(old)
+    assert not os.path.exists(old) and not root.exists()
 
 
 LOCAL_PY = """
