@@ -5,13 +5,19 @@ paramiko's config module imports invoke only to run ssh_config's `Match exec` li
 the stand-in, which imports the real invoke the first time paramiko uses it; the stand-in
 then leaves sys.modules, so any other `import invoke` gets the real module.
 
-Every mhtest module imports paramiko through `load()`.
+Every mhtest module imports paramiko through `load()`. It also gives paramiko's logger a
+handler that drops its records: a program that set up no logging (a script using SSHHost or
+KVMGuest) would otherwise print, through Python's last-resort handler, the traceback that
+paramiko's transport thread logs for each connection mhtest gives up on, as each probe of a
+rebooting guest whose sshd is not there yet (what mhtest makes of them is in its own log).
+Handlers set up by the program (mhtest's job.log among them) still get every record.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 import types
 from typing import Any
@@ -50,4 +56,7 @@ def load() -> Any:
     finally:
         if stand_in is not None and sys.modules.get("invoke") is stand_in:
             del sys.modules["invoke"]
+    quiet = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in quiet.handlers):
+        quiet.addHandler(logging.NullHandler())
     return paramiko

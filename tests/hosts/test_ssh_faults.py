@@ -134,3 +134,34 @@ def test_connection_lost_mid_command(tmp_path: Path) -> None:
             with pytest.raises(HostUnreachable, match="connection lost while running 'sleep 5'"):
                 host.run("sleep 5", timeout=20)
             assert host.run("echo reconnected").stdout == "reconnected\n"
+
+
+SILENT_SCRIPT = """
+import socket
+import sys
+
+from mhtest.hosts import HostUnreachable, SSHHost
+
+silent = socket.create_server(("127.0.0.1", 0))
+host = SSHHost("127.0.0.1", port=silent.getsockname()[1], key_file=sys.argv[1],
+               known_hosts=sys.argv[2], connect_timeout=1)
+try:
+    host.run("true")
+except HostUnreachable as exc:
+    print(exc)
+host.close()
+"""
+
+
+def test_a_script_without_logging_gets_no_paramiko_traceback(sshd_host, tmp_path) -> None:
+    """A silent port, as a rebooting guest's is, from a program that set up no logging:
+    mhtest's one-line error, not paramiko's transport thread's traceback on stderr."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "silent.py"
+    script.write_text(SILENT_SCRIPT)
+    args = [sys.executable, str(script), sshd_host.key_file, sshd_host.known_hosts]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert "no SSH answer within 1 s" in done.stdout, done
+    assert done.stderr == "", done.stderr
