@@ -38,16 +38,18 @@ cd "$dir" || exit 125
 pid=$!
 echo "MHTEST-QEMU-PID $pid"
 # Our stdin stays open as long as the controller wants this QEMU. (A background job's stdin
-# is /dev/null: the watcher reads ours through fd 3.)
+# is /dev/null: the watcher reads ours through fd 3.) Once it is closed, nobody reads this
+# directory any more: it goes with QEMU.
 exec 3<&0
-( cat <&3 >/dev/null; kill -TERM $pid 2>/dev/null; sleep 2; kill -KILL $pid 2>/dev/null ) \
-    >/dev/null 2>&1 &
+( cat <&3 >/dev/null; : > "$dir/.released"; kill -TERM $pid 2>/dev/null; sleep 2;
+  kill -KILL $pid 2>/dev/null ) >/dev/null 2>&1 &
 watcher=$!
 exec 3<&-
 while kill -0 $pid 2>/dev/null && [ ! -S qmp.sock ]; do sleep 0.05; done
 [ -S qmp.sock ] && echo "MHTEST-QEMU-READY"
 wait $pid
 status=$?
+[ -e "$dir/.released" ] && cd / && rm -rf "$dir"
 kill $watcher 2>/dev/null
 echo "MHTEST-QEMU-EXIT $status"
 """

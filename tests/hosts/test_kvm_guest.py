@@ -223,7 +223,8 @@ def test_qemu_that_cannot_start_is_one_line_with_its_words(kvm_host) -> None:
 
 @pytest.mark.timeout(120)
 def test_qemu_ends_when_the_process_that_started_it_is_killed(sshd_host, tmp_path) -> None:
-    """The supervisor on the hypervisor ends QEMU once our SSH connection is gone."""
+    """The supervisor on the hypervisor ends QEMU once our SSH connection is gone, and
+    removes QEMU's directory."""
     import os
     import signal
     import subprocess
@@ -246,20 +247,24 @@ def test_qemu_ends_when_the_process_that_started_it_is_killed(sshd_host, tmp_pat
                        ssh_config=False)
         kvm = KVM(host)
         kvm.install(accel="tcg")
-        KVMGuest(kvm, "-m 64 -drive file={marker},format=raw,snapshot=on")
-        print("STARTED", flush=True)
+        g = KVMGuest(kvm, "-m 64 -drive file={marker},format=raw,snapshot=on")
+        print("STARTED", g.qemu.dir, flush=True)
         time.sleep(300)
         """
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
     try:
-        line = proc.stdout.readline()
-        assert line.strip() == b"STARTED"
+        started, qemu_dir = proc.stdout.readline().decode().split()
+        assert started == "STARTED" and os.path.exists(f"{qemu_dir}/console.log")
         assert qemu_pids(marker)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         assert wait_no_qemu(marker, timeout=20) == []
+        deadline = time.monotonic() + 10  # its directory (console, logs, QMP socket) goes too
+        while os.path.exists(qemu_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(qemu_dir)
     finally:
         if proc.poll() is None:
             proc.kill()
