@@ -8,13 +8,13 @@ signal the command's whole process group through a second channel.
 from __future__ import annotations
 
 import logging
-import select
 import signal
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from mhtest import fdwait
 from mhtest.hosts.base import build_command
 from mhtest.hosts.connection import Connection
 from mhtest.hosts.errors import CmdTimeout, HostError, HostUnreachable
@@ -208,7 +208,7 @@ class RemoteProcess:
             if deadline is not None and time.monotonic() >= deadline:
                 return True
             wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-            select.select([chan], [], [], wait)
+            fdwait.readable([chan], wait)
 
     def _feed(self, data: bytes) -> None:
         try:

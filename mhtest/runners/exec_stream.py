@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import select
 from dataclasses import dataclass, field
 from typing import Any
 
-from mhtest import events
+from mhtest import events, fdwait
 
 #: How much of the executor's stderr is kept (for the reason of an early end).
 STDERR_TAIL = 4096
@@ -45,7 +44,7 @@ class ExecStream:
     def _read(self, timeout: float) -> list[bytes]:
         chan = self.channel
         if not (chan.recv_ready() or chan.recv_stderr_ready()):
-            select.select([chan], [], [], timeout)
+            fdwait.readable([chan], timeout)
         while chan.recv_stderr_ready():
             self.stderr = (self.stderr + chan.recv_stderr(1 << 16))[-STDERR_TAIL:]
             if self.pgid is None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import errno
 import logging
-import select
 import socket
 import threading
 import time
 from typing import Any
+
+from mhtest import fdwait
 
 LOG = logging.getLogger(__name__)
 #: The default of `mhtest run --reconnect-timeout` (seconds).
@@ -122,7 +123,7 @@ def dial(address: str, port: int, timeout: float) -> bool:
                 next_try = now + DIAL_EVERY
             if now >= deadline:
                 return False
-            _, ready, _ = select.select([], waiting, [], max(0.0, min(next_try, deadline) - now))
+            ready = fdwait.writable(waiting, max(0.0, min(next_try, deadline) - now))
             for sock in ready:
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code == 0:

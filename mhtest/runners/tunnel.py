@@ -9,11 +9,12 @@ sync clients, which reconnect to the same address, find the server again.
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import threading
 import time
 from typing import Any
+
+from mhtest import fdwait
 
 LOG = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
@@ -30,7 +31,7 @@ def _pump(channel: Any, sock: socket.socket, stop: threading.Event) -> None:
     """Copy bytes both ways between an SSH channel and a socket until either closes."""
     try:
         while not stop.is_set():
-            ready, _, _ = select.select([channel, sock], [], [], 0.5)
+            ready = fdwait.readable([channel, sock], 0.5)
             if channel in ready:
                 data = channel.recv(1 << 16)
                 if not data:
