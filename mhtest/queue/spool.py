@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from mhtest import pids
+
 LOG = logging.getLogger(__name__)
 SERVER_SUFFIX = ".srv"
 CLAIMED = "claimed"
@@ -141,7 +143,7 @@ class Owner:
     def alive(self, heartbeat: float, now: float) -> bool:
         """Whether this watcher still runs: by its pid on this host, else by its heartbeat."""
         if self.host == socket.gethostname():
-            return pid_start(self.pid) == self.pid_start and _pid_exists(self.pid)
+            return pid_start(self.pid) == self.pid_start and pids.exists(self.pid)
         return now - heartbeat < STALE_AFTER
 
 
@@ -153,16 +155,6 @@ def pid_start(pid: int) -> str | None:
         return None
     fields = stat.rsplit(")", 1)[-1].split()
     return fields[19] if len(fields) > 19 else None
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Claims:

@@ -17,6 +17,8 @@ import os
 import signal
 import time
 
+from mhtest import pids
+
 LOG = logging.getLogger(__name__)
 #: How long leftovers get between SIGTERM and SIGKILL.
 GRACE = 2.0
@@ -40,16 +42,6 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
         if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
             found.append((int(name), head.partition(b"(")[2].decode(errors="replace")))
     return found
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie has ended)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            state = stat.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
 
 
 class Leftovers:
@@ -86,7 +78,7 @@ class Leftovers:
             return True
         except PermissionError:
             pass
-        if any(_alive(pid) for pid, _ in self.members) and time.monotonic() < self.deadline:
+        if any(pids.running(pid) for pid, _ in self.members) and time.monotonic() < self.deadline:
             return False
         # Past the grace, or what is left is what they started while dying.
         self.kill()
@@ -94,7 +86,7 @@ class Leftovers:
 
     def kill(self) -> None:
         """SIGKILL the whole group now."""
-        self.forced = self.forced or any(_alive(pid) for pid, _ in self.members)
+        self.forced = self.forced or any(pids.running(pid) for pid, _ in self.members)
         self._signal(signal.SIGKILL)
 
     def report(self) -> str:

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, BinaryIO, Iterator
 
+from mhtest import pids
 from mhtest.runners import testfiles
 from mhtest.spec import TestSpec, dir_name
 
@@ -344,7 +345,7 @@ def cleanup(cache: str, keep: str) -> None:
         name = entry.name
         if name.startswith("run-") or (name.startswith("payload-") and ".tmp." in name):
             pid = name.split("-")[1] if name.startswith("run-") else name.rsplit(".", 1)[1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pids.exists(int(pid)):
                 shutil.rmtree(entry.path, ignore_errors=True)
         elif name.startswith("payload-"):
             try:
@@ -362,16 +363,6 @@ def cleanup(cache: str, keep: str) -> None:
         if count > KEPT or total > BUDGET:
             LOG.info("removing cached test files %s", name)
             shutil.rmtree(os.path.join(cache, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def unpack(data: bytes | IO[bytes], target: str) -> list[str]:
