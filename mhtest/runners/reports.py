@@ -42,7 +42,9 @@ class HostReports:
         self.refused: dict[int, str] = {}
         self.bad_lines = 0
         self.info_seen = False
-        self.last_piece = 0.0  # when a piece of results last arrived (monotonic)
+        self.last_piece = 0.0  # when a piece of results last arrived in time (monotonic)
+        #: Each test's results so far: [when the first piece came (monotonic), bytes].
+        self.flow: dict[int, list[float]] = {}
         self.nested_made: dict[int, int] = {}  # results each test made as it ran
 
     def bad_line(self, exc: Exception, line: bytes) -> None:
@@ -129,12 +131,23 @@ class HostReports:
             spool = untrusted.ResultsSpool(parent, self.max_results)
             self.spools[spec.uid] = (spec, spool)
         spool = self.spools[spec.uid][1]
+        size = 0
         try:
-            spool.add(base64.b64decode(event.get("data", ""), validate=True))
+            data = base64.b64decode(event.get("data", ""), validate=True)
+            size = len(data)
+            spool.add(data)
         except (ValueError, TypeError) as exc:
             self.refused.setdefault(spec.uid, f"its results data is not base64 ({exc})")
-        self.last_piece = time.monotonic()
-        self.sink({"type": events.TEST_FILES, "uid": spec.uid})  # progress: its end is coming
+        now = time.monotonic()
+        flow = self.flow.setdefault(spec.uid, [now, 0])
+        flow[1] += size
+        elapsed = now - flow[0]
+        if (
+            elapsed <= untrusted.RESULTS_RATE_GRACE
+            or flow[1] >= untrusted.MIN_RESULTS_RATE * elapsed
+        ):
+            self.last_piece = now
+            self.sink({"type": events.TEST_FILES, "uid": spec.uid})  # progress: its end is coming
         if event.get("last") is True:
             self.results_done(spec)
 

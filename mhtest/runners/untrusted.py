@@ -29,6 +29,12 @@ from mhtest import events
 LOG = logging.getLogger(__name__)
 #: Default bound on one test's results from a host (bytes of file data).
 MAX_RESULTS = 1 << 30
+#: A test's results keep it waited for (its deadline, a stop's kill) while they arrive: for
+#: RESULTS_RATE_GRACE seconds from their first piece, then only while they average at least
+#: MIN_RESULTS_RATE bytes a second, so that a host dribbling tiny pieces cannot hold a test,
+#: or a stopped job, for ever.
+MIN_RESULTS_RATE = 64 << 10
+RESULTS_RATE_GRACE = 20.0
 #: Bounds on the shape of one archive.
 MAX_MEMBERS = 100_000
 MAX_DEPTH = 64

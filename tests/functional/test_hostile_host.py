@@ -174,3 +174,43 @@ with tarfile.open(fileobj=out, mode="w|") as tar:
     assert "over the 100 MiB limit" in result["fail_reason"]
     assert maxrss < 150 * 1024, f"the controller peaked at {maxrss // 1024} MiB"
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # (the wrapper measured it)
+
+
+TIMED_PY = """
+from mhtest import Test
+
+
+class Passes(Test):
+    timeout = 3
+
+    def test(self):
+        self.log.info("honest work")
+"""
+
+
+def test_a_host_dribbling_results_cannot_hold_the_test(write_tests, warm_hosts, tmp_path) -> None:
+    """Tiny results pieces, one a second, for 90 s: they keep the test waited for during the
+    grace only (untrusted.RESULTS_RATE_GRACE), not at a few bytes a second for ever."""
+    import time
+
+    (host,) = warm_hosts(1)
+    cache = patched_cache(
+        tmp_path,
+        """
+import time
+until = time.monotonic() + 90
+while time.monotonic() < until:
+    out.emit("eA==", False)
+    time.sleep(1)
+""",
+    )
+    tests = write_tests({"passes.py": TIMED_PY})
+    started = time.monotonic()
+    proc, job, _ = run_on(host, tests, cache, tmp_path)
+    took = time.monotonic() - started
+    result = only_result(job)
+    assert result["status"] in ("ERROR", "INTERRUPT"), result
+    assert "did not report the end" in result["fail_reason"], result
+    # timeout 3 s + the deadline's margin (20 s) + the results' grace (20 s) + the stop's.
+    assert took < 70, (took, proc.stdout)
+    assert proc.returncode != 0
