@@ -2,7 +2,8 @@
 
 A host is written ``[user@]name[:port]`` (IPv6 in brackets: ``[::1]:2222``), or is an alias
 from the ssh_config file (HostName, User, Port, IdentityFile, UserKnownHostsFile,
-ConnectTimeout), or a host or group name from an inventory in Ansible's YAML shape::
+ConnectTimeout, ProxyJump, ProxyCommand), or a host or group name from an inventory in
+Ansible's YAML shape::
 
     all:
       hosts:
@@ -19,6 +20,11 @@ ConnectTimeout), or a host or group name from an inventory in Ansible's YAML sha
 lists params never to write in clear (names like ``db_password`` are masked anyway);
 ``ansible_ssh_pass`` is refused: mhtest logs in with keys.
 ``local`` (or ``ansible_connection: local``) is this machine, run without SSH.
+
+A host behind a jump host (a bastion, a VM's hypervisor) is reached as OpenSSH does: through
+each ProxyJump host in turn (their keys and known_hosts, else the target's), or through a
+ProxyCommand; in an inventory, ``ansible_ssh_common_args: "-J bastion"`` (or ``-o
+ProxyJump=…``, ``-o ProxyCommand=…``) says the same.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +48,8 @@ HOST_RE = re.compile(
     r"(?P<name>[A-Za-z0-9_][A-Za-z0-9_.\-]*|\[[0-9A-Fa-f:.%A-Za-z]+\])"
     r"(?::(?P<port>[0-9]+))?$"
 )
+#: The most hops a ProxyJump may chain (a longer one is taken for a loop).
+MAX_JUMPS = 8
 #: Login passwords: refused (mhtest logs in with keys only).
 PASSWORD_KEYS = {"ansible_ssh_pass", "ansible_password", "ansible_ssh_password"}
 #: A host or group var listing the params never to write in clear (see mhtest.secrets).
@@ -81,10 +90,16 @@ class HostConfig:
     connect_timeout: float | None = None  # seconds; SSHHost's default when None
     kind: str = SSH
     secrets: list[str] = field(default_factory=list)  # param names never written in clear
+    #: Reached through another SSH host (ssh_config's ProxyJump: the last hop, whose own
+    #: `jump` is the hop before), or through a command's stdin and stdout (ProxyCommand).
+    jump: HostConfig | None = None
+    proxy_command: str | None = None
 
     def __post_init__(self) -> None:
         if self.address == LOCAL:
             self.kind = LOCAL
+        if isinstance(self.jump, dict):  # (read back from JSON)
+            self.jump = HostConfig(**self.jump)
 
     @property
     def is_local(self) -> bool:
@@ -126,8 +141,8 @@ def resolve_hosts(
     Names are looked up in the inventory (hosts and groups) first, then in the ssh_config file
     (default ~/.ssh/config when it exists); anything else is taken as a host name or address.
     """
-    inventory = load_inventory(inventory_path) if inventory_path else None
     ssh_config = _load_ssh_config(ssh_config_path)
+    inventory = load_inventory(inventory_path, ssh_config) if inventory_path else None
     configs: list[HostConfig] = []
     for item in _split_specs(spec):
         if inventory is not None and item in inventory.groups:
@@ -169,9 +184,10 @@ def _load_ssh_config(path: str | None) -> Any:
 
 
 def _from_ssh_config(
-    item: str, user: str | None, name: str, port: int | None, ssh_config: Any
+    item: str, user: str | None, name: str, port: int | None, ssh_config: Any, depth: int = 0
 ) -> HostConfig:
     address, key_file, known_hosts, connect_timeout = name, None, None, None
+    jump, proxy_command = None, None
     if ssh_config is not None:
         entry = ssh_config.lookup(name)
         address = entry.get("hostname", name)
@@ -189,6 +205,12 @@ def _from_ssh_config(
             known_hosts = os.path.expanduser(entry["userknownhostsfile"].split()[0])
         if entry.get("connecttimeout"):
             connect_timeout = _timeout(f"ssh_config entry for {name}", entry["connecttimeout"])
+        if str(entry.get("proxycommand") or "none").lower() != "none":
+            proxy_command = str(entry["proxycommand"])  # (%h, %p, %r filled in by paramiko)
+        elif str(entry.get("proxyjump") or "none").lower() != "none":
+            jump = jump_config(
+                str(entry["proxyjump"]), ssh_config, f"ssh_config entry for {name}", depth
+            )
     return HostConfig(
         name=item,
         address=address,
@@ -197,7 +219,60 @@ def _from_ssh_config(
         key_file=key_file,
         known_hosts=known_hosts,
         connect_timeout=connect_timeout,
+        jump=jump,
+        proxy_command=proxy_command,
     )
+
+
+def jump_config(spec: str, ssh_config: Any, where: str, depth: int = 0) -> HostConfig:
+    """The hosts of a ProxyJump `spec` ("[user@]host[:port],..."), each looked up in
+    `ssh_config`: the last hop, the others chained through its `jump` (a single hop's own
+    ProxyJump counts too, as OpenSSH's does). HostSpecError for a malformed or endless one."""
+    hops = [hop.strip() for hop in spec.split(",") if hop.strip()]
+    if not hops or depth + len(hops) > MAX_JUMPS:
+        raise HostSpecError(
+            f"{where}: ProxyJump {spec!r}: no hosts, or over {MAX_JUMPS} hops (a loop?)"
+        )
+    before: HostConfig | None = None
+    for hop in hops:
+        if hop.startswith("ssh://"):
+            hop = hop[len("ssh://") :]
+        try:
+            hop_user, hop_name, hop_port = parse_host_string(hop)
+        except HostSpecError:
+            raise HostSpecError(
+                f"{where}: ProxyJump host {hop!r} is not [user@]host[:port]"
+            ) from None
+        config = _from_ssh_config(hop, hop_user, hop_name, hop_port, ssh_config, depth + 1)
+        if before is not None:  # a later hop of a list: reached through the one before
+            config.jump, config.proxy_command = before, None
+        before = config
+    assert before is not None
+    return before
+
+
+def _ansible_proxy(args: str, where: str) -> tuple[str | None, str | None]:
+    """ProxyJump (`-J HOST`, `-o ProxyJump=HOST`) and ProxyCommand (`-o ProxyCommand=CMD`)
+    in Ansible's ansible_ssh_common_args / ansible_ssh_extra_args."""
+    try:
+        words = shlex.split(args)
+    except ValueError as exc:
+        raise HostSpecError(f"{where}: cannot read {args!r}: {exc}") from None
+    jump = command = None
+    for i, word in enumerate(words):
+        value = words[i + 1] if i + 1 < len(words) else ""
+        if word == "-J":
+            jump = value
+        elif word.startswith("-J"):
+            jump = word[2:]
+        elif word in ("-o", "-O") or word.startswith("-o"):
+            option = value if word == "-o" else word[2:]
+            key, _, setting = option.partition("=")
+            if key.strip().lower() == "proxyjump":
+                jump = setting.strip()
+            elif key.strip().lower() == "proxycommand":
+                command = setting.strip()
+    return jump, command
 
 
 def _timeout(where: str, value: Any) -> float:
@@ -218,8 +293,12 @@ class Inventory:
     groups: dict[str, list[str]]
 
 
-def load_inventory(path: str) -> Inventory:
-    """Read an Ansible-style YAML inventory; HostSpecError naming the file on any problem."""
+def load_inventory(path: str, ssh_config: Any = None) -> Inventory:
+    """Read an Ansible-style YAML inventory; HostSpecError naming the file on any problem.
+
+    A ProxyJump host in ansible_ssh_common_args (or _extra_args) is looked up in
+    `ssh_config` (a paramiko SSHConfig), as OpenSSH would for Ansible.
+    """
     import yaml
 
     path = os.path.expanduser(path)
@@ -239,7 +318,9 @@ def load_inventory(path: str) -> Inventory:
     groups: dict[str, list[str]] = {}
     for group, body in data.items():
         _walk_group(path, str(group), body, {}, host_vars, groups)
-    hosts = {name: _host_config(path, name, merged) for name, merged in host_vars.items()}
+    hosts = {
+        name: _host_config(path, name, merged, ssh_config) for name, merged in host_vars.items()
+    }
     groups.setdefault("all", list(hosts))
     return Inventory(hosts=hosts, groups=groups)
 
@@ -285,13 +366,19 @@ def _walk_group(
     return members
 
 
-def _host_config(path: str, name: str, values: dict[str, Any]) -> HostConfig:
+def _host_config(
+    path: str, name: str, values: dict[str, Any], ssh_config: Any = None
+) -> HostConfig:
     fields: dict[str, Any] = {}
     params: dict[str, Any] = {}
     secrets: list[str] = []
+    jump_spec = proxy_command = None
     for key, value in values.items():
         if key in ANSIBLE_KEYS:
             fields[ANSIBLE_KEYS[key]] = value
+        elif key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
+            jump, command = _ansible_proxy(str(value), f"inventory {path}: host {name!r}: {key}")
+            jump_spec, proxy_command = jump or jump_spec, command or proxy_command
         elif key == "ansible_connection":
             fields["connection"] = value
         elif key in PASSWORD_KEYS:
@@ -321,12 +408,22 @@ def _host_config(path: str, name: str, values: dict[str, Any]) -> HostConfig:
             "supported; use ssh or local"
         )
     key_file = fields.get("key_file")
+    jump = None
+    if jump_spec and not proxy_command and jump_spec.lower() != "none":
+        jump = jump_config(jump_spec, ssh_config, f"inventory {path}: host {name!r}")
+    if proxy_command:  # OpenSSH's tokens: the target's address, port and user
+        proxy_command = (
+            proxy_command.replace("%h", address).replace("%p", str(port))
+            .replace("%r", str(fields.get("user") or ""))
+        )  # fmt: skip
     return HostConfig(
         name=name,
         address=address,
         port=port,
         user=str(fields["user"]) if fields.get("user") is not None else None,
         key_file=os.path.expanduser(str(key_file)) if key_file else None,
+        jump=jump,
+        proxy_command=proxy_command,
         params=params,
         connect_timeout=(
             _timeout(f"inventory {path}: host {name!r}", fields["connect_timeout"])
@@ -352,6 +449,10 @@ def make_host(config: HostConfig, **opts: Any):
         opts["key_file"] = config.key_file
     if config.connect_timeout and "connect_timeout" not in opts:
         opts["connect_timeout"] = config.connect_timeout
+    if config.jump is not None and "jump" not in opts:
+        opts["jump"] = config.jump
+    if config.proxy_command and "proxy_command" not in opts:
+        opts["proxy_command"] = config.proxy_command
     return SSHHost(
         config.address,
         user=config.user,

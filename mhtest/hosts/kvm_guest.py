@@ -20,14 +20,13 @@ import os
 import re
 import shlex
 import tempfile
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mhtest.hosts import _paramiko
 from mhtest.hosts.errors import HostError, HostSpecError, HostUnreachable
 from mhtest.hosts.result import CmdResult
 from mhtest.hosts.ssh import SSHHost
+from mhtest.hosts.ssh_reach import open_through
 from mhtest.virt.hostqemu import HostQEMU
 
 if TYPE_CHECKING:
@@ -40,49 +39,6 @@ NETDEV_ID = "mhtest-net0"
 BOOT_TIMEOUT = 300.0
 _NET_OPTIONS = ("-netdev", "-net", "-nic")
 _ACCEL_RE = re.compile(r"(^|,)accel=")
-
-
-class _ChannelSocket:
-    """An SSH channel standing in for a socket under a paramiko Transport (a tunnel)."""
-
-    def __init__(self, channel: Any) -> None:
-        self.channel = channel
-        self.last_recv = time.monotonic()
-        self._peeked = b""
-
-    def peek(self, size: int) -> bytes:
-        """The first `size` bytes to come, kept for recv() (fewer if the peer closes)."""
-        while len(self._peeked) < size:
-            data = self.channel.recv(size - len(self._peeked))
-            if not data:
-                break
-            self._peeked += data
-        return self._peeked[:size]
-
-    def recv(self, size: int) -> bytes:
-        if self._peeked:
-            data, self._peeked = self._peeked[:size], self._peeked[size:]
-            return data
-        data = self.channel.recv(size)
-        if data:
-            self.last_recv = time.monotonic()
-        return data
-
-    def send(self, data: bytes) -> int:
-        return self.channel.send(data)
-
-    def sendall(self, data: bytes) -> None:
-        self.channel.sendall(data)
-
-    def settimeout(self, timeout: float | None) -> None:
-        self.channel.settimeout(timeout)
-
-    def close(self) -> None:
-        self.channel.close()
-
-    @property
-    def _closed(self) -> bool:  # read by paramiko's Transport.stop_thread()
-        return bool(self.channel.closed)
 
 
 def _has_accel(options: Sequence[str]) -> bool:
@@ -237,25 +193,8 @@ class KVMGuest(SSHHost):
         hypervisor = self.kvm.host
         if not isinstance(hypervisor, SSHHost):
             return super()._open_socket(timeout)
-        paramiko = _paramiko.load()
-        where = f"{self.hostname}:{self.port} on {hypervisor.name}"
-        try:
-            channel = hypervisor.transport().open_channel(
-                "direct-tcpip",
-                dest_addr=(self.hostname, self.port),
-                src_addr=("127.0.0.1", 0),
-                timeout=timeout or self.connect_timeout,
-            )
-        except paramiko.ChannelException as exc:
-            hint = ""
-            if exc.code == 1:  # administratively prohibited
-                hint = f" (the sshd of {hypervisor.name} must allow TCP forwarding)"
-            raise HostUnreachable(
-                f"{self.name}: cannot reach {where}: {exc.text}{hint}", self.name
-            ) from None
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise HostUnreachable(f"{self.name}: cannot reach {where}: {exc}", self.name) from None
-        return _ChannelSocket(channel)
+        timeout = timeout or self.connect_timeout
+        return open_through(hypervisor, self.name, self.hostname, self.port, timeout)
 
     def _gone(self) -> str | None:
         if self.qemu.is_alive():

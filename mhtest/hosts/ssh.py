@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import shlex
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from mhtest.hosts.errors import (
 )
 from mhtest.hosts.process import RemoteProcess
 from mhtest.hosts.result import CmdResult
-from mhtest.hosts.ssh_reach import SSHWaiting, _Socket, open_tcp
+from mhtest.hosts.ssh_reach import SSHWaiting, StreamSocket, _Socket, open_tcp, open_through
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class SSHHost(SSHWaiting, Host):
         keepalive: float = KEEPALIVE,
         keepalive_wait: float = KEEPALIVE_WAIT,
         ssh_config: str | bool | None = None,
+        jump: Any = None,
+        proxy_command: str | None = None,
     ) -> None:
         super().__init__(params)
         alias, given_port = hostname, port
@@ -114,6 +117,13 @@ class SSHHost(SSHWaiting, Host):
             key_file = key_file or entry.key_file
             known_hosts = known_hosts or entry.known_hosts
             connect_timeout = connect_timeout or entry.connect_timeout
+            jump = jump or entry.jump
+            proxy_command = proxy_command or entry.proxy_command
+        #: How the host is reached when not directly: through an SSH host (a HostConfig,
+        #: or an SSHHost of the caller's), or through a command's stdin and stdout.
+        self.jump = jump
+        self.proxy_command = proxy_command
+        self._jump_host: Any = jump if isinstance(jump, SSHHost) else None
         self.hostname = hostname
         self.user = user or getpass.getuser()
         self.port = int(port or 22)
@@ -209,13 +219,48 @@ class SSHHost(SSHWaiting, Host):
         return transport
 
     def _open_socket(self, timeout: float | None = None) -> Any:
-        """A stream to the host's SSH port: a TCP socket here (a tunnel for a VM guest).
+        """A stream to the host's SSH port: a TCP socket here, a channel through the jump
+        host, a ProxyCommand's pipes (a tunnel through its hypervisor for a VM guest).
 
         It must have `last_recv` (time.monotonic() of the last data received), which the
         keepalive watch reads, and peek(). HostUnreachable, naming the host, when it cannot
         be opened.
         """
-        return open_tcp(self.name, self.hostname, self.port, timeout or self.connect_timeout)
+        timeout = timeout or self.connect_timeout
+        if self.proxy_command:
+            return self._open_proxy_command(timeout)
+        if self.jump is not None:
+            return open_through(self.jump_host(), self.name, self.hostname, self.port, timeout)
+        return open_tcp(self.name, self.hostname, self.port, timeout)
+
+    def jump_host(self) -> SSHHost:
+        """The SSH host this one is reached through (made once; keys and known_hosts are
+        this host's when its own config names none)."""
+        if self._jump_host is None:
+            from mhtest.hosts.inventory import make_host
+
+            config = self.jump
+            opts: dict[str, Any] = {
+                "connect_timeout": config.connect_timeout or self.connect_timeout
+            }
+            if not config.key_file and self.key_files:
+                opts["key_file"] = self.key_files
+            if not config.known_hosts:
+                opts["known_hosts"] = self.known_hosts
+            self._jump_host = make_host(config, **opts)
+        return self._jump_host
+
+    def _open_proxy_command(self, timeout: float) -> Any:
+        paramiko = _paramiko.load()
+        try:
+            proxy = paramiko.ProxyCommand(self.proxy_command)
+        except (paramiko.ProxyCommandFailure, OSError, ValueError) as exc:
+            raise HostUnreachable(
+                f"{self.name}: ProxyCommand {self.proxy_command!r} failed: {exc}", self.name
+            ) from None
+        stream = StreamSocket(proxy)
+        stream.settimeout(timeout)
+        return stream
 
     def _watch(self, transport: Any, sock: _Socket) -> None:
         """Ask an idle connection for an answer; close it when none comes in time.
@@ -349,12 +394,16 @@ class SSHHost(SSHWaiting, Host):
         )
 
     def close(self) -> None:
-        """Remove temporary directories, then close the connection."""
+        """Remove temporary directories, then close the connection (and the jump host's,
+        when made here)."""
         try:
             if self._transport is not None and self._transport.is_active():
                 super().close()
         finally:
             self._forget_connection()
+            if self._jump_host is not None and self._jump_host is not self.jump:
+                self._jump_host.close()
+                self._jump_host = None
 
     def drop_connection(self) -> None:
         """Close the connection now, without cleaning up on the host (for a stop).
@@ -523,6 +572,11 @@ class SSHHost(SSHWaiting, Host):
             cmd += ["-i", key]
         if self.key_files:
             cmd += ["-o", "IdentitiesOnly=yes"]
+        if self.proxy_command:
+            cmd += ["-o", f"ProxyCommand={self.proxy_command}"]
+        elif self.jump is not None:
+            proxy = shlex.join(self.jump_host().ssh_command(["-W", "%h:%p"]))
+            cmd += ["-o", f"ProxyCommand={proxy}"]
         return [*cmd, *extra, f"{self.user}@{self.hostname}"]
 
     def shell(

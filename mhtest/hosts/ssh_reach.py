@@ -345,3 +345,80 @@ class SSHWaiting:
             except OSError:
                 time.sleep(0.2)
         return False
+
+
+class StreamSocket:
+    """A stream standing in for a socket under a paramiko Transport: an SSH channel (a
+    tunnel through another host) or a ProxyCommand's pipes. It notes `last_recv`, which the
+    keepalive watch reads, and can peek() at the SSH greeting."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.last_recv = time.monotonic()
+        self._peeked = b""
+
+    def peek(self, size: int) -> bytes:
+        """The first `size` bytes to come, kept for recv() (fewer if the peer closes)."""
+        while len(self._peeked) < size:
+            data = self.channel.recv(size - len(self._peeked))
+            if not data:
+                break
+            self._peeked += data
+        return self._peeked[:size]
+
+    def recv(self, size: int) -> bytes:
+        if self._peeked:
+            data, self._peeked = self._peeked[:size], self._peeked[size:]
+            return data
+        data = self.channel.recv(size)
+        if data:
+            self.last_recv = time.monotonic()
+        return data
+
+    def send(self, data: bytes) -> int:
+        return self.channel.send(data)
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            sent = self.channel.send(view)
+            if not sent:
+                raise EOFError("the stream is closed")
+            view = view[sent:]
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.channel.settimeout(timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    @property
+    def _closed(self) -> bool:  # read by paramiko's Transport.stop_thread()
+        return bool(self.channel.closed)
+
+
+def open_through(via: Any, name: str, hostname: str, port: int, timeout: float) -> StreamSocket:
+    """A stream to `hostname`:`port` as seen from SSH host `via` (its direct-tcpip channel:
+    what OpenSSH's ProxyJump and `ssh -W` open). HostUnreachable, naming host `name` and
+    the way, when it cannot be opened."""
+    from mhtest.hosts import _paramiko
+
+    paramiko = _paramiko.load()
+    where = f"{hostname}:{port} through {via.name}"
+    try:
+        channel = via.transport().open_channel(
+            "direct-tcpip",
+            dest_addr=(hostname, port),
+            src_addr=("127.0.0.1", 0),
+            timeout=timeout,
+        )
+    except paramiko.ChannelException as exc:
+        hint = ""
+        if exc.code == 1:  # administratively prohibited
+            hint = f" (the sshd of {via.name} must allow TCP forwarding)"
+        raise HostUnreachable(f"{name}: cannot reach {where}: {exc.text}{hint}", name) from None
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise HostUnreachable(f"{name}: cannot reach {where}: {exc}", name) from None
+    except HostUnreachable as exc:  # the way itself
+        raise HostUnreachable(f"{name}: cannot reach {where}: {exc}", name) from None
+    return StreamSocket(channel)
