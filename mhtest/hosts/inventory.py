@@ -251,28 +251,28 @@ def jump_config(spec: str, ssh_config: Any, where: str, depth: int = 0) -> HostC
     return before
 
 
-def _ansible_proxy(args: str, where: str) -> tuple[str | None, str | None]:
-    """ProxyJump (`-J HOST`, `-o ProxyJump=HOST`) and ProxyCommand (`-o ProxyCommand=CMD`)
-    in Ansible's ansible_ssh_common_args / ansible_ssh_extra_args."""
+def _ansible_ssh_args(args: str, where: str) -> dict[str, str]:
+    """What mhtest takes from Ansible's ansible_ssh_common_args / ansible_ssh_extra_args:
+    {"jump": `-J HOST` or `-o ProxyJump=HOST`, "proxy_command": `-o ProxyCommand=CMD`,
+    "known_hosts": `-o UserKnownHostsFile=FILE`} (those given)."""
     try:
         words = shlex.split(args)
     except ValueError as exc:
         raise HostSpecError(f"{where}: cannot read {args!r}: {exc}") from None
-    jump = command = None
+    found: dict[str, str] = {}
+    options = {"proxyjump": "jump", "proxycommand": "proxy_command"}
+    options["userknownhostsfile"] = "known_hosts"
     for i, word in enumerate(words):
         value = words[i + 1] if i + 1 < len(words) else ""
-        if word == "-J":
-            jump = value
-        elif word.startswith("-J"):
-            jump = word[2:]
-        elif word in ("-o", "-O") or word.startswith("-o"):
-            option = value if word == "-o" else word[2:]
-            key, _, setting = option.partition("=")
-            if key.strip().lower() == "proxyjump":
-                jump = setting.strip()
-            elif key.strip().lower() == "proxycommand":
-                command = setting.strip()
-    return jump, command
+        if word == "-J" or (word.startswith("-J") and len(word) > 2):
+            found["jump"] = value if word == "-J" else word[2:]
+        elif word == "-o" or word.startswith("-o"):
+            key, _, setting = (value if word == "-o" else word[2:]).partition("=")
+            if key.strip().lower() in options:
+                found[options[key.strip().lower()]] = setting.strip()
+    if "known_hosts" in found:
+        found["known_hosts"] = os.path.expanduser(found["known_hosts"].split()[0])
+    return found
 
 
 def _timeout(where: str, value: Any) -> float:
@@ -372,13 +372,14 @@ def _host_config(
     fields: dict[str, Any] = {}
     params: dict[str, Any] = {}
     secrets: list[str] = []
-    jump_spec = proxy_command = None
+    ssh_args: dict[str, str] = {}
     for key, value in values.items():
         if key in ANSIBLE_KEYS:
             fields[ANSIBLE_KEYS[key]] = value
         elif key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
-            jump, command = _ansible_proxy(str(value), f"inventory {path}: host {name!r}: {key}")
-            jump_spec, proxy_command = jump or jump_spec, command or proxy_command
+            ssh_args.update(
+                _ansible_ssh_args(str(value), f"inventory {path}: host {name!r}: {key}")
+            )
         elif key == "ansible_connection":
             fields["connection"] = value
         elif key in PASSWORD_KEYS:
@@ -408,7 +409,8 @@ def _host_config(
             "supported; use ssh or local"
         )
     key_file = fields.get("key_file")
-    jump = None
+    jump, jump_spec = None, ssh_args.get("jump")
+    proxy_command = ssh_args.get("proxy_command")
     if jump_spec and not proxy_command and jump_spec.lower() != "none":
         jump = jump_config(jump_spec, ssh_config, f"inventory {path}: host {name!r}")
     if proxy_command:  # OpenSSH's tokens: the target's address, port and user
@@ -424,6 +426,7 @@ def _host_config(
         key_file=os.path.expanduser(str(key_file)) if key_file else None,
         jump=jump,
         proxy_command=proxy_command,
+        known_hosts=ssh_args.get("known_hosts"),
         params=params,
         connect_timeout=(
             _timeout(f"inventory {path}: host {name!r}", fields["connect_timeout"])

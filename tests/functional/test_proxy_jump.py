@@ -116,11 +116,13 @@ def test_an_inventory_host_behind_a_jump_host(pair, tmp_path) -> None:
         "all:\n  hosts:\n"
         f"    lab1: {{ansible_host: {target.address}, ansible_port: {target.port}, "
         f"ansible_user: {target.user}, ansible_ssh_private_key_file: {target.key_file}, "
-        'ansible_ssh_common_args: "-o StrictHostKeyChecking=yes -J jumpbox"}\n'
+        f'ansible_ssh_common_args: "-o StrictHostKeyChecking=yes -J jumpbox '
+        f'-o UserKnownHostsFile={target.known_hosts}"}}\n'
     )
     (lab1,) = resolve_hosts("lab1", str(inventory), config)
     assert (lab1.jump.name, lab1.jump.address) == ("jumpbox", jump.address)
-    with make_host(lab1, known_hosts=target.known_hosts) as host:
+    assert lab1.known_hosts == target.known_hosts
+    with make_host(lab1) as host:
         assert host.run("echo lab1").stdout == "lab1\n"
 
 
