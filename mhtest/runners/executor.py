@@ -121,15 +121,19 @@ class _Output:
         with self.lock:
             if event["type"] == events.TEST_END:
                 self._send_files(event.get("uid"))
+            elif event["type"] == events.TEST_REBOOT:
+                # What it has so far, not marked last: the controller keeps it if the test
+                # never runs again (a stop, a failed reboot), else the final results replace it.
+                self._send_files(event.get("uid"), final=False)
             self._write(events.encode(event["type"], **fields))
 
-    def _send_files(self, uid: Any) -> None:
+    def _send_files(self, uid: Any, final: bool = True) -> None:
         logdir = self.logdirs.get(uid)
         if not logdir or not os.path.isdir(logdir):
             return
         pieces = _Pieces(
             lambda piece, last: self._write(
-                events.encode(events.TEST_FILES, uid=uid, data=piece, last=last)
+                events.encode(events.TEST_FILES, uid=uid, data=piece, last=last and final)
             )
         )
         try:

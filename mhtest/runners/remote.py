@@ -15,10 +15,12 @@ it got to, so each event and result arrives once; a host not back in time ends i
 ERROR ("lost h2 at 12:03:04, not back within 300 s"). Once the run's end arrives, the
 host is told it may go: it removes the run and leaves nothing behind.
 
-A test may ask for its host's reboot (mhtest.runners.reboot: test.reboot in the journal).
-This runner then waits for the host's other running tests to end, reboots the host
-(Host.reboot, which waits for a new boot id), and starts a new run of the test (its
-results directory put back, its reboot count one higher) and of the tests not started yet.
+A test may ask for its host's reboot (mhtest.runners.reboot: test.reboot in the journal,
+after the test's results so far). This runner then waits for the host's other running
+tests to end, reboots the host (Host.reboot, which waits for a new boot id), and starts a
+new run of the test (its results directory put back, its reboot count one higher) and of
+the tests not started yet; the test's results so far are kept here only if it never gets
+to run again (a stop, a failed reboot).
 
 Ctrl-C sends the executor a stop message, which stops its tests (they are reported
 INTERRUPT with their results); a second channel kills the run only if it does not end
@@ -127,11 +129,11 @@ class RemoteTestRunner:
                 missing = [s for s in specs if s.uid not in self.reports.ended]
                 if self._killed:
                     break
-                if (
-                    self.reboot_wanted is not None
-                    and not self._others_running(by_uid)
-                    and not self.stop.is_set()
-                ):
+                if self.reboot_wanted is not None and not self._others_running(by_uid):
+                    if self.stop.is_set():  # no reboot: its run stops the test, as any
+                        self.reports.forget_files(by_uid[self.reboot_wanted[0]][0])
+                        self.reboot_wanted = None
+                        continue
                     rebooted = self._reboot(proc, files, specs, by_uid, preload)
                     if isinstance(rebooted, str):
                         if not self.stop.is_set():
@@ -255,9 +257,12 @@ class RemoteTestRunner:
         finally:
             self.sink(events.host_phase(name, "running", 0))
         if error:
-            LOG.error("%s", error)
+            if not self.stop.is_set():
+                LOG.error("%s: reboot %d failed: %s", name, count, error)
+            self.reports.results_done(local)  # what it had before: kept
             return f"{name}: reboot {count} for {local.name} failed: {error}"
         LOG.warning("%s: back after reboot %d; running %s again", name, count, local.name)
+        self.reports.forget_files(local)  # they come whole with its end
         if self.on_reconnect is not None:
             self.on_reconnect()
         again = dataclasses.replace(remote, env={**remote.env, reboot.COUNT_VAR: str(count)})

@@ -151,6 +151,13 @@ class HostReports:
         if event.get("last") is True:
             self.results_done(spec)
 
+    def forget_files(self, spec: TestSpec) -> None:
+        """Drop what arrived of the test's results so far (its host sends them whole again)."""
+        pending = self.spools.pop(spec.uid, None)
+        if pending is not None:
+            pending[1].close()
+        self.flow.pop(spec.uid, None)
+
     def results_done(self, spec: TestSpec) -> None:
         """Extract what arrived of the test's results (at its last piece, or at its end)."""
         self.files_done.add(spec.uid)

@@ -227,3 +227,61 @@ def test_control_file_reboots_between_client_tests(guest, mhtest, write_tests) -
     reboot = next(r for n, r in by_name.items() if n.endswith("reboot"))
     assert reboot["status"] == "PASS", reboot
     assert f"boot {before['whiteboard']} -> {after['whiteboard']}" in json.dumps(reboot), reboot
+
+
+ONCE_PY = """
+import os
+
+from mhtest import Test
+
+
+class Once(Test):
+    def test(self):
+        with open(os.path.join(self.outputdir, "run-%d" % self.reboot_count), "w") as out:
+            out.write("made before the reboot")
+        self.reboot()
+"""
+
+
+@pytest.mark.timeout(BOOT + 300)
+def test_ctrl_c_while_the_host_reboots_keeps_the_results_so_far(guest, write_tests, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import mhtest_command
+
+    base = write_tests({"once.py": ONCE_PY})
+    results = tmp_path / "results"
+    args = ["run", str(base / "once.py"), "--hosts", ALIAS, "--ssh-config", guest.ssh_config]
+    proc = subprocess.Popen(
+        mhtest_command(args, results),
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seen = []
+        for line in proc.stdout:  # (the test's own timeout bounds this)
+            seen.append(line)
+            if line.startswith("REBOOT     :"):
+                break
+        assert seen and seen[-1].startswith("REBOOT"), seen
+        time.sleep(1)  # the host is going down now
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 9, (out, err)  # exitcodes.INTERRUPTED | TESTS_FAIL
+    assert "ERROR" not in err, err
+    job = json.loads((results / "latest" / "results.json").read_text())
+    (result,) = job["tests"]
+    assert result["status"] == "INTERRUPT", result
+    logdir = Path(result["logdir"])
+    assert (logdir / "data" / "run-0").read_text() == "made before the reboot"
+    assert "asking for reboot 1 of the host" in (logdir / "debug.log").read_text()
+    assert guest.wait_up(BOOT)  # (rebooted or not, the guest is there for what follows)
