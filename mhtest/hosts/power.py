@@ -69,6 +69,35 @@ class PowerControl:
     def hardreset(self) -> None:
         self.power_cycle()
 
+    def run_here(
+        self,
+        argv: list[str],
+        what: str,
+        timeout: float,
+        tool: str = "",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Run a power command on this machine; PowerError naming the host and `what` when
+        it does not answer within `timeout` seconds or fails (its exit status, as `tool`'s,
+        and its last line of output)."""
+        import subprocess
+
+        try:
+            proc = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise PowerError(
+                f"{self.host}: {what}: no answer within {timeout:g} s", str(self.host)
+            ) from None
+        if proc.returncode != 0:
+            out = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
+            status = f"{tool + ' ' if tool else ''}exit status {proc.returncode}"
+            raise PowerError(
+                f"{self.host}: {what} failed ({status}){': ' + out[-1] if out else ''}",
+                str(self.host),
+            )
+
 
 def load_power_plugin(kind: str, host: str = "") -> type:
     """The plugin class for power `kind`: a built-in one, else the entry point of that name."""

@@ -11,7 +11,6 @@ power_off then power_on. conmux's hardreset was such a command.
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 from mhtest.hosts.power import ACTIONS, PowerControl, PowerError
@@ -46,25 +45,8 @@ class CommandPower(PowerControl):
                 f"unknown field {exc}",
                 str(self.host),
             ) from None
-        try:
-            proc = subprocess.run(
-                ["/bin/sh", "-c", command],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=self.timeout,
-            )
-        except subprocess.TimeoutExpired:
-            raise PowerError(
-                f"{self.host}: power {action} command {command!r} took over {self.timeout:g} s",
-                str(self.host),
-            ) from None
-        if proc.returncode != 0:
-            out = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
-            raise PowerError(
-                f"{self.host}: power {action} command {command!r} failed with exit status "
-                f"{proc.returncode}{': ' + out[-1] if out else ''}",
-                str(self.host),
-            )
+        what = f"power {action} command {command!r}"
+        self.run_here(["/bin/sh", "-c", command], what, self.timeout)
 
     def power_on(self) -> None:
         if "power_on" not in self.commands:

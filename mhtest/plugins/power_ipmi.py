@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from typing import Any
 
 from mhtest.hosts.power import PowerControl, PowerError
@@ -52,27 +51,8 @@ class IPMIPower(PowerControl):
         env = dict(os.environ)
         if self.password:
             env["IPMI_PASSWORD"] = self.password
-        try:
-            proc = subprocess.run(
-                self.command(action),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                env=env,
-                timeout=self.timeout,
-            )
-        except subprocess.TimeoutExpired:
-            raise PowerError(
-                f"{self.host}: ipmi power {action} via BMC {self.address}: no answer within "
-                f"{self.timeout:g} s",
-                str(self.host),
-            ) from None
-        if proc.returncode != 0:
-            out = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
-            raise PowerError(
-                f"{self.host}: ipmi power {action} via BMC {self.address} failed "
-                f"(ipmitool exit status {proc.returncode}){': ' + out[-1] if out else ''}",
-                str(self.host),
-            )
+        what = f"ipmi power {action} via BMC {self.address}"
+        self.run_here(self.command(action), what, self.timeout, tool="ipmitool", env=env)
 
     def power_on(self) -> None:
         self._run("on")
