@@ -87,3 +87,19 @@ def wait_no_qemu(under: str | Path, timeout: float = 10.0) -> list[int]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
+
+
+def guest_ssh_config(guest: Any, image: Any, alias: str, where: str | Path) -> Path:
+    """An ssh_config file in `where` naming a KVMGuest forwarded on this machine `alias`
+    (root, the image's key, its host key checked): the guest as `--hosts` or a queue
+    machine names it."""
+    assert guest.hostname == "127.0.0.1", guest.hostname  # forwarded on this machine
+    where = Path(where)
+    known_hosts = where / "known_hosts"
+    known_hosts.write_text(f"{guest.known_hosts_name} {image.host_key}\n")
+    config = where / "ssh_config"
+    config.write_text(
+        f"Host {alias}\n    HostName {guest.hostname}\n    Port {guest.port}\n    User root\n"
+        f"    IdentityFile {image.key_file}\n    UserKnownHostsFile {known_hosts}\n"
+    )
+    return config

@@ -18,7 +18,7 @@ import pytest
 
 from mhtest.autoserv.deb_kernel import DEBKernel
 from mhtest.hosts.kvm_guest import KVMGuest
-from mhtest.virt.testing import wait_no_qemu
+from mhtest.virt.testing import guest_ssh_config, wait_no_qemu
 
 from .conftest import wait_gone
 from .queueing import Watching, job_results, wait_done
@@ -58,23 +58,6 @@ def boot_guest(kvm, image, disk: Path) -> KVMGuest:
     return guest
 
 
-def guest_ssh_config(guest: KVMGuest, image, where: Path) -> Path:
-    """An ssh_config naming the guest's forwarded sshd ALIAS, with its keys."""
-    assert guest.hostname == "127.0.0.1", guest.hostname  # forwarded on this machine
-    known_hosts = where / "known_hosts"
-    known_hosts.write_text(f"{guest.known_hosts_name} {image.host_key}\n")
-    config = where / "ssh_config"
-    config.write_text(
-        f"Host {ALIAS}\n"
-        f"    HostName {guest.hostname}\n"
-        f"    Port {guest.port}\n"
-        "    User root\n"
-        f"    IdentityFile {image.key_file}\n"
-        f"    UserKnownHostsFile {known_hosts}\n"
-    )
-    return config
-
-
 @pytest.mark.timeout(BOOT + RUN + 300)
 def test_a_kernel_deb_dropped_into_the_mirror_boots_on_the_guest_then_its_tests_run(
     kvm_host, debian_image, tmp_path: Path
@@ -100,7 +83,7 @@ def test_a_kernel_deb_dropped_into_the_mirror_boots_on_the_guest_then_its_tests_
     guest = boot_guest(kvm_host, debian_image, disk)
     try:
         assert guest.run("uname -r").stdout.strip() == debian_image.kernel_release
-        ssh_config = guest_ssh_config(guest, debian_image, tmp_path)
+        ssh_config = guest_ssh_config(guest, debian_image, ALIAS, tmp_path)
         watch = ["start-all", str(top), "--ssh-config", str(ssh_config)]
         watch += ["--tests-path", str(top / "tests")]
         mirroring = ["mirror", "--clients", str(clients), str(mirror), str(top / "queue")]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mhtest.hosts.kvm_guest import KVMGuest
+from mhtest.virt.testing import guest_ssh_config
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,14 +38,7 @@ def guest(kvm_host, debian_image, tmp_path_factory):
     try:
         assert g.wait_up(BOOT), f"guest did not come up: {g.qemu.console_tail()}"
         where = tmp_path_factory.mktemp("guest-ssh")
-        known = where / "known_hosts"
-        known.write_text(f"[{g.hostname}]:{g.port} {debian_image.host_key}\n")
-        config = where / "ssh_config"
-        config.write_text(
-            f"Host {ALIAS}\n  HostName {g.hostname}\n  Port {g.port}\n  User root\n"
-            f"  IdentityFile {debian_image.key_file}\n  UserKnownHostsFile {known}\n"
-        )
-        g.ssh_config = str(config)
+        g.ssh_config = str(guest_ssh_config(g, debian_image, ALIAS, where))
         yield g
     finally:
         g.close()
