@@ -264,9 +264,9 @@ def _ansible_ssh_args(args: str, where: str) -> dict[str, str]:
     options["userknownhostsfile"] = "known_hosts"
     for i, word in enumerate(words):
         value = words[i + 1] if i + 1 < len(words) else ""
-        if word == "-J" or (word.startswith("-J") and len(word) > 2):
+        if word.startswith("-J"):
             found["jump"] = value if word == "-J" else word[2:]
-        elif word == "-o" or word.startswith("-o"):
+        elif word.startswith("-o"):
             key, _, setting = (value if word == "-o" else word[2:]).partition("=")
             if key.strip().lower() in options:
                 found[options[key.strip().lower()]] = setting.strip()

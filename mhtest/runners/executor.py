@@ -225,7 +225,6 @@ def take_input(
         spec.logdir = os.path.join(root, spec.logdir or f"results/{spec.uid}")
         spec.env.update(environment.common_tmpdir_variables(shared))
         spec.tests_path = [os.path.join(tree, d) for d in spec.tests_path] if tree else []
-        spec.env.update(reboot.count_variables(reboot.reboot_count(spec.env)))
         if desk:
             spec.env.update({reboot.SOCKET_VAR: desk, reboot.TEST_VAR: str(spec.uid)})
         specs.append(spec)

@@ -28,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 SOCKET_VAR = "MHTEST_REBOOT_SOCKET"
 TEST_VAR = "MHTEST_REBOOT_TEST"
@@ -86,7 +86,7 @@ def reboot_count(env: dict[str, str] | None = None) -> int:
 # -- the test's side -------------------------------------------------------------------------
 
 
-def request(command: str | None = None, wait: float = DEFAULT_WAIT) -> None:
+def request(command: str | None = None, wait: float = DEFAULT_WAIT) -> NoReturn:
     """Ask for the reboot of this test's host, and wait for it (does not return).
 
     RebootError when it cannot be asked for (the test does not run on a remote host, the
@@ -151,8 +151,7 @@ def main(command: str, argv: Sequence[str]) -> int:
         request(args.command, args.timeout)
     except RebootError as exc:
         print(f"{command}: {exc}", file=sys.stderr)
-        return 2
-    return 2  # (not reached: the reboot ends this process)
+    return 2
 
 
 # -- the executor's side ---------------------------------------------------------------------

@@ -134,7 +134,7 @@ class RemoteTestRunner:
                         self.reports.forget_files(by_uid[self.reboot_wanted[0]][0])
                         self.reboot_wanted = None
                         continue
-                    rebooted = self._reboot(proc, files, specs, by_uid, preload)
+                    rebooted = self._reboot(proc, files, by_uid, preload)
                     if isinstance(rebooted, str):
                         if not self.stop.is_set():
                             self.reports.fail_rest(missing, rebooted)
@@ -237,7 +237,7 @@ class RemoteTestRunner:
         return reason
 
     def _reboot(
-        self, proc: Any, files: Any, specs: list[TestSpec], by_uid: dict, preload: tuple
+        self, proc: Any, files: Any, by_uid: dict, preload: tuple
     ) -> tuple[Any, ExecStream] | str:
         """Reboot the host for the test that asked, then run it again and the tests that
         did not start: the new run's (proc, stream), or why the host's tests end."""
@@ -266,11 +266,7 @@ class RemoteTestRunner:
         if self.on_reconnect is not None:
             self.on_reconnect()
         again = dataclasses.replace(remote, env={**remote.env, reboot.COUNT_VAR: str(count)})
-        later = [
-            there
-            for here, there in (by_uid[s.uid] for s in specs if s.uid in by_uid)
-            if here.uid not in self.reports.started
-        ]
+        later = [there for here, there in by_uid.values() if here.uid not in self.reports.started]
         self.reports.resumed.add(local.uid)
         self._resume = [{"run": old_run, "test": uid}]
         return self._begin(files, [again, *later], preload)
@@ -308,8 +304,10 @@ class RemoteTestRunner:
             )
             command = None
         count = self.reboots.get(uid, 0) + 1
-        if count > reboot.MAX_REBOOTS:
-            LOG.warning("%s: %s asked for reboot %d: not done", self.host.name, pair[0].name, count)
+        if count > reboot.MAX_REBOOTS:  # (its host's desk refuses these: this one is hostile)
+            limit = reboot.MAX_REBOOTS
+            why = f"{self.host.name}: {pair[0].name} asked for reboot {count}, over {limit}"
+            self.reports.fail_rest([pair[0]], why)
             return
         self.reboots[uid] = count
         self.reboot_wanted = (uid, command)

@@ -135,21 +135,19 @@ def child_env(env: Mapping[str, str]) -> dict[str, str]:
     """
     extra: dict[str, str] = {}
     worker = bool(env.get("MHTEST_WORKER") and env.get("MHTEST_SYNC_ADDRESS"))
-    if not worker and env.get(SOCKET_VAR):
-        try:
-            extra["PATH"] = os.pathsep.join([bin_dir(), env.get("PATH") or os.defpath])
-        except OSError as exc:
-            LOG.warning("no mhtest-reboot for this test: cannot make its directory: %s", exc)
     if worker:
         extra.update(_role_variables(env, extra))
         if sys.platform.startswith("linux"):
             # The worker's sync agent, started by its first `mhtest sync` (mhtest.sync.agent):
             # always a new one (an agent named in the environment is an outer worker's).
             extra["MHTEST_SYNC_AGENT"] = f"@mhtest-sync-{secrets.token_hex(16)}"
+    if worker or env.get(SOCKET_VAR):
         try:
             extra["PATH"] = os.pathsep.join([bin_dir(), env.get("PATH") or os.defpath])
         except OSError as exc:
-            LOG.warning("no sync commands for this worker: cannot make their directory: %s", exc)
+            LOG.warning(
+                "no sync or reboot commands for this test: cannot make their directory: %s", exc
+            )
     return extra
 
 
